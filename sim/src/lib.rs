@@ -1,1 +1,23 @@
-pub fn placeholder() {}
+//! A simulated GSMA IoT SAFE (IoT.05) card.
+//!
+//! * [`Card`] — the card model: `transmit(apdu) -> response`.
+//! * [`SharedCard`] — the same behind `Arc<Mutex<_>>` for multi-threaded tests.
+//! * [`Profile`] — the card content (TOML), [`default_profile`] — the test content.
+//! * [`vpcd`] — connect the card to pcscd's vsmartcard-vpcd driver.
+//! * [`control`] — the line/JSON control channel.
+
+pub mod hash;
+pub mod hexutil;
+pub mod pki;
+pub mod profile;
+pub mod tlv;
+
+pub use pki::{DefaultBundle, bundle_from_seed, default_bundle, default_profile};
+pub use profile::{
+    AppInfo, File, ObjectState, PrivateKey, Profile, ProfileError, PublicKey, SecretKey,
+};
+pub mod card;
+pub use card::{
+    AppInfoTags, Card, CardOptions, CardStats, ObjectListStyle, SharedCard, SignatureLengthStyle,
+    cla_for_channel,
+};

@@ -1,0 +1,621 @@
+//! The card's content and fixed parameters, loadable from / savable to TOML.
+//!
+//! See `sim/README.md` for the file format.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::hexutil;
+
+/// Default GSMA IoT SAFE applet AID.
+pub const DEFAULT_AID: [u8; 7] = [0xA0, 0x00, 0x00, 0x05, 0x59, 0x00, 0x10];
+
+/// Key type `13`: NIST P-256, persistent.
+pub const KEY_TYPE_P256_PERSISTENT: u8 = 0x13;
+/// Key type `14`: NIST P-256, volatile.
+pub const KEY_TYPE_P256_VOLATILE: u8 = 0x14;
+/// Key type `A0`: HMAC-capable secret.
+pub const KEY_TYPE_SECRET_HMAC: u8 = 0xA0;
+
+/// Crypto-function bit: signature generation / verification.
+pub const CF_SIGNATURE: u8 = 0x01;
+/// Crypto-function bit: key generation.
+pub const CF_KEY_GENERATION: u8 = 0x02;
+/// Crypto-function bit: key agreement.
+pub const CF_KEY_AGREEMENT: u8 = 0x04;
+/// Crypto-function bit: key derivation.
+pub const CF_KEY_DERIVATION: u8 = 0x08;
+
+/// Access-condition bit: read.
+pub const ACCESS_READ: u8 = 0x01;
+/// Access-condition bit: update.
+pub const ACCESS_UPDATE: u8 = 0x02;
+
+/// Signature algorithm bit: ECDSA.
+pub const SIG_ECDSA: u8 = 0x04;
+/// Key agreement bit: ECKA (ECKAS-DH1).
+pub const KA_ECKA: u8 = 0x01;
+
+/// File usage `01`: general purpose.
+pub const FILE_USAGE_GENERAL: u8 = 0x01;
+/// File usage `02`: X.509 certificate.
+pub const FILE_USAGE_CERTIFICATE: u8 = 0x02;
+
+/// Object state (tag `4A`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectState {
+    /// `01`: activated (filled).
+    #[default]
+    Activated,
+    /// `00`: deactivated (empty or partially filled).
+    Deactivated,
+}
+
+impl ObjectState {
+    /// The byte value of tag `4A`.
+    pub fn byte(self) -> u8 {
+        match self {
+            ObjectState::Activated => 0x01,
+            ObjectState::Deactivated => 0x00,
+        }
+    }
+}
+
+/// Values announced by GET DATA application information (except `11` and `B7`,
+/// which are [`Profile::applet_id`] and [`Profile::max_sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppInfo {
+    /// Tag `10`.
+    pub version: u8,
+    /// Tag `B1`.
+    pub max_files: u8,
+    /// Tag `B2`.
+    pub max_private_keys: u8,
+    /// Tag `B3`.
+    pub max_public_keys: u8,
+    /// Tag `B4`.
+    pub max_secret_keys: u8,
+    /// Tag `90`/`61`.
+    pub crypto_functions: u8,
+    /// Tag `91` (2 bytes).
+    pub hash_algos: u16,
+    /// Tag `92`.
+    pub signature_algos: u8,
+    /// Tag `93`/`6F`.
+    pub key_agreement_algos: u8,
+    /// Tag `94`.
+    pub key_derivation_algos: u8,
+}
+
+impl Default for AppInfo {
+    fn default() -> Self {
+        AppInfo {
+            version: 0x10,
+            max_files: 10,
+            max_private_keys: 10,
+            max_public_keys: 10,
+            max_secret_keys: 10,
+            crypto_functions: CF_SIGNATURE | CF_KEY_GENERATION | CF_KEY_AGREEMENT,
+            hash_algos: 0x0007,
+            signature_algos: SIG_ECDSA,
+            key_agreement_algos: KA_ECKA,
+            key_derivation_algos: 0x00,
+        }
+    }
+}
+
+/// A private-key object (class `C1`, tags `74`/`84`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateKey {
+    /// Object ID (opaque bytes).
+    #[serde(with = "hex_bytes")]
+    pub id: Vec<u8>,
+    /// Optional label (opaque bytes; a string in TOML when UTF-8).
+    #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
+    pub label: Option<Vec<u8>>,
+    /// Key type (tag `4B`), `13` or `14`.
+    #[serde(default = "d_key_type")]
+    pub key_type: u8,
+    /// Object state (tag `4A`).
+    #[serde(default)]
+    pub state: ObjectState,
+    /// Access conditions (tag `60`).
+    #[serde(default = "d_access_update")]
+    pub access: u8,
+    /// Key-specific usage (tag `4E`).
+    #[serde(default = "d_one")]
+    pub usage: u8,
+    /// Cryptographic functions (tag `61`).
+    #[serde(default = "d_cf_sig")]
+    pub crypto_functions: u8,
+    /// Signature algorithms (tag `92`).
+    #[serde(default = "d_sig")]
+    pub signature_algos: u8,
+    /// Hash algorithms (tag `91`).
+    #[serde(default = "d_hash")]
+    pub hash_algos: u16,
+    /// Key agreement algorithms (tag `6F`).
+    #[serde(default)]
+    pub key_agreement_algos: u8,
+    /// The private scalar (32 bytes) if the container is filled.
+    #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub private: Option<Vec<u8>>,
+}
+
+/// A public-key object (class `C2`, tags `75`/`85`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKey {
+    /// Object ID.
+    #[serde(with = "hex_bytes")]
+    pub id: Vec<u8>,
+    /// Optional label.
+    #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
+    pub label: Option<Vec<u8>>,
+    /// Key type (tag `4B`).
+    #[serde(default = "d_key_type")]
+    pub key_type: u8,
+    /// Object state (tag `4A`).
+    #[serde(default)]
+    pub state: ObjectState,
+    /// Access conditions (tag `60`); `02` (update) allows PUT PUBLIC KEY.
+    #[serde(default = "d_access_read")]
+    pub access: u8,
+    /// Key-specific usage (tag `4E`).
+    #[serde(default = "d_one")]
+    pub usage: u8,
+    /// Cryptographic functions (tag `61`).
+    #[serde(default = "d_cf_sig")]
+    pub crypto_functions: u8,
+    /// Signature algorithms (tag `92`).
+    #[serde(default = "d_sig")]
+    pub signature_algos: u8,
+    /// Hash algorithms (tag `91`).
+    #[serde(default = "d_hash")]
+    pub hash_algos: u16,
+    /// Key agreement algorithms (tag `6F`).
+    #[serde(default)]
+    pub key_agreement_algos: u8,
+    /// Uncompressed point `04||X||Y` if filled.
+    #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub point: Option<Vec<u8>>,
+}
+
+/// A file object (class `C3`, tags `73`/`83`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FileToml", into = "FileToml")]
+pub struct File {
+    /// Object ID.
+    pub id: Vec<u8>,
+    /// Optional label.
+    pub label: Option<Vec<u8>>,
+    /// File-specific usage (tag `21`): `01` general, `02` certificate.
+    pub usage: u8,
+    /// Object state (tag `4A`).
+    pub state: ObjectState,
+    /// Access conditions (tag `60`).
+    pub access: u8,
+    /// Content; its length is the size announced in tag `20`.
+    pub content: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    #[serde(with = "hex_bytes")]
+    id: Vec<u8>,
+    #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
+    label: Option<Vec<u8>>,
+    #[serde(default = "d_one")]
+    usage: u8,
+    #[serde(default)]
+    state: ObjectState,
+    #[serde(default = "d_access_read")]
+    access: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_hex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_base64: Option<String>,
+}
+
+impl TryFrom<FileToml> for File {
+    type Error = String;
+    fn try_from(t: FileToml) -> Result<File, String> {
+        let content = match (t.content_hex, t.content_base64) {
+            (Some(_), Some(_)) => {
+                return Err("file: give content_hex or content_base64, not both".into());
+            }
+            (Some(h), None) => hexutil::decode(&h)?,
+            (None, Some(b)) => {
+                use base64ct::Encoding;
+                let clean: String = b.chars().filter(|c| !c.is_whitespace()).collect();
+                base64ct::Base64::decode_vec(&clean[..])
+                    .map_err(|e| format!("file content_base64: {e}"))?
+            }
+            (None, None) => Vec::new(),
+        };
+        Ok(File {
+            id: t.id,
+            label: t.label,
+            usage: t.usage,
+            state: t.state,
+            access: t.access,
+            content,
+        })
+    }
+}
+
+impl From<File> for FileToml {
+    fn from(f: File) -> FileToml {
+        use base64ct::Encoding;
+        FileToml {
+            id: f.id,
+            label: f.label,
+            usage: f.usage,
+            state: f.state,
+            access: f.access,
+            content_hex: None,
+            content_base64: if f.content.is_empty() {
+                None
+            } else {
+                Some(base64ct::Base64::encode_string(&f.content))
+            },
+        }
+    }
+}
+
+/// A secret-key object (class `C4`, tags `76`/`86`). Listed only; no command uses it yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKey {
+    /// Object ID.
+    #[serde(with = "hex_bytes")]
+    pub id: Vec<u8>,
+    /// Optional label.
+    #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
+    pub label: Option<Vec<u8>>,
+    /// Key type (tag `4B`), e.g. `A0`.
+    #[serde(default = "d_secret_type")]
+    pub key_type: u8,
+    /// Object state (tag `4A`).
+    #[serde(default)]
+    pub state: ObjectState,
+    /// Access conditions (tag `60`).
+    #[serde(default = "d_access_rw")]
+    pub access: u8,
+    /// Cryptographic functions (tag `61`).
+    #[serde(default = "d_cf_kd")]
+    pub crypto_functions: u8,
+    /// Key derivation algorithms (tag `94`).
+    #[serde(default)]
+    pub key_derivation_algos: u8,
+    /// Secret value if filled.
+    #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// The whole card content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Applet AID.
+    #[serde(default = "d_aid", with = "hex_bytes")]
+    pub aid: Vec<u8>,
+    /// Applet proprietary identifier (tag `11`, normally 32 bytes).
+    #[serde(default = "d_applet_id", with = "hex_bytes")]
+    pub applet_id: Vec<u8>,
+    /// Maximum number of concurrently open sessions, card-wide (tag `B7`).
+    #[serde(default = "d_max_sessions")]
+    pub max_sessions: u8,
+    /// Highest logical channel number (channels `1..=max_channels` can be opened).
+    #[serde(default = "d_max_channels")]
+    pub max_channels: u8,
+    /// Application information values.
+    #[serde(default)]
+    pub app_info: AppInfo,
+    /// Private keys.
+    #[serde(default, rename = "private_key")]
+    pub private_keys: Vec<PrivateKey>,
+    /// Public keys.
+    #[serde(default, rename = "public_key")]
+    pub public_keys: Vec<PublicKey>,
+    /// Files.
+    #[serde(default, rename = "file")]
+    pub files: Vec<File>,
+    /// Secret keys.
+    #[serde(default, rename = "secret_key")]
+    pub secret_keys: Vec<SecretKey>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            aid: d_aid(),
+            applet_id: d_applet_id(),
+            max_sessions: d_max_sessions(),
+            max_channels: d_max_channels(),
+            app_info: AppInfo::default(),
+            private_keys: Vec::new(),
+            public_keys: Vec::new(),
+            files: Vec::new(),
+            secret_keys: Vec::new(),
+        }
+    }
+}
+
+/// Error loading, saving or validating a profile.
+#[derive(Debug)]
+pub enum ProfileError {
+    /// File I/O failed.
+    Io(std::io::Error),
+    /// TOML syntax / schema error.
+    Toml(String),
+    /// Semantically invalid content.
+    Invalid(String),
+}
+
+impl std::fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProfileError::Io(e) => write!(f, "I/O error: {e}"),
+            ProfileError::Toml(e) => write!(f, "TOML error: {e}"),
+            ProfileError::Invalid(e) => write!(f, "invalid profile: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
+impl From<std::io::Error> for ProfileError {
+    fn from(e: std::io::Error) -> Self {
+        ProfileError::Io(e)
+    }
+}
+
+impl Profile {
+    /// Reads and validates a TOML profile.
+    pub fn load(path: impl AsRef<Path>) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path)?;
+        Profile::from_toml(&text)
+    }
+
+    /// Parses and validates a TOML profile.
+    pub fn from_toml(text: &str) -> Result<Profile, ProfileError> {
+        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Toml(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Serialises to TOML.
+    pub fn to_toml(&self) -> Result<String, ProfileError> {
+        toml::to_string(self).map_err(|e| ProfileError::Toml(e.to_string()))
+    }
+
+    /// Writes the profile as TOML.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ProfileError> {
+        let text = self.to_toml()?;
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    /// Checks lengths, key material and uniqueness of references.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        let bad = |m: String| Err(ProfileError::Invalid(m));
+        if self.aid.len() < 5 || self.aid.len() > 16 {
+            return bad(format!("aid must be 5..16 bytes, got {}", self.aid.len()));
+        }
+        if self.applet_id.len() > 127 {
+            return bad("applet_id longer than 127 bytes".into());
+        }
+        if self.max_channels > 19 {
+            return bad("max_channels must be 0..19".into());
+        }
+        fn refs_unique<'a>(
+            class: &str,
+            items: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+        ) -> Result<(), ProfileError> {
+            let mut ids: Vec<&Vec<u8>> = Vec::new();
+            let mut labels: Vec<&Vec<u8>> = Vec::new();
+            for (id, label) in items {
+                if id.is_empty() || id.len() > 127 {
+                    return Err(ProfileError::Invalid(format!(
+                        "{class}: id must be 1..127 bytes"
+                    )));
+                }
+                if ids.contains(&id) {
+                    return Err(ProfileError::Invalid(format!(
+                        "{class}: duplicate id {}",
+                        hexutil::encode(id)
+                    )));
+                }
+                ids.push(id);
+                if let Some(l) = label {
+                    if l.is_empty() || l.len() > 127 {
+                        return Err(ProfileError::Invalid(format!(
+                            "{class}: label must be 1..127 bytes"
+                        )));
+                    }
+                    if labels.contains(&l) {
+                        return Err(ProfileError::Invalid(format!(
+                            "{class}: duplicate label {}",
+                            String::from_utf8_lossy(l)
+                        )));
+                    }
+                    labels.push(l);
+                }
+            }
+            Ok(())
+        }
+        refs_unique(
+            "private_key",
+            self.private_keys.iter().map(|k| (&k.id, &k.label)),
+        )?;
+        refs_unique(
+            "public_key",
+            self.public_keys.iter().map(|k| (&k.id, &k.label)),
+        )?;
+        refs_unique("file", self.files.iter().map(|k| (&k.id, &k.label)))?;
+        refs_unique(
+            "secret_key",
+            self.secret_keys.iter().map(|k| (&k.id, &k.label)),
+        )?;
+        for k in &self.private_keys {
+            if let Some(s) = &k.private
+                && p256::SecretKey::from_slice(s).is_err()
+            {
+                return bad(format!(
+                    "private_key {}: not a valid P-256 scalar",
+                    hexutil::encode(&k.id)
+                ));
+            }
+        }
+        for k in &self.public_keys {
+            if let Some(p) = &k.point
+                && (p.len() != 65 || p256::PublicKey::from_sec1_bytes(p).is_err())
+            {
+                return bad(format!(
+                    "public_key {}: point must be an uncompressed P-256 point",
+                    hexutil::encode(&k.id)
+                ));
+            }
+        }
+        for f in &self.files {
+            if f.content.len() > 0xFFFF {
+                return bad("file larger than 65535 bytes".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Private key by ID.
+    pub fn private_key(&self, id: &[u8]) -> Option<&PrivateKey> {
+        self.private_keys.iter().find(|k| k.id == id)
+    }
+
+    /// Public key by ID.
+    pub fn public_key(&self, id: &[u8]) -> Option<&PublicKey> {
+        self.public_keys.iter().find(|k| k.id == id)
+    }
+
+    /// File by ID.
+    pub fn file(&self, id: &[u8]) -> Option<&File> {
+        self.files.iter().find(|k| k.id == id)
+    }
+
+    /// Secret key by ID.
+    pub fn secret_key(&self, id: &[u8]) -> Option<&SecretKey> {
+        self.secret_keys.iter().find(|k| k.id == id)
+    }
+}
+
+fn d_aid() -> Vec<u8> {
+    DEFAULT_AID.to_vec()
+}
+fn d_applet_id() -> Vec<u8> {
+    let mut v = b"iotsafe-sim simulated applet 0.1".to_vec();
+    v.resize(32, 0);
+    v
+}
+fn d_max_sessions() -> u8 {
+    4
+}
+fn d_max_channels() -> u8 {
+    19
+}
+fn d_key_type() -> u8 {
+    KEY_TYPE_P256_PERSISTENT
+}
+fn d_secret_type() -> u8 {
+    KEY_TYPE_SECRET_HMAC
+}
+fn d_access_read() -> u8 {
+    ACCESS_READ
+}
+fn d_access_update() -> u8 {
+    ACCESS_UPDATE
+}
+fn d_access_rw() -> u8 {
+    ACCESS_READ | ACCESS_UPDATE
+}
+fn d_one() -> u8 {
+    1
+}
+fn d_cf_sig() -> u8 {
+    CF_SIGNATURE
+}
+fn d_cf_kd() -> u8 {
+    CF_KEY_DERIVATION
+}
+fn d_sig() -> u8 {
+    SIG_ECDSA
+}
+fn d_hash() -> u16 {
+    0x0007
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::hexutil::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::hexutil::decode(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&crate::hexutil::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::hexutil::decode(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod label_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Hex { hex: String },
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(t) => Repr::Text(t.to_string()).serialize(s),
+                Err(_) => Repr::Hex {
+                    hex: crate::hexutil::encode(b),
+                }
+                .serialize(s),
+            },
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(Some(t.into_bytes())),
+            Repr::Hex { hex } => crate::hexutil::decode(&hex)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
