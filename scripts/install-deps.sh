@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the demo and the tests need (Debian 12 "bookworm").
+# Idempotent and fast: when every package is already installed it touches nothing
+# (no apt-get update). Uses sudo when not run as root.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+# From the main suite.
+packages=(
+  pcscd                     # PC/SC daemon
+  vsmartcard-vpcd           # virtual reader driver for pcscd; the simulator is the card behind it
+  libpcsclite-dev pkg-config # build-time: the pcsc crate links libpcsclite
+  opensc                    # pkcs11-tool, opensc-tool
+  openssl                   # openssl CLI (s_server, s_client, pkeyutl, dgst)
+  curl                      # curl 7.88 (mutual TLS through the libp11 engine)
+  libengine-pkcs11-openssl  # libp11 engine for OpenSSL (used by curl)
+  socat                     # pty pairs for the modem transport tests
+)
+# From <codename>-backports (bookworm has no pkcs11-provider of its own).
+backports_packages=(
+  pkcs11-provider           # OpenSSL 3 provider for PKCS#11 modules
+)
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+missing_bp=()
+for p in "${backports_packages[@]}"; do installed "$p" || missing_bp+=("$p"); done
+
+if [ ${#missing[@]} -eq 0 ] && [ ${#missing_bp[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: not root and no sudo; install as root: ${missing[*]} ${missing_bp[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# Installing pcscd on a machine without systemd would start a system-wide pcscd through its
+# init script; scripts/stack.sh wants the single pcscd of the machine to be its own private one.
+# Where no policy-rc.d exists, put a temporary one in place that forbids service starts.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# temporary, from iotsafe-pkcs11 scripts/install-deps.sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+  "${sudo[@]}" chmod 755 "$policy"
+  trap '"${sudo[@]}" rm -f "$policy"' EXIT
+fi
+
+echo "install-deps: installing ${missing[*]} ${missing_bp[*]}"
+"${sudo[@]}" apt-get update -qq
+if [ ${#missing[@]} -gt 0 ]; then
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ ${#missing_bp[@]} -gt 0 ]; then
+  # Prefer the shared tool when the clone sits beside ../shared, else our own copy of it.
+  if [ -x "$root/../shared/tools/apt-backports" ]; then
+    "${sudo[@]}" "$root/../shared/tools/apt-backports"
+  else
+    "${sudo[@]}" sh "$here/apt-backports.sh"
+  fi
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends -t "${codename}-backports" "${missing_bp[@]}"
+fi
+
+for p in "${packages[@]}" "${backports_packages[@]}"; do
+  installed "$p" || { echo "install-deps: $p is still not installed" >&2; exit 1; }
+done
+echo "install-deps: done"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every check of the project, as CI does: the one command to run all tests.
+#   bash scripts/test.sh
+# Installs missing Debian packages, builds, starts the pcscd+vpcd stack with the simulated
+# card (stopped again on any exit), then runs all tests including the stack-dependent ones.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install Debian packages (scripts/install-deps.sh)"
+bash scripts/install-deps.sh
+
+step "format check (cargo fmt --all --check)"
+cargo fmt --all --check
+
+step "lint (cargo clippy --workspace --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "release build (cargo build --release --workspace)"
+cargo build --release --workspace
+
+step "start the PC/SC stack with the simulated card (scripts/stack.sh start)"
+trap 'printf "\n==> stop the stack (scripts/stack.sh stop)\n"; bash scripts/stack.sh stop' EXIT
+bash scripts/stack.sh start
+# shellcheck disable=SC1091
+. "${IOTSAFE_STACK_DIR:-target/stack}/env"
+
+step "all tests, including the stack tests marked #[ignore] (cargo nextest run --workspace --run-ignored all)"
+cargo nextest run --workspace --run-ignored all --no-fail-fast

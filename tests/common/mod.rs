@@ -1,0 +1,562 @@
+//! Shared helpers for the tests that need the real PC/SC stack started by `scripts/stack.sh`
+//! (a private pcscd with the vsmartcard-vpcd driver, and `iotsafe-sim` as the card behind it).
+//!
+//! Where things are: `IOTSAFE_STACK_DIR` (default `<repo>/target/stack`) holds the card files
+//! written by `iotsafe-sim init-profile` under `card/`, the simulator's control socket `sim.sock`
+//! and the OpenSSL configuration for pkcs11-provider; `IOTSAFE_MODULE` (default
+//! `<repo>/target/release/libiotsafe_pkcs11.so`) is the module under test.
+//!
+//! Every stack test holds [`StackLock`] for its whole run: the card and its APDU counters are
+//! shared, so tests that count APDUs must not see another test's traffic.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Upper bound for one tool run (a hang guard, never an assertion on speed).
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The paths of a running stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub dir: PathBuf,
+    pub module: PathBuf,
+    pub card_dir: PathBuf,
+    pub control: PathBuf,
+    pub provider_conf: PathBuf,
+}
+
+impl Stack {
+    /// The stack described by the environment, checked to exist; panics with what to run if not.
+    pub fn get() -> Stack {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var_os("IOTSAFE_STACK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/stack"));
+        let module = std::env::var_os("IOTSAFE_MODULE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/release/libiotsafe_pkcs11.so"));
+        let stack = Stack {
+            card_dir: dir.join("card"),
+            control: dir.join("sim.sock"),
+            provider_conf: dir.join("openssl-pkcs11-provider.cnf"),
+            dir,
+            module,
+        };
+        assert!(
+            stack.module.is_file(),
+            "PKCS#11 module {} not found: build it with `cargo build --release` \
+             (or set IOTSAFE_MODULE); `bash scripts/test.sh` does everything",
+            stack.module.display()
+        );
+        for needed in [
+            stack.card_dir.join("ca.pem"),
+            stack.card_dir.join("client.pem"),
+            stack.card_dir.join("server.pem"),
+            stack.card_dir.join("server-key.pem"),
+            stack.provider_conf.clone(),
+        ] {
+            assert!(
+                needed.is_file(),
+                "{} not found: the pcscd+vpcd stack is not running in {} \
+                 (start it with `bash scripts/stack.sh start`, or set IOTSAFE_STACK_DIR; \
+                 `bash scripts/test.sh` does everything)",
+                needed.display(),
+                stack.dir.display()
+            );
+        }
+        assert!(
+            stack.control.exists(),
+            "simulator control socket {} not found: is `bash scripts/stack.sh start` running?",
+            stack.control.display()
+        );
+        stack
+    }
+
+    pub fn card_file(&self, name: &str) -> PathBuf {
+        self.card_dir.join(name)
+    }
+
+    /// A fresh scratch directory for one test (under the stack dir, removed first).
+    pub fn scratch(&self, test: &str) -> PathBuf {
+        let d = self.dir.join("test-scratch").join(test);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create scratch dir");
+        d
+    }
+
+    /// Takes the exclusive lock that serialises all stack tests (across processes).
+    pub fn lock(&self) -> StackLock {
+        let path = self.dir.join("tests.lock");
+        let file =
+            File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+        StackLock { _file: file }
+    }
+
+    /// Sends one command to the simulator's control socket and returns its one-line JSON reply.
+    pub fn sim_command(&self, command: &str) -> String {
+        let mut s = UnixStream::connect(&self.control).unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to simulator control {}: {e}",
+                self.control.display()
+            )
+        });
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("{command}\n").as_bytes())
+            .expect("write to control socket");
+        let mut line = String::new();
+        BufReader::new(&s)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("no reply from simulator control to {command:?}: {e}"));
+        let line = line.trim().to_string();
+        assert!(
+            line.contains("\"ok\":true") || line.contains("\"ok\": true"),
+            "simulator control {command:?} failed: {line:?}"
+        );
+        line
+    }
+
+    pub fn reset_stats(&self) {
+        self.sim_command("reset-stats");
+    }
+
+    pub fn stats(&self) -> SimStats {
+        let line = self.sim_command("stats");
+        SimStats::parse(&line).unwrap_or_else(|| panic!("cannot parse stats reply {line:?}"))
+    }
+}
+
+/// Held while a stack test runs; released on drop.
+pub struct StackLock {
+    _file: File,
+}
+
+/// APDU counters of the simulator: `{"ok":true,"total":2,"by_ins":{"2A":1,"2B":1}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimStats {
+    pub total: u64,
+    pub by_ins: BTreeMap<String, u64>,
+}
+
+impl SimStats {
+    /// Reads `total` and the flat `by_ins` object out of the reply (no JSON crate needed).
+    pub fn parse(line: &str) -> Option<SimStats> {
+        let total = number_after(line, "\"total\"")?;
+        let start = line.find("\"by_ins\"")? + "\"by_ins\"".len();
+        let rest = line[start..].trim_start().strip_prefix(':')?.trim_start();
+        let body = rest.strip_prefix('{')?;
+        let body = &body[..body.find('}')?];
+        let mut by_ins = BTreeMap::new();
+        for pair in body.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = pair.split_once(':')?;
+            let k = k.trim().trim_matches('"').to_ascii_uppercase();
+            by_ins.insert(k, v.trim().parse().ok()?);
+        }
+        Some(SimStats { total, by_ins })
+    }
+
+    pub fn ins(&self, ins: &str) -> u64 {
+        self.by_ins.get(ins).copied().unwrap_or(0)
+    }
+}
+
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = line[line.find(key)? + key.len()..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+// --- child processes -------------------------------------------------------------------------
+
+/// What a finished process left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics with the whole output unless the process exited 0.
+    pub fn expect_success(self) -> Finished {
+        assert!(self.status.success(), "{} failed:\n{self}", self.what);
+        self
+    }
+
+    /// stdout and stderr together.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {}\n[{}]\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.what, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A running child process whose output is collected by threads. Killed when dropped, so no
+/// test path leaves it behind.
+pub struct Proc {
+    what: String,
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `cmd` with `stdin` written to it and then closed (or /dev/null when `None`).
+    pub fn spawn(cmd: &mut Command, stdin: Option<&[u8]>) -> Proc {
+        let what = describe(cmd);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            // The child may exit without reading; that shows up in its status, not here.
+            let _ = pipe.write_all(input);
+        }
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx)),
+            collect(child.stderr.take().unwrap(), stderr.clone(), None),
+        ];
+        Proc {
+            what,
+            child,
+            stdout,
+            stderr,
+            readers,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for a stdout line for which `pick` returns something.
+    pub fn wait_for_line<T>(&mut self, timeout: Duration, pick: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(v) = pick(&line) {
+                        return v;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let f = self.finish_now();
+                    panic!("`{}`: expected line not printed ({e:?}):\n{f}", f.what);
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to exit; kills it and panics if it takes longer than `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Finished {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait().expect("try_wait") {
+                Some(_) => return self.finish_now(),
+                None if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let f = self.finish_now();
+                    panic!(
+                        "`{}` did not finish within {timeout:?}; killed:\n{f}",
+                        f.what
+                    );
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn finish_now(&mut self) -> Finished {
+        let status = self.child.wait().expect("wait for child");
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Finished {
+            what: self.what.clone(),
+            status,
+            stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(
+    pipe: impl Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+    lines: Option<mpsc::Sender<String>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    sink.lock().unwrap().push_str(&line);
+                    if let Some(tx) = &lines {
+                        let _ = tx.send(line.trim_end().to_string());
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn describe(cmd: &Command) -> String {
+    let envs: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.contains([' ', ';']) {
+                format!("'{a}'")
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect();
+    let mut parts = envs;
+    parts.push(cmd.get_program().to_string_lossy().into_owned());
+    parts.extend(args);
+    parts.join(" ")
+}
+
+/// Runs a command to completion (bounded by [`TOOL_TIMEOUT`]), stdin from /dev/null.
+pub fn run(cmd: &mut Command) -> Finished {
+    Proc::spawn(cmd, None).wait(TOOL_TIMEOUT)
+}
+
+// --- the tools -------------------------------------------------------------------------------
+
+impl Stack {
+    /// `pkcs11-tool --module <our module> …`
+    pub fn pkcs11_tool(&self) -> Command {
+        let mut c = Command::new("pkcs11-tool");
+        c.arg("--module").arg(&self.module);
+        c
+    }
+
+    /// `openssl …` with pkcs11-provider loaded for our module (so `pkcs11:` URIs work).
+    pub fn openssl_with_provider(&self) -> Command {
+        let mut c = Command::new("openssl");
+        c.env("OPENSSL_CONF", &self.provider_conf);
+        c.env_remove("PKCS11_PROVIDER_MODULE");
+        c
+    }
+
+    /// The card's certificate for key ID 01, DER, as `pkcs11-tool --read-object` reads it.
+    pub fn card_certificate_der(&self, scratch: &Path) -> Vec<u8> {
+        let out = scratch.join("card-cert.der");
+        run(self
+            .pkcs11_tool()
+            .args(["--read-object", "--type", "cert", "--id", "01", "-o"])
+            .arg(&out))
+        .expect_success();
+        let der = std::fs::read(&out).expect("read certificate file");
+        assert!(!der.is_empty(), "certificate read from the card is empty");
+        der
+    }
+
+    /// Writes the public key of the card's certificate as PEM (via `openssl x509 -pubkey`).
+    pub fn card_public_key_pem(&self, scratch: &Path) -> PathBuf {
+        let cert = scratch.join("card-cert.der");
+        std::fs::write(&cert, self.card_certificate_der(scratch)).unwrap();
+        let pem = scratch.join("card-pub.pem");
+        let f = openssl_plain()
+            .args(["x509", "-inform", "DER", "-noout", "-pubkey", "-in"])
+            .arg(&cert)
+            .args(["-out"])
+            .arg(&pem)
+            .status()
+            .expect("run openssl x509");
+        assert!(
+            f.success(),
+            "openssl x509 -pubkey failed on the card's certificate"
+        );
+        pem
+    }
+}
+
+/// `openssl …` with no configuration at all (plain OpenSSL, no PKCS#11).
+pub fn openssl_plain() -> Command {
+    let mut c = Command::new("openssl");
+    c.env("OPENSSL_CONF", "/dev/null");
+    c
+}
+
+/// The DER bytes of the first PEM certificate in `text`.
+pub fn first_pem_certificate_der(text: &str) -> Option<Vec<u8>> {
+    let begin_marker = "-----BEGIN CERTIFICATE-----";
+    let body = &text[text.find(begin_marker)? + begin_marker.len()..];
+    let body = &body[..body.find("-----END CERTIFICATE-----")?];
+    base64_decode(body)
+}
+
+/// Standard base64 (with padding, whitespace ignored), as in PEM.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let chars: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    if chars.is_empty() || !chars.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
+    for quad in chars.chunks(4) {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &quad[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
+// --- openssl s_server ------------------------------------------------------------------------
+
+/// `openssl s_server -www` on 127.0.0.1 (a free port picked by the kernel), with the card
+/// profile's server certificate, requiring and verifying a client certificate issued by the
+/// card profile's CA, for exactly one connection.
+pub struct TlsServer {
+    pub port: u16,
+    proc: Proc,
+}
+
+impl TlsServer {
+    pub fn start(stack: &Stack, extra: &[&str]) -> TlsServer {
+        let mut cmd = openssl_plain();
+        cmd.args([
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-naccept",
+            "1",
+            "-www",
+        ])
+        .arg("-cert")
+        .arg(stack.card_file("server.pem"))
+        .arg("-key")
+        .arg(stack.card_file("server-key.pem"))
+        .arg("-CAfile")
+        .arg(stack.card_file("ca.pem"))
+        .args(["-Verify", "1", "-verify_return_error"])
+        .args(extra);
+        let mut proc = Proc::spawn(&mut cmd, None);
+        // OpenSSL prints "ACCEPT 127.0.0.1:<port>" once it listens.
+        let port = proc.wait_for_line(Duration::from_secs(30), |l| {
+            l.strip_prefix("ACCEPT ")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        });
+        TlsServer { port, proc }
+    }
+
+    /// Waits for the server to finish its one connection and returns what it printed.
+    pub fn finish(self) -> Finished {
+        self.proc.wait(TOOL_TIMEOUT)
+    }
+}
+
+/// What the server reports about one connection, read from its output.
+pub struct ServerReport {
+    /// "1 server accepts that finished": a complete handshake.
+    pub handshake_finished: bool,
+    /// The verify callback accepted the client's leaf certificate ("depth=0 …" then
+    /// "verify return:1").
+    pub client_leaf_verified: bool,
+    /// OpenSSL's "peer did not return a certificate".
+    pub no_client_certificate: bool,
+}
+
+impl ServerReport {
+    pub fn read(f: &Finished) -> ServerReport {
+        let handshake_finished = f
+            .stdout
+            .lines()
+            .any(|l| l.trim() == "1 server accepts that finished");
+        let err: Vec<&str> = f.stderr.lines().collect();
+        let client_leaf_verified = err
+            .windows(2)
+            .any(|w| w[0].starts_with("depth=0 ") && w[1].trim() == "verify return:1");
+        ServerReport {
+            handshake_finished,
+            client_leaf_verified,
+            no_client_certificate: f.stderr.contains("peer did not return a certificate"),
+        }
+    }
+}
+
+/// The client certificate shown on an `s_server -www` status page, as DER.
+pub fn client_certificate_on_status_page(page: &str) -> Option<Vec<u8>> {
+    let at = page.find("Client certificate")?;
+    first_pem_certificate_der(&page[at..])
+}
