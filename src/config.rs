@@ -1,0 +1,244 @@
+//! Configuration: a TOML file from `IOTSAFE_PKCS11_CONFIG`, else
+//! `$XDG_CONFIG_HOME/iotsafe-pkcs11/config.toml` (or `~/.config/…`), else
+//! `/etc/iotsafe-pkcs11/config.toml`, else defaults. A string passed in `C_Initialize`'s
+//! `pReserved` (as p11-kit's `x-init-reserved` does) is read as TOML too and wins.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki_sys::*;
+use serde::Deserialize;
+
+use crate::applet::{ClassStyle, GSMA_AID};
+use crate::error::{Error, Result};
+
+pub const ENV_CONFIG: &str = "IOTSAFE_PKCS11_CONFIG";
+pub const ENV_LOG: &str = "IOTSAFE_PKCS11_LOG";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// env_logger filter used when `IOTSAFE_PKCS11_LOG` is not set (default `warn`).
+    pub log: Option<String>,
+    #[serde(default)]
+    pub pcsc: PcscConfig,
+    #[serde(default)]
+    pub applet: AppletConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcscConfig {
+    /// Use PC/SC readers at all.
+    pub enabled: bool,
+    /// Only readers whose name contains one of these strings (empty: all readers).
+    pub readers: Vec<String>,
+    /// Never readers whose name contains one of these strings.
+    pub exclude_readers: Vec<String>,
+}
+
+impl Default for PcscConfig {
+    fn default() -> Self {
+        PcscConfig {
+            enabled: true,
+            readers: Vec::new(),
+            exclude_readers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppletConfig {
+    /// AIDs to try, in order (hex). The GSMA AID is tried first unless listed otherwise.
+    pub aids: Vec<String>,
+    /// `"inter-industry"` (CLA 0x) or `"proprietary"` (CLA 8x) for IoT SAFE commands.
+    pub cla: String,
+    /// Use a logical channel (MANAGE CHANNEL); `false` forces the basic channel.
+    pub logical_channel: bool,
+    /// Token label; default derived from the applet identifier.
+    pub token_label: Option<String>,
+}
+
+impl Default for AppletConfig {
+    fn default() -> Self {
+        AppletConfig {
+            aids: Vec::new(),
+            cla: "inter-industry".into(),
+            logical_channel: true,
+            token_label: None,
+        }
+    }
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let s: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    if !s.len().is_multiple_of(2) || s.is_empty() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+impl Config {
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| Error::new(CKR_GENERAL_ERROR, format!("configuration {origin}: {e}")))?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        for aid in &self.applet.aids {
+            match parse_hex(aid) {
+                Some(b) if (5..=16).contains(&b.len()) => {}
+                _ => {
+                    return Err(Error::new(
+                        CKR_GENERAL_ERROR,
+                        format!(
+                            "configuration {origin}: applet.aids entry {aid:?} is not a 5..16-byte hex AID"
+                        ),
+                    ));
+                }
+            }
+        }
+        if !matches!(self.applet.cla.as_str(), "inter-industry" | "proprietary") {
+            return Err(Error::new(
+                CKR_GENERAL_ERROR,
+                format!(
+                    "configuration {origin}: applet.cla must be \"inter-industry\" or \"proprietary\""
+                ),
+            ));
+        }
+        if let Some(label) = &self.applet.token_label
+            && label.len() > 32
+        {
+            return Err(Error::new(
+                CKR_GENERAL_ERROR,
+                format!("configuration {origin}: applet.token_label is longer than 32 bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file to read, if any.
+    pub fn default_path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os(ENV_CONFIG) {
+            return Some(PathBuf::from(p));
+        }
+        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")));
+        if let Some(dir) = xdg {
+            let p = dir.join("iotsafe-pkcs11/config.toml");
+            if p.exists() {
+                return Some(p);
+            }
+        }
+        let etc = PathBuf::from("/etc/iotsafe-pkcs11/config.toml");
+        etc.exists().then_some(etc)
+    }
+
+    /// Loads the configuration: `inline` (from `pReserved`) wins over the file.
+    pub fn load(inline: Option<&str>) -> Result<Config> {
+        if let Some(text) = inline {
+            return Config::parse(text, "passed in C_Initialize");
+        }
+        match Config::default_path() {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::new(
+                        CKR_GENERAL_ERROR,
+                        format!("configuration {}: {e}", path.display()),
+                    )
+                })?;
+                Config::parse(&text, &path.display().to_string())
+            }
+            None => Ok(Config::default()),
+        }
+    }
+
+    pub fn aids(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = self
+            .applet
+            .aids
+            .iter()
+            .filter_map(|a| parse_hex(a))
+            .collect();
+        if out.is_empty() {
+            out.push(GSMA_AID.to_vec());
+        }
+        out
+    }
+
+    pub fn class_style(&self) -> ClassStyle {
+        if self.applet.cla == "proprietary" {
+            ClassStyle::Proprietary
+        } else {
+            ClassStyle::InterIndustry
+        }
+    }
+
+    pub fn reader_selected(&self, name: &str) -> bool {
+        let included = self.pcsc.readers.is_empty()
+            || self.pcsc.readers.iter().any(|r| name.contains(r.as_str()));
+        included
+            && !self
+                .pcsc
+                .exclude_readers
+                .iter()
+                .any(|r| name.contains(r.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+log = "debug"
+[pcsc]
+enabled = true
+readers = ["Virtual PCD"]
+exclude_readers = ["01"]
+[applet]
+aids = ["A0000005590010", "A000000030 53F124 01770101 495341"]
+cla = "proprietary"
+logical_channel = false
+token_label = "my SIM"
+"#,
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.aids().len(), 2);
+        assert_eq!(c.class_style(), ClassStyle::Proprietary);
+        assert!(c.reader_selected("Virtual PCD 00 00"));
+        assert!(!c.reader_selected("Virtual PCD 00 01"));
+        assert!(!c.reader_selected("Other"));
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        for text in [
+            "unknown = 1",
+            "[applet]\naids = [\"zz\"]",
+            "[applet]\ncla = \"x\"",
+            "[applet]\ntoken_label = \"0123456789012345678901234567890123\"",
+        ] {
+            let e = Config::parse(text, "t").unwrap_err();
+            assert_eq!(e.rv(), CKR_GENERAL_ERROR, "{text}");
+            assert!(e.detail().contains("configuration t"));
+        }
+        assert_eq!(
+            Config::parse("", "t").unwrap().aids(),
+            vec![GSMA_AID.to_vec()]
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The module's one error type. Every inner function returns `Result<T>`; the FFI layer turns
+//! the error into a `CK_RV` in exactly one place (`ffi::entry`).
+
+use cryptoki_sys::*;
+use std::fmt;
+
+use crate::transport::TransportError;
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    rv: CK_RV,
+    detail: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(rv: CK_RV, detail: impl Into<String>) -> Self {
+        Error {
+            rv,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn rv(&self) -> CK_RV {
+        self.rv
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// Errors that are part of normal API use (size queries, absent attributes, …) and
+    /// deserve only a debug log line.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self.rv,
+            CKR_BUFFER_TOO_SMALL
+                | CKR_ATTRIBUTE_TYPE_INVALID
+                | CKR_ATTRIBUTE_SENSITIVE
+                | CKR_CRYPTOKI_ALREADY_INITIALIZED
+                | CKR_USER_ALREADY_LOGGED_IN
+                | CKR_USER_NOT_LOGGED_IN
+                | CKR_SIGNATURE_INVALID
+                | CKR_FUNCTION_NOT_SUPPORTED
+                | CKR_RANDOM_SEED_NOT_SUPPORTED
+                | CKR_TOKEN_NOT_PRESENT
+                | CKR_MECHANISM_INVALID
+        )
+    }
+}
+
+impl From<CK_RV> for Error {
+    fn from(rv: CK_RV) -> Self {
+        Error::new(rv, "")
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        let rv = match e {
+            TransportError::CardRemoved
+            | TransportError::NoCard
+            | TransportError::CardReset
+            | TransportError::ReaderUnavailable => CKR_DEVICE_REMOVED,
+            _ => CKR_DEVICE_ERROR,
+        };
+        Error::new(rv, e.to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", rv_name(self.rv))?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// The symbolic name of a return value, for log lines.
+pub fn rv_name(rv: CK_RV) -> String {
+    let name = match rv {
+        CKR_OK => "CKR_OK",
+        CKR_CANCEL => "CKR_CANCEL",
+        CKR_HOST_MEMORY => "CKR_HOST_MEMORY",
+        CKR_SLOT_ID_INVALID => "CKR_SLOT_ID_INVALID",
+        CKR_GENERAL_ERROR => "CKR_GENERAL_ERROR",
+        CKR_FUNCTION_FAILED => "CKR_FUNCTION_FAILED",
+        CKR_ARGUMENTS_BAD => "CKR_ARGUMENTS_BAD",
+        CKR_CANT_LOCK => "CKR_CANT_LOCK",
+        CKR_ATTRIBUTE_SENSITIVE => "CKR_ATTRIBUTE_SENSITIVE",
+        CKR_ATTRIBUTE_TYPE_INVALID => "CKR_ATTRIBUTE_TYPE_INVALID",
+        CKR_ATTRIBUTE_VALUE_INVALID => "CKR_ATTRIBUTE_VALUE_INVALID",
+        CKR_ACTION_PROHIBITED => "CKR_ACTION_PROHIBITED",
+        CKR_DATA_LEN_RANGE => "CKR_DATA_LEN_RANGE",
+        CKR_DEVICE_ERROR => "CKR_DEVICE_ERROR",
+        CKR_DEVICE_MEMORY => "CKR_DEVICE_MEMORY",
+        CKR_DEVICE_REMOVED => "CKR_DEVICE_REMOVED",
+        CKR_FUNCTION_NOT_SUPPORTED => "CKR_FUNCTION_NOT_SUPPORTED",
+        CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
+        CKR_KEY_TYPE_INCONSISTENT => "CKR_KEY_TYPE_INCONSISTENT",
+        CKR_KEY_FUNCTION_NOT_PERMITTED => "CKR_KEY_FUNCTION_NOT_PERMITTED",
+        CKR_MECHANISM_INVALID => "CKR_MECHANISM_INVALID",
+        CKR_MECHANISM_PARAM_INVALID => "CKR_MECHANISM_PARAM_INVALID",
+        CKR_OBJECT_HANDLE_INVALID => "CKR_OBJECT_HANDLE_INVALID",
+        CKR_OPERATION_ACTIVE => "CKR_OPERATION_ACTIVE",
+        CKR_OPERATION_NOT_INITIALIZED => "CKR_OPERATION_NOT_INITIALIZED",
+        CKR_PIN_INCORRECT => "CKR_PIN_INCORRECT",
+        CKR_SESSION_CLOSED => "CKR_SESSION_CLOSED",
+        CKR_SESSION_COUNT => "CKR_SESSION_COUNT",
+        CKR_SESSION_HANDLE_INVALID => "CKR_SESSION_HANDLE_INVALID",
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED => "CKR_SESSION_PARALLEL_NOT_SUPPORTED",
+        CKR_SESSION_READ_ONLY => "CKR_SESSION_READ_ONLY",
+        CKR_SESSION_EXISTS => "CKR_SESSION_EXISTS",
+        CKR_SESSION_READ_ONLY_EXISTS => "CKR_SESSION_READ_ONLY_EXISTS",
+        CKR_SIGNATURE_INVALID => "CKR_SIGNATURE_INVALID",
+        CKR_SIGNATURE_LEN_RANGE => "CKR_SIGNATURE_LEN_RANGE",
+        CKR_TEMPLATE_INCOMPLETE => "CKR_TEMPLATE_INCOMPLETE",
+        CKR_TEMPLATE_INCONSISTENT => "CKR_TEMPLATE_INCONSISTENT",
+        CKR_TOKEN_NOT_PRESENT => "CKR_TOKEN_NOT_PRESENT",
+        CKR_TOKEN_NOT_RECOGNIZED => "CKR_TOKEN_NOT_RECOGNIZED",
+        CKR_TOKEN_WRITE_PROTECTED => "CKR_TOKEN_WRITE_PROTECTED",
+        CKR_USER_ALREADY_LOGGED_IN => "CKR_USER_ALREADY_LOGGED_IN",
+        CKR_USER_NOT_LOGGED_IN => "CKR_USER_NOT_LOGGED_IN",
+        CKR_USER_TYPE_INVALID => "CKR_USER_TYPE_INVALID",
+        CKR_RANDOM_SEED_NOT_SUPPORTED => "CKR_RANDOM_SEED_NOT_SUPPORTED",
+        CKR_BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
+        CKR_CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
+        CKR_CRYPTOKI_ALREADY_INITIALIZED => "CKR_CRYPTOKI_ALREADY_INITIALIZED",
+        CKR_FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
+        CKR_NO_EVENT => "CKR_NO_EVENT",
+        CKR_STATE_UNSAVEABLE => "CKR_STATE_UNSAVEABLE",
+        _ => return format!("CK_RV(0x{rv:08X})"),
+    };
+    name.to_string()
+}

@@ -1,0 +1,131 @@
+//! The mechanisms this module really performs, and how each one maps to host and card work.
+
+use cryptoki_sys::*;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+pub struct MechanismEntry {
+    pub mechanism: CK_MECHANISM_TYPE,
+    pub min_key_bits: CK_ULONG,
+    pub max_key_bits: CK_ULONG,
+    pub flags: CK_FLAGS,
+}
+
+const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+
+/// Signing happens on the card (`CKF_HW`); verification and hashing on the host.
+pub const MECHANISMS: [MechanismEntry; 7] = [
+    MechanismEntry {
+        mechanism: CKM_ECDSA,
+        min_key_bits: 256,
+        max_key_bits: 256,
+        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
+    },
+    MechanismEntry {
+        mechanism: CKM_ECDSA_SHA256,
+        min_key_bits: 256,
+        max_key_bits: 256,
+        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
+    },
+    MechanismEntry {
+        mechanism: CKM_ECDSA_SHA384,
+        min_key_bits: 256,
+        max_key_bits: 256,
+        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
+    },
+    MechanismEntry {
+        mechanism: CKM_ECDSA_SHA512,
+        min_key_bits: 256,
+        max_key_bits: 256,
+        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
+    },
+    MechanismEntry {
+        mechanism: CKM_SHA256,
+        min_key_bits: 0,
+        max_key_bits: 0,
+        flags: CKF_DIGEST,
+    },
+    MechanismEntry {
+        mechanism: CKM_SHA384,
+        min_key_bits: 0,
+        max_key_bits: 0,
+        flags: CKF_DIGEST,
+    },
+    MechanismEntry {
+        mechanism: CKM_SHA512,
+        min_key_bits: 0,
+        max_key_bits: 0,
+        flags: CKF_DIGEST,
+    },
+];
+
+pub fn find(mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismEntry> {
+    MECHANISMS.iter().find(|m| m.mechanism == mechanism)
+}
+
+/// A running host-side hash.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha384(Sha384),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    pub fn new(mechanism: CK_MECHANISM_TYPE) -> Option<Hasher> {
+        match mechanism {
+            CKM_SHA256 | CKM_ECDSA_SHA256 => Some(Hasher::Sha256(Sha256::new())),
+            CKM_SHA384 | CKM_ECDSA_SHA384 => Some(Hasher::Sha384(Sha384::new())),
+            CKM_SHA512 | CKM_ECDSA_SHA512 => Some(Hasher::Sha512(Sha512::new())),
+            _ => None,
+        }
+    }
+
+    pub fn output_len(&self) -> usize {
+        match self {
+            Hasher::Sha256(_) => 32,
+            Hasher::Sha384(_) => 48,
+            Hasher::Sha512(_) => 64,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha384(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha384(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Fits any input to the 32 bytes ECDSA on P-256 uses (SEC 1 §4.1.3 step 5: the leftmost
+/// 256 bits of a longer input; a shorter input is the same integer, i.e. left-padded).
+pub fn fit_to_p256(input: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if input.len() >= 32 {
+        out.copy_from_slice(&input[..32]);
+    } else {
+        out[32 - input.len()..].copy_from_slice(input);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitting_matches_ecdsa_bits2int() {
+        assert_eq!(fit_to_p256(&[1, 2])[30..], [1, 2]);
+        assert_eq!(fit_to_p256(&[1, 2])[..30], [0; 30]);
+        let long: Vec<u8> = (0..64).collect();
+        assert_eq!(fit_to_p256(&long).to_vec(), (0..32).collect::<Vec<u8>>());
+    }
+}

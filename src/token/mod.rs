@@ -1,0 +1,716 @@
+//! PKCS#11 semantics without `unsafe` and without bytes on the wire: slots, tokens, sessions,
+//! objects, operations. Global state is an `Arc<Module>` behind a `RwLock` that is only held
+//! long enough to clone the `Arc`; card I/O never happens under a global lock.
+
+pub mod mechanism;
+pub mod object;
+pub mod session;
+pub mod slot;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cryptoki_sys::*;
+use log::{debug, info};
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use parking_lot::{Mutex, RwLock};
+
+use crate::applet::objects::{HASH_SHA256, HASH_SHA384, HASH_SHA512};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::transport::ReaderSource;
+use crate::transport::pcsc::PcscReaders;
+
+use mechanism::{Hasher, fit_to_p256};
+use object::{AttrValue, Object};
+use session::{Session, SignOperation, VerifyOperation};
+use slot::{Slot, Token};
+
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Replaces PC/SC as the source of slots (in-process tests with the simulator library).
+static READER_SOURCE_OVERRIDE: Mutex<Option<Arc<dyn ReaderSource>>> = Mutex::new(None);
+
+/// Installs (or removes) a reader source used by the next `C_Initialize` instead of PC/SC.
+pub fn set_reader_source_override(source: Option<Arc<dyn ReaderSource>>) {
+    *READER_SOURCE_OVERRIDE.lock() = source;
+}
+
+static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+
+pub struct Module {
+    pid: u32,
+    config: Config,
+    source: Arc<dyn ReaderSource>,
+    slots: RwLock<Vec<Arc<Slot>>>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
+    next_session: AtomicU64,
+}
+
+/// The initialised module, or `CKR_CRYPTOKI_NOT_INITIALIZED` (also in a forked child that has
+/// not called `C_Initialize` itself).
+pub fn module() -> Result<Arc<Module>> {
+    match MODULE.read().as_ref() {
+        Some(m) if m.pid == std::process::id() => Ok(m.clone()),
+        _ => Err(CKR_CRYPTOKI_NOT_INITIALIZED.into()),
+    }
+}
+
+pub fn initialize(inline_config: Option<&str>) -> Result<()> {
+    let mut guard = MODULE.write();
+    if let Some(m) = guard.as_ref() {
+        if m.pid == std::process::id() {
+            return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED.into());
+        }
+        // Forked child: the parent's PC/SC context and card handles belong to the parent's
+        // connection to pcscd. Forget them without releasing anything.
+        if let Some(inherited) = guard.take() {
+            std::mem::forget(inherited);
+        }
+    }
+    let config = Config::load(inline_config)?;
+    crate::init_logging(config.log.as_deref());
+    let source: Arc<dyn ReaderSource> = match READER_SOURCE_OVERRIDE.lock().clone() {
+        Some(s) => s,
+        None => Arc::new(PcscReaders::new()),
+    };
+    let module = Module {
+        pid: std::process::id(),
+        config,
+        source,
+        slots: RwLock::new(Vec::new()),
+        sessions: RwLock::new(HashMap::new()),
+        next_session: AtomicU64::new(1),
+    };
+    module.refresh_slots();
+    info!("initialised: {} slot(s)", module.slots.read().len());
+    *guard = Some(Arc::new(module));
+    Ok(())
+}
+
+pub fn finalize() -> Result<()> {
+    let taken = {
+        let mut guard = MODULE.write();
+        match guard.as_ref() {
+            None => return Err(CKR_CRYPTOKI_NOT_INITIALIZED.into()),
+            Some(m) if m.pid != std::process::id() => {
+                if let Some(inherited) = guard.take() {
+                    std::mem::forget(inherited);
+                }
+                return Ok(());
+            }
+            Some(_) => guard.take(),
+        }
+    };
+    if let Some(m) = taken {
+        m.sessions.write().clear();
+        for slot in m.slots.read().iter() {
+            slot.close();
+        }
+    }
+    Ok(())
+}
+
+/// What `C_GetSlotInfo` reports.
+pub struct SlotInfo {
+    pub description: String,
+    pub token_present: bool,
+}
+
+/// What `C_GetTokenInfo` reports.
+pub struct TokenInfo {
+    pub label: String,
+    pub serial: String,
+    pub applet_version: u8,
+    pub session_count: usize,
+}
+
+impl Module {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Adds readers that appeared since the last look; slot IDs never change.
+    fn refresh_slots(&self) {
+        if !self.config.pcsc.enabled && READER_SOURCE_OVERRIDE.lock().is_none() {
+            return;
+        }
+        let names = match self.source.reader_names() {
+            Ok(n) => n,
+            Err(e) => {
+                debug!("listing readers: {e}");
+                return;
+            }
+        };
+        let mut slots = self.slots.write();
+        for name in names {
+            if !self.config.reader_selected(&name) || slots.iter().any(|s| s.reader == name) {
+                continue;
+            }
+            let id = slots.len() as CK_SLOT_ID;
+            debug!("slot {id}: {name}");
+            slots.push(Arc::new(Slot::new(id, name)));
+        }
+    }
+
+    fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
+        self.slots
+            .read()
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or_else(|| CKR_SLOT_ID_INVALID.into())
+    }
+
+    fn token(&self, slot: &Slot) -> Result<Option<Arc<Token>>> {
+        slot.token(self.source.as_ref(), &self.config)
+    }
+
+    fn present_token(&self, slot_id: CK_SLOT_ID) -> Result<Arc<Token>> {
+        let slot = self.slot(slot_id)?;
+        self.token(&slot)?
+            .ok_or_else(|| CKR_TOKEN_NOT_PRESENT.into())
+    }
+
+    pub fn slot_list(&self, token_present: bool, refresh: bool) -> Result<Vec<CK_SLOT_ID>> {
+        if refresh {
+            self.refresh_slots();
+        }
+        let slots: Vec<Arc<Slot>> = self.slots.read().clone();
+        let mut out = Vec::new();
+        for slot in slots {
+            if !token_present || self.token(&slot)?.is_some() {
+                out.push(slot.id);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn slot_info(&self, slot_id: CK_SLOT_ID) -> Result<SlotInfo> {
+        let slot = self.slot(slot_id)?;
+        let present = match slot.current_token() {
+            Some(t) => t.check_present(),
+            None => false,
+        };
+        let token_present = present || self.token(&slot)?.is_some();
+        Ok(SlotInfo {
+            description: slot.reader.clone(),
+            token_present,
+        })
+    }
+
+    pub fn token_info(&self, slot_id: CK_SLOT_ID) -> Result<TokenInfo> {
+        let token = self.present_token(slot_id)?;
+        let session_count = self
+            .sessions
+            .read()
+            .values()
+            .filter(|s| s.lock().slot_id == slot_id)
+            .count();
+        Ok(TokenInfo {
+            label: token.label.clone(),
+            serial: token.serial.clone(),
+            applet_version: token.applet_version,
+            session_count,
+        })
+    }
+
+    pub fn check_slot_for_mechanisms(&self, slot_id: CK_SLOT_ID) -> Result<()> {
+        self.present_token(slot_id).map(|_| ())
+    }
+
+    pub fn open_session(&self, slot_id: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED.into());
+        }
+        let token = self.present_token(slot_id)?;
+        if flags & CKF_RW_SESSION != 0 {
+            return Err(Error::new(
+                CKR_TOKEN_WRITE_PROTECTED,
+                "the token is write-protected",
+            ));
+        }
+        let handle = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(handle, slot_id, token, flags);
+        self.sessions
+            .write()
+            .insert(handle, Arc::new(Mutex::new(session)));
+        Ok(handle)
+    }
+
+    /// The session, or `CKR_DEVICE_REMOVED` once (then it is gone: `CKR_SESSION_HANDLE_INVALID`)
+    /// when its token went away.
+    pub fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>> {
+        let s = self
+            .sessions
+            .read()
+            .get(&handle)
+            .cloned()
+            .ok_or_else(|| Error::from(CKR_SESSION_HANDLE_INVALID))?;
+        if s.lock().token.is_removed() {
+            self.sessions.write().remove(&handle);
+            return Err(Error::new(
+                CKR_DEVICE_REMOVED,
+                "the session's token was removed",
+            ));
+        }
+        Ok(s)
+    }
+
+    pub fn close_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let removed = self.sessions.write().remove(&handle);
+        let session = removed.ok_or_else(|| Error::from(CKR_SESSION_HANDLE_INVALID))?;
+        let (slot_id, token) = {
+            let s = session.lock();
+            (s.slot_id, s.token.clone())
+        };
+        self.logout_if_last(slot_id, &token);
+        Ok(())
+    }
+
+    pub fn close_all_sessions(&self, slot_id: CK_SLOT_ID) -> Result<()> {
+        let slot = self.slot(slot_id)?;
+        self.sessions
+            .write()
+            .retain(|_, s| s.lock().slot_id != slot_id);
+        if let Some(t) = slot.current_token() {
+            t.logged_in.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn logout_if_last(&self, slot_id: CK_SLOT_ID, token: &Token) {
+        let any_left = self
+            .sessions
+            .read()
+            .values()
+            .any(|s| s.lock().slot_id == slot_id);
+        if !any_left {
+            token.logged_in.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn session_info(
+        &self,
+        handle: CK_SESSION_HANDLE,
+    ) -> Result<(CK_SLOT_ID, CK_STATE, CK_FLAGS)> {
+        let s = self.session(handle)?;
+        let s = s.lock();
+        let logged_in = s.token.logged_in.load(Ordering::Acquire);
+        let state = match (s.is_rw(), logged_in) {
+            (false, false) => CKS_RO_PUBLIC_SESSION,
+            (false, true) => CKS_RO_USER_FUNCTIONS,
+            (true, false) => CKS_RW_PUBLIC_SESSION,
+            (true, true) => CKS_RW_USER_FUNCTIONS,
+        };
+        Ok((s.slot_id, state, s.flags))
+    }
+
+    /// IoT.05 has no PIN: login only moves the PKCS#11 state machine, the card is not involved.
+    pub fn login(&self, handle: CK_SESSION_HANDLE, user_type: CK_USER_TYPE) -> Result<()> {
+        let s = self.session(handle)?;
+        let token = s.lock().token.clone();
+        match user_type {
+            CKU_USER => {
+                if token.logged_in.swap(true, Ordering::AcqRel) {
+                    return Err(CKR_USER_ALREADY_LOGGED_IN.into());
+                }
+                Ok(())
+            }
+            // Every session is read-only on this token, so SO login is never possible.
+            CKU_SO => Err(CKR_SESSION_READ_ONLY_EXISTS.into()),
+            CKU_CONTEXT_SPECIFIC => {
+                let s = s.lock();
+                if s.sign.is_none() && s.verify.is_none() {
+                    return Err(CKR_OPERATION_NOT_INITIALIZED.into());
+                }
+                Ok(())
+            }
+            _ => Err(CKR_USER_TYPE_INVALID.into()),
+        }
+    }
+
+    pub fn logout(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(handle)?;
+        let token = s.lock().token.clone();
+        if !token.logged_in.swap(false, Ordering::AcqRel) {
+            return Err(CKR_USER_NOT_LOGGED_IN.into());
+        }
+        Ok(())
+    }
+
+    pub fn object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<Arc<Object>> {
+        let s = self.session(handle)?;
+        let token = s.lock().token.clone();
+        token
+            .object(object)
+            .ok_or_else(|| CKR_OBJECT_HANDLE_INVALID.into())
+    }
+
+    pub fn find_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.find.is_some() {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        let mut found: Vec<CK_OBJECT_HANDLE> = s
+            .token
+            .objects
+            .iter()
+            .filter(|o| o.matches(template))
+            .map(|o| o.handle)
+            .collect();
+        found.reverse(); // popped from the end, so results come in object order
+        s.find = Some(found);
+        Ok(())
+    }
+
+    pub fn find(&self, handle: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        let remaining = s
+            .find
+            .as_mut()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        let mut out = Vec::new();
+        while out.len() < max {
+            match remaining.pop() {
+                Some(h) => out.push(h),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn find_final(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        s.find
+            .take()
+            .map(|_| ())
+            .ok_or_else(|| CKR_OPERATION_NOT_INITIALIZED.into())
+    }
+
+    pub fn sign_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_param: bool,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.sign.is_some() {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        let entry = mechanism::find(mech)
+            .filter(|m| m.flags & CKF_SIGN != 0)
+            .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+        if has_param {
+            return Err(Error::new(
+                CKR_MECHANISM_PARAM_INVALID,
+                "ECDSA takes no parameter",
+            ));
+        }
+        let key = s
+            .token
+            .object(key)
+            .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+        if key.class != CKO_PRIVATE_KEY {
+            return Err(Error::new(
+                CKR_KEY_TYPE_INCONSISTENT,
+                "signing needs a private key",
+            ));
+        }
+        if !key.bool_attribute(CKA_SIGN) {
+            return Err(Error::new(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "the key does not allow signing",
+            ));
+        }
+        s.sign = Some(SignOperation {
+            mechanism: entry.mechanism,
+            key,
+            hasher: Hasher::new(entry.mechanism),
+            buffer: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The signature length of the active operation (0 APDUs; the operation stays active).
+    pub fn sign_len(&self, handle: CK_SESSION_HANDLE) -> Result<usize> {
+        let s = self.session(handle)?;
+        let s = s.lock();
+        s.sign
+            .as_ref()
+            .map(|_| SIGNATURE_LEN)
+            .ok_or_else(|| CKR_OPERATION_NOT_INITIALIZED.into())
+    }
+
+    pub fn sign_update(&self, handle: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        let op = s
+            .sign
+            .as_mut()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        match op.hasher.as_mut() {
+            Some(h) => h.update(data),
+            None => op.buffer.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    /// Finishes the operation (single-part with `data`, or multi-part without) on the card.
+    /// The operation ends whatever the outcome.
+    pub fn sign_finish(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+    ) -> Result<[u8; SIGNATURE_LEN]> {
+        let session = self.session(handle)?;
+        let (op, token) = {
+            let mut s = session.lock();
+            let op = s
+                .sign
+                .take()
+                .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+            (op, s.token.clone())
+        };
+        let SignOperation {
+            key,
+            hasher,
+            mut buffer,
+            ..
+        } = op;
+        let digest = match hasher {
+            Some(mut h) => {
+                if let Some(d) = data {
+                    h.update(d);
+                }
+                h.finish()
+            }
+            None => {
+                if let Some(d) = data {
+                    buffer.extend_from_slice(d);
+                }
+                buffer
+            }
+        };
+        let (algorithm, to_sign) = card_hash_for(&key, &digest)?;
+        token.run(|ch| ch.sign_hash(&key.card, algorithm, &to_sign))
+    }
+
+    pub fn verify_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_param: bool,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.verify.is_some() {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        let entry = mechanism::find(mech)
+            .filter(|m| m.flags & CKF_VERIFY != 0)
+            .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+        if has_param {
+            return Err(Error::new(
+                CKR_MECHANISM_PARAM_INVALID,
+                "ECDSA takes no parameter",
+            ));
+        }
+        let key = s
+            .token
+            .object(key)
+            .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+        if key.class != CKO_PUBLIC_KEY {
+            return Err(Error::new(
+                CKR_KEY_TYPE_INCONSISTENT,
+                "verification needs a public key",
+            ));
+        }
+        if !key.bool_attribute(CKA_VERIFY) {
+            return Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into());
+        }
+        let point = key
+            .point
+            .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+        s.verify = Some(VerifyOperation {
+            mechanism: entry.mechanism,
+            point,
+            hasher: Hasher::new(entry.mechanism),
+            buffer: Vec::new(),
+        });
+        Ok(())
+    }
+
+    pub fn verify_update(&self, handle: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        let op = s
+            .verify
+            .as_mut()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        match op.hasher.as_mut() {
+            Some(h) => h.update(data),
+            None => op.buffer.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    /// Verifies on the host with the cached public key (0 APDUs). Ends the operation.
+    pub fn verify_finish(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let op = s
+            .lock()
+            .verify
+            .take()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        let VerifyOperation {
+            point,
+            hasher,
+            mut buffer,
+            ..
+        } = op;
+        let digest = match hasher {
+            Some(mut h) => {
+                if let Some(d) = data {
+                    h.update(d);
+                }
+                h.finish()
+            }
+            None => {
+                if let Some(d) = data {
+                    buffer.extend_from_slice(d);
+                }
+                buffer
+            }
+        };
+        if signature.len() != SIGNATURE_LEN {
+            return Err(CKR_SIGNATURE_LEN_RANGE.into());
+        }
+        let vk = VerifyingKey::from_sec1_bytes(&point)
+            .map_err(|_| Error::new(CKR_KEY_HANDLE_INVALID, "public key is not on P-256"))?;
+        let sig =
+            Signature::from_slice(signature).map_err(|_| Error::from(CKR_SIGNATURE_INVALID))?;
+        vk.verify_prehash(&fit_to_p256(&digest), &sig)
+            .map_err(|_| Error::from(CKR_SIGNATURE_INVALID))
+    }
+
+    pub fn digest_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_param: bool,
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.digest.is_some() {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        let hasher = mechanism::find(mech)
+            .filter(|m| m.flags & CKF_DIGEST != 0)
+            .and_then(|m| Hasher::new(m.mechanism))
+            .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+        if has_param {
+            return Err(CKR_MECHANISM_PARAM_INVALID.into());
+        }
+        s.digest = Some(hasher);
+        Ok(())
+    }
+
+    pub fn digest_len(&self, handle: CK_SESSION_HANDLE) -> Result<usize> {
+        let s = self.session(handle)?;
+        let s = s.lock();
+        s.digest
+            .as_ref()
+            .map(|h| h.output_len())
+            .ok_or_else(|| CKR_OPERATION_NOT_INITIALIZED.into())
+    }
+
+    pub fn digest_update(&self, handle: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        let h = s
+            .digest
+            .as_mut()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        h.update(data);
+        Ok(())
+    }
+
+    pub fn digest_finish(&self, handle: CK_SESSION_HANDLE, data: Option<&[u8]>) -> Result<Vec<u8>> {
+        let s = self.session(handle)?;
+        let mut h = s
+            .lock()
+            .digest
+            .take()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        if let Some(d) = data {
+            h.update(d);
+        }
+        Ok(h.finish())
+    }
+
+    /// Ends whichever operation an error in the FFI layer interrupted.
+    pub fn cancel_sign(&self, handle: CK_SESSION_HANDLE) {
+        if let Ok(s) = self.session(handle) {
+            s.lock().sign = None;
+        }
+    }
+
+    pub fn generate_random(&self, handle: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        let s = self.session(handle)?;
+        let token = s.lock().token.clone();
+        if out.is_empty() {
+            return Ok(());
+        }
+        token.run(|ch| ch.get_random(out))
+    }
+
+    pub fn check_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(handle).map(|_| ())
+    }
+}
+
+/// Chooses what the card signs in pad-and-sign mode: the input fitted to 32 bytes declared as
+/// SHA-256 (every IoT SAFE key supports it; the ECDSA result is identical because P-256 ECDSA
+/// only uses the leftmost 256 bits), or, for a key that refuses SHA-256, the full SHA-384/512
+/// digest under its own algorithm.
+fn card_hash_for(key: &Object, digest: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let allowed = key.card.hash_algorithms.unwrap_or(HASH_SHA256);
+    if allowed & HASH_SHA256 != 0 {
+        return Ok((HASH_SHA256, fit_to_p256(digest).to_vec()));
+    }
+    match digest.len() {
+        48 if allowed & HASH_SHA384 != 0 => Ok((HASH_SHA384, digest.to_vec())),
+        64 if allowed & HASH_SHA512 != 0 => Ok((HASH_SHA512, digest.to_vec())),
+        _ => Err(Error::new(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            format!("the key allows hash mask {allowed:04X} only"),
+        )),
+    }
+}
+
+/// True when the attribute exists (used by the FFI layer's `C_GetAttributeValue`).
+pub fn attribute_value(object: &Object, t: CK_ATTRIBUTE_TYPE) -> Option<&AttrValue> {
+    object.attribute(t)
+}

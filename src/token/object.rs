@@ -1,0 +1,428 @@
+//! PKCS#11 objects built from the applet's object list, with every attribute encoded once at
+//! build time: `C_GetAttributeValue` and `C_FindObjects` are then pure lookups (0 APDUs).
+
+use cryptoki_sys::*;
+use der::{Decode, Encode};
+use log::warn;
+use x509_cert::Certificate;
+
+use crate::applet::{ObjectClass, ObjectInfo, objects as card};
+
+/// DER of the named-curve OID prime256v1 (1.2.840.10045.3.1.7).
+pub const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+/// SubjectPublicKeyInfo prefix for an uncompressed P-256 point (id-ecPublicKey, prime256v1).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A,
+    0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// Vendor-defined attributes (declared in include/iotsafe_pkcs11.h).
+pub const CKA_IOTSAFE_OBJECT_ID: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0001;
+pub const CKA_IOTSAFE_KEY_USAGE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0002;
+pub const CKA_IOTSAFE_OBJECT_STATE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0003;
+pub const CKA_IOTSAFE_ACCESS_CONDITIONS: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0004;
+pub const CKA_IOTSAFE_KEY_TYPE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0005;
+
+pub fn spki_from_point(point: &[u8; 65]) -> Vec<u8> {
+    [&P256_SPKI_PREFIX[..], &point[..]].concat()
+}
+
+/// `CKA_EC_POINT`: the point as a DER OCTET STRING.
+pub fn ec_point_der(point: &[u8; 65]) -> Vec<u8> {
+    [&[0x04, 0x41][..], &point[..]].concat()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrValue {
+    Bytes(Vec<u8>),
+    /// Exists but is never revealed (CKR_ATTRIBUTE_SENSITIVE).
+    Sensitive,
+}
+
+fn bool_attr(v: bool) -> AttrValue {
+    AttrValue::Bytes(vec![v as u8])
+}
+
+fn ulong_attr(v: CK_ULONG) -> AttrValue {
+    AttrValue::Bytes(v.to_ne_bytes().to_vec())
+}
+
+fn bytes_attr(v: &[u8]) -> AttrValue {
+    AttrValue::Bytes(v.to_vec())
+}
+
+fn mechanisms_attr(mechs: &[CK_MECHANISM_TYPE]) -> AttrValue {
+    AttrValue::Bytes(mechs.iter().flat_map(|m| m.to_ne_bytes()).collect())
+}
+
+pub const SIGN_MECHANISMS: [CK_MECHANISM_TYPE; 4] = [
+    CKM_ECDSA,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+];
+
+/// One object of a token.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub handle: CK_OBJECT_HANDLE,
+    pub class: CK_OBJECT_CLASS,
+    attrs: Vec<(CK_ATTRIBUTE_TYPE, AttrValue)>,
+    /// The applet object behind it (for card operations).
+    pub card: ObjectInfo,
+    /// The public point, where known.
+    pub point: Option<[u8; 65]>,
+}
+
+impl Object {
+    pub fn attribute(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&AttrValue> {
+        self.attrs.iter().find(|(k, _)| *k == t).map(|(_, v)| v)
+    }
+
+    pub fn bool_attribute(&self, t: CK_ATTRIBUTE_TYPE) -> bool {
+        matches!(self.attribute(t), Some(AttrValue::Bytes(v)) if v.first() == Some(&1))
+    }
+
+    /// True if every (type, value) of the template equals this object's attribute.
+    pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
+        template.iter().all(|(t, want)| match self.attribute(*t) {
+            Some(AttrValue::Bytes(have)) => attr_equal(*t, have, want),
+            _ => false,
+        })
+    }
+}
+
+/// Booleans may come from callers as any non-zero byte; everything else compares as bytes.
+fn attr_equal(t: CK_ATTRIBUTE_TYPE, have: &[u8], want: &[u8]) -> bool {
+    if is_bool_attribute(t) && want.len() == 1 && have.len() == 1 {
+        return (have[0] != 0) == (want[0] != 0);
+    }
+    have == want
+}
+
+fn is_bool_attribute(t: CK_ATTRIBUTE_TYPE) -> bool {
+    matches!(
+        t,
+        CKA_TOKEN
+            | CKA_PRIVATE
+            | CKA_MODIFIABLE
+            | CKA_COPYABLE
+            | CKA_DESTROYABLE
+            | CKA_SENSITIVE
+            | CKA_DECRYPT
+            | CKA_SIGN
+            | CKA_SIGN_RECOVER
+            | CKA_UNWRAP
+            | CKA_EXTRACTABLE
+            | CKA_ALWAYS_SENSITIVE
+            | CKA_NEVER_EXTRACTABLE
+            | CKA_WRAP_WITH_TRUSTED
+            | CKA_ALWAYS_AUTHENTICATE
+            | CKA_ENCRYPT
+            | CKA_VERIFY
+            | CKA_VERIFY_RECOVER
+            | CKA_WRAP
+            | CKA_TRUSTED
+            | CKA_DERIVE
+            | CKA_LOCAL
+    )
+}
+
+/// What a certificate file tells about itself.
+struct CertFacts {
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
+    spki: Vec<u8>,
+    point: Option<[u8; 65]>,
+    is_ca: bool,
+}
+
+fn parse_certificate(der_bytes: &[u8]) -> Option<CertFacts> {
+    let cert = Certificate::from_der(der_bytes).ok()?;
+    let tbs = cert.tbs_certificate();
+    let spki = tbs.subject_public_key_info();
+    let point: Option<[u8; 65]> = spki
+        .subject_public_key
+        .as_bytes()
+        .and_then(|b| <[u8; 65]>::try_from(b).ok())
+        .filter(|p| p[0] == 0x04);
+    let is_ca = tbs
+        .get_extension::<x509_cert::ext::pkix::BasicConstraints>()
+        .ok()
+        .flatten()
+        .map(|(_, bc)| bc.ca)
+        .unwrap_or(false);
+    Some(CertFacts {
+        subject: tbs.subject().to_der().ok()?,
+        issuer: tbs.issuer().to_der().ok()?,
+        serial: tbs.serial_number().to_der().ok()?,
+        spki: spki.to_der().ok()?,
+        point,
+        is_ca,
+    })
+}
+
+/// What the token read from the card for one object.
+#[derive(Debug, Clone)]
+pub struct CardObject {
+    pub info: ObjectInfo,
+    /// Public keys: the point from READ PUBLIC KEY.
+    pub point: Option<[u8; 65]>,
+    /// Files: the content from READ FILE.
+    pub content: Option<Vec<u8>>,
+}
+
+fn label_of(info: &ObjectInfo) -> Vec<u8> {
+    match (&info.label, &info.id) {
+        (Some(l), _) => l.clone(),
+        (None, Some(id)) => id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
+        (None, None) => Vec::new(),
+    }
+}
+
+fn common_attrs(class: CK_OBJECT_CLASS, info: &ObjectInfo) -> Vec<(CK_ATTRIBUTE_TYPE, AttrValue)> {
+    let mut a = vec![
+        (CKA_CLASS, ulong_attr(class)),
+        (CKA_TOKEN, bool_attr(true)),
+        (CKA_PRIVATE, bool_attr(false)),
+        (CKA_MODIFIABLE, bool_attr(false)),
+        (CKA_COPYABLE, bool_attr(false)),
+        (CKA_DESTROYABLE, bool_attr(false)),
+        (CKA_LABEL, bytes_attr(&label_of(info))),
+        (
+            CKA_IOTSAFE_OBJECT_ID,
+            bytes_attr(info.id.as_deref().unwrap_or_default()),
+        ),
+    ];
+    if let Some(s) = info.state {
+        a.push((CKA_IOTSAFE_OBJECT_STATE, bytes_attr(&[s])));
+    }
+    if let Some(ac) = info.access {
+        a.push((CKA_IOTSAFE_ACCESS_CONDITIONS, bytes_attr(&[ac])));
+    }
+    a
+}
+
+fn key_attrs(a: &mut Vec<(CK_ATTRIBUTE_TYPE, AttrValue)>, info: &ObjectInfo, id: &[u8]) {
+    a.extend([
+        (CKA_KEY_TYPE, ulong_attr(CKK_EC)),
+        (CKA_ID, bytes_attr(id)),
+        (CKA_START_DATE, bytes_attr(&[])),
+        (CKA_END_DATE, bytes_attr(&[])),
+        (CKA_LOCAL, bool_attr(false)),
+        (
+            CKA_KEY_GEN_MECHANISM,
+            ulong_attr(CK_UNAVAILABLE_INFORMATION),
+        ),
+        (CKA_EC_PARAMS, bytes_attr(&P256_EC_PARAMS)),
+    ]);
+    if let Some(u) = info.key_usage {
+        a.push((CKA_IOTSAFE_KEY_USAGE, bytes_attr(&[u])));
+    }
+    if let Some(t) = info.key_type {
+        a.push((CKA_IOTSAFE_KEY_TYPE, bytes_attr(&[t])));
+    }
+}
+
+/// Builds the PKCS#11 view of a card's objects. `next_handle` hands out object handles.
+///
+/// Pairing: a key pair shares its applet ID across the private- and public-key classes; a
+/// certificate whose public key equals a key pair's point (or, without a public key object,
+/// whose file label equals the private key's label) gets that key pair's `CKA_ID`.
+pub fn build_objects(
+    card_objects: &[CardObject],
+    mut next_handle: impl FnMut() -> CK_OBJECT_HANDLE,
+) -> Vec<Object> {
+    let active: Vec<&CardObject> = card_objects.iter().filter(|o| o.info.is_active()).collect();
+    let public_point = |id: &Option<Vec<u8>>| -> Option<[u8; 65]> {
+        active
+            .iter()
+            .find(|o| o.info.class() == ObjectClass::PublicKey && o.info.id == *id && id.is_some())
+            .and_then(|o| o.point)
+    };
+    let certs: Vec<(&CardObject, Option<CertFacts>)> = active
+        .iter()
+        .filter(|o| o.info.class() == ObjectClass::File)
+        .map(|o| {
+            let facts = if o.info.file_usage == Some(card::FILE_USAGE_CERTIFICATE) {
+                let parsed = o.content.as_deref().and_then(parse_certificate);
+                if parsed.is_none() {
+                    warn!(
+                        "certificate file {:?} does not parse as X.509; exposing it as data",
+                        o.info.id
+                    );
+                }
+                parsed
+            } else {
+                None
+            };
+            (*o, facts)
+        })
+        .collect();
+
+    let mut out = Vec::new();
+    for o in &active {
+        let info = &o.info;
+        match info.class() {
+            ObjectClass::PrivateKey if info.is_p256() => {
+                let id = info.id.clone().unwrap_or_default();
+                let point = public_point(&info.id).or_else(|| {
+                    certs
+                        .iter()
+                        .find(|(c, f)| {
+                            f.is_some() && c.info.label.is_some() && c.info.label == info.label
+                        })
+                        .and_then(|(_, f)| f.as_ref().and_then(|f| f.point))
+                });
+                let subject = point.and_then(|p| {
+                    certs
+                        .iter()
+                        .filter_map(|(_, f)| f.as_ref())
+                        .find(|f| f.point == Some(p))
+                        .map(|f| f.subject.clone())
+                });
+                let mut a = common_attrs(CKO_PRIVATE_KEY, info);
+                key_attrs(&mut a, info, &id);
+                let sign = info.can_sign();
+                a.extend([
+                    (CKA_SUBJECT, bytes_attr(&subject.unwrap_or_default())),
+                    (CKA_SENSITIVE, bool_attr(true)),
+                    (CKA_DECRYPT, bool_attr(false)),
+                    (CKA_SIGN, bool_attr(sign)),
+                    (CKA_SIGN_RECOVER, bool_attr(false)),
+                    (CKA_UNWRAP, bool_attr(false)),
+                    (CKA_DERIVE, bool_attr(false)),
+                    (CKA_EXTRACTABLE, bool_attr(false)),
+                    (CKA_ALWAYS_SENSITIVE, bool_attr(true)),
+                    (CKA_NEVER_EXTRACTABLE, bool_attr(true)),
+                    (CKA_WRAP_WITH_TRUSTED, bool_attr(false)),
+                    (CKA_ALWAYS_AUTHENTICATE, bool_attr(false)),
+                    (CKA_VALUE, AttrValue::Sensitive),
+                    (
+                        CKA_ALLOWED_MECHANISMS,
+                        mechanisms_attr(if sign { &SIGN_MECHANISMS } else { &[] }),
+                    ),
+                ]);
+                if let Some(p) = point {
+                    a.push((CKA_EC_POINT, bytes_attr(&ec_point_der(&p))));
+                    a.push((CKA_PUBLIC_KEY_INFO, bytes_attr(&spki_from_point(&p))));
+                }
+                out.push(Object {
+                    handle: next_handle(),
+                    class: CKO_PRIVATE_KEY,
+                    attrs: a,
+                    card: info.clone(),
+                    point,
+                });
+            }
+            ObjectClass::PublicKey if info.is_p256() => {
+                let Some(point) = o.point else { continue };
+                let id = info.id.clone().unwrap_or_default();
+                let subject = certs
+                    .iter()
+                    .filter_map(|(_, f)| f.as_ref())
+                    .find(|f| f.point == Some(point))
+                    .map(|f| f.subject.clone());
+                let mut a = common_attrs(CKO_PUBLIC_KEY, info);
+                key_attrs(&mut a, info, &id);
+                a.extend([
+                    (CKA_SUBJECT, bytes_attr(&subject.unwrap_or_default())),
+                    (CKA_ENCRYPT, bool_attr(false)),
+                    (CKA_VERIFY, bool_attr(true)),
+                    (CKA_VERIFY_RECOVER, bool_attr(false)),
+                    (CKA_WRAP, bool_attr(false)),
+                    (CKA_DERIVE, bool_attr(false)),
+                    (CKA_TRUSTED, bool_attr(false)),
+                    (CKA_EC_POINT, bytes_attr(&ec_point_der(&point))),
+                    (CKA_PUBLIC_KEY_INFO, bytes_attr(&spki_from_point(&point))),
+                    (CKA_ALLOWED_MECHANISMS, mechanisms_attr(&SIGN_MECHANISMS)),
+                ]);
+                out.push(Object {
+                    handle: next_handle(),
+                    class: CKO_PUBLIC_KEY,
+                    attrs: a,
+                    card: info.clone(),
+                    point: Some(point),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    for (o, facts) in &certs {
+        let info = &o.info;
+        let content = o.content.clone().unwrap_or_default();
+        match facts {
+            Some(f) => {
+                // The key pair this certificate belongs to, if any.
+                let paired_id = f.point.and_then(|p| {
+                    active
+                        .iter()
+                        .filter(|k| k.info.class() == ObjectClass::PublicKey && k.point == Some(p))
+                        .chain(active.iter().filter(|k| {
+                            k.info.class() == ObjectClass::PrivateKey
+                                && public_point(&k.info.id).is_none()
+                                && k.info.label.is_some()
+                                && k.info.label == info.label
+                        }))
+                        .find_map(|k| k.info.id.clone())
+                });
+                let category = if paired_id.is_some() {
+                    1 // token user
+                } else if f.is_ca {
+                    2 // authority
+                } else {
+                    0
+                };
+                let id = paired_id.unwrap_or_else(|| info.id.clone().unwrap_or_default());
+                let mut a = common_attrs(CKO_CERTIFICATE, info);
+                a.extend([
+                    (CKA_CERTIFICATE_TYPE, ulong_attr(CKC_X_509)),
+                    (CKA_TRUSTED, bool_attr(false)),
+                    (CKA_CERTIFICATE_CATEGORY, ulong_attr(category)),
+                    (CKA_START_DATE, bytes_attr(&[])),
+                    (CKA_END_DATE, bytes_attr(&[])),
+                    (CKA_SUBJECT, bytes_attr(&f.subject)),
+                    (CKA_ID, bytes_attr(&id)),
+                    (CKA_ISSUER, bytes_attr(&f.issuer)),
+                    (CKA_SERIAL_NUMBER, bytes_attr(&f.serial)),
+                    (CKA_VALUE, bytes_attr(&content)),
+                    (CKA_URL, bytes_attr(&[])),
+                    (CKA_HASH_OF_SUBJECT_PUBLIC_KEY, bytes_attr(&[])),
+                    (CKA_HASH_OF_ISSUER_PUBLIC_KEY, bytes_attr(&[])),
+                    (CKA_JAVA_MIDP_SECURITY_DOMAIN, ulong_attr(0)),
+                    (CKA_PUBLIC_KEY_INFO, bytes_attr(&f.spki)),
+                ]);
+                out.push(Object {
+                    handle: next_handle(),
+                    class: CKO_CERTIFICATE,
+                    attrs: a,
+                    card: info.clone(),
+                    point: f.point,
+                });
+            }
+            None => {
+                let mut a = common_attrs(CKO_DATA, info);
+                a.extend([
+                    (CKA_APPLICATION, bytes_attr(&[])),
+                    (CKA_OBJECT_ID, bytes_attr(&[])),
+                    (CKA_ID, bytes_attr(info.id.as_deref().unwrap_or_default())),
+                    (CKA_VALUE, bytes_attr(&content)),
+                ]);
+                out.push(Object {
+                    handle: next_handle(),
+                    class: CKO_DATA,
+                    attrs: a,
+                    card: info.clone(),
+                    point: None,
+                });
+            }
+        }
+    }
+    out
+}

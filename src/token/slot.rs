@@ -1,0 +1,293 @@
+//! Slots (card endpoints) and tokens (a card with the IoT SAFE applet, connected).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cryptoki_sys::*;
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::applet::{self, AppletChannel, ClassStyle, ObjectClass};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::transport::{CardConnection, ReaderSource};
+
+use super::object::{self, CardObject, Object};
+
+static NEXT_OBJECT_HANDLE: AtomicU64 = AtomicU64::new(1);
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// The card link of a token. Its lock is held for the whole APDU sequence of one operation
+/// (one PC/SC transaction): the card is a serial device, and this keeps the sequences of two
+/// sessions from interleaving on the channel. It is per token, never global.
+struct Link {
+    conn: Option<Box<dyn CardConnection>>,
+    channel: u8,
+}
+
+pub struct Token {
+    /// Changes with every new connection; sessions of an older epoch are stale.
+    pub epoch: u64,
+    link: Mutex<Link>,
+    style: ClassStyle,
+    pub objects: Vec<Arc<Object>>,
+    pub label: String,
+    pub serial: String,
+    pub applet_version: u8,
+    pub logged_in: AtomicBool,
+    removed: AtomicBool,
+}
+
+impl Token {
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub fn mark_removed(&self) {
+        if !self.removed.swap(true, Ordering::AcqRel) {
+            info!("token {:?} removed", self.label);
+        }
+    }
+
+    pub fn object(&self, handle: CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
+        self.objects.iter().find(|o| o.handle == handle).cloned()
+    }
+
+    /// Runs one operation's APDUs on the token's channel inside one card transaction.
+    pub fn run<R>(&self, op: impl FnOnce(&mut AppletChannel<'_>) -> Result<R>) -> Result<R> {
+        if self.is_removed() {
+            return Err(Error::new(CKR_DEVICE_REMOVED, "token was removed"));
+        }
+        let mut link = self.link.lock();
+        let channel = link.channel;
+        let style = self.style;
+        let conn = link
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(CKR_DEVICE_REMOVED, "token was removed"))?;
+        let mut op = Some(op);
+        let mut output = None;
+        let result = conn.with_transaction(&mut |pipe| {
+            if let Some(op) = op.take() {
+                let mut ch = AppletChannel::new(pipe, channel, style);
+                output = Some(op(&mut ch)?);
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => output.ok_or_else(|| Error::new(CKR_GENERAL_ERROR, "operation did not run")),
+            Err(e) => {
+                if e.rv() == CKR_DEVICE_REMOVED {
+                    self.mark_removed();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// True while the card is still in the reader (no APDU sent). A busy link means the card
+    /// is in use, hence present.
+    pub fn check_present(&self) -> bool {
+        if self.is_removed() {
+            return false;
+        }
+        if let Some(mut link) = self.link.try_lock() {
+            let present = link.conn.as_mut().is_some_and(|c| c.is_present());
+            if !present {
+                self.mark_removed();
+            }
+            return present;
+        }
+        true
+    }
+
+    /// Closes the logical channel and leaves the card as it is.
+    pub fn close(&self) {
+        let mut link = self.link.lock();
+        let channel = link.channel;
+        if let Some(mut conn) = link.conn.take() {
+            if channel != 0 && !self.is_removed() {
+                let _ = conn.with_transaction(&mut |pipe| applet::close_channel(pipe, channel));
+            }
+            conn.disconnect();
+        }
+    }
+
+    /// Opens a channel, selects the applet and reads everything the object cache needs.
+    /// `Ok(None)` when the card has no IoT SAFE applet.
+    pub fn connect(
+        mut conn: Box<dyn CardConnection>,
+        config: &Config,
+        reader: &str,
+    ) -> Result<Option<Token>> {
+        let style = config.class_style();
+        let aids = config.aids();
+        let mut found: Option<(u8, applet::AppInfo, Vec<CardObject>)> = None;
+        conn.with_transaction(&mut |pipe| {
+            let channel = if config.applet.logical_channel {
+                match applet::open_channel(pipe)? {
+                    Some(ch) => ch,
+                    None => {
+                        debug!("{reader}: MANAGE CHANNEL refused; using the basic channel");
+                        0
+                    }
+                }
+            } else {
+                0
+            };
+            let mut ch = AppletChannel::new(pipe, channel, style);
+            let mut selected = false;
+            for aid in &aids {
+                if ch.select(aid)? {
+                    selected = true;
+                    break;
+                }
+            }
+            if !selected {
+                debug!("{reader}: no IoT SAFE applet on this card");
+                if channel != 0 {
+                    applet::close_channel(pipe, channel)?;
+                }
+                return Ok(());
+            }
+            let app_info = ch.application_info().unwrap_or_else(|e| {
+                warn!("{reader}: GET DATA (application) failed: {e}");
+                applet::AppInfo::default()
+            });
+            let list = ch.object_list()?;
+            let mut card_objects = Vec::with_capacity(list.len());
+            for info in list {
+                let mut obj = CardObject {
+                    info,
+                    point: None,
+                    content: None,
+                };
+                if obj.info.is_active() {
+                    match obj.info.class() {
+                        ObjectClass::PublicKey => match ch.read_public_key(&obj.info) {
+                            Ok(p) => obj.point = Some(p),
+                            Err(e) => warn!("{reader}: public key {:?}: {e}", obj.info.id),
+                        },
+                        ObjectClass::File => match ch.read_file(&obj.info) {
+                            Ok(c) => obj.content = Some(c),
+                            Err(e) => warn!("{reader}: file {:?}: {e}", obj.info.id),
+                        },
+                        _ => {}
+                    }
+                }
+                card_objects.push(obj);
+            }
+            found = Some((channel, app_info, card_objects));
+            Ok(())
+        })?;
+        let Some((channel, app_info, card_objects)) = found else {
+            conn.disconnect();
+            return Ok(None);
+        };
+        let objects = object::build_objects(&card_objects, || {
+            NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
+        })
+        .into_iter()
+        .map(Arc::new)
+        .collect::<Vec<_>>();
+        let serial: String = app_info
+            .identifier
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let label = config.applet.token_label.clone().unwrap_or_else(|| {
+            format!("IoT SAFE {}", serial.get(..8).unwrap_or(&serial))
+                .trim()
+                .to_string()
+        });
+        info!(
+            "{reader}: IoT SAFE token {label:?} on channel {channel}, {} objects",
+            objects.len()
+        );
+        Ok(Some(Token {
+            epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
+            link: Mutex::new(Link {
+                conn: Some(conn),
+                channel,
+            }),
+            style,
+            objects,
+            label,
+            serial,
+            applet_version: app_info.version.unwrap_or(0),
+            logged_in: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+        }))
+    }
+}
+
+pub struct Slot {
+    pub id: CK_SLOT_ID,
+    pub reader: String,
+    token: Mutex<Option<Arc<Token>>>,
+    /// Serialises connection attempts to this slot's card (per slot, never global).
+    connecting: Mutex<()>,
+}
+
+impl Slot {
+    pub fn new(id: CK_SLOT_ID, reader: String) -> Self {
+        Slot {
+            id,
+            reader,
+            token: Mutex::new(None),
+            connecting: Mutex::new(()),
+        }
+    }
+
+    /// The connected token, connecting first if needed. `Ok(None)`: no card or no applet.
+    pub fn token(&self, source: &dyn ReaderSource, config: &Config) -> Result<Option<Arc<Token>>> {
+        if let Some(t) = self.current_token() {
+            return Ok(Some(t));
+        }
+        let _connecting = self.connecting.lock();
+        if let Some(t) = self.current_token() {
+            return Ok(Some(t));
+        }
+        let conn = match source.connect(&self.reader) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                debug!("{}: connect: {e}", self.reader);
+                return Ok(None);
+            }
+        };
+        match Token::connect(conn, config, &self.reader) {
+            Ok(Some(token)) => {
+                let token = Arc::new(token);
+                *self.token.lock() = Some(token.clone());
+                Ok(Some(token))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                warn!("{}: reading the IoT SAFE applet failed: {e}", self.reader);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The token as it stands, without connecting; drops a token whose card went away.
+    pub fn current_token(&self) -> Option<Arc<Token>> {
+        let mut guard = self.token.lock();
+        match guard.as_ref() {
+            Some(t) if !t.is_removed() => Some(t.clone()),
+            Some(_) => {
+                *guard = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Closes the token's channel and connection (C_Finalize).
+    pub fn close(&self) {
+        if let Some(t) = self.token.lock().take() {
+            t.close();
+        }
+    }
+}

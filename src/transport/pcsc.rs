@@ -1,0 +1,170 @@
+//! PC/SC transport through pcsc-lite (`pcsc` crate).
+//!
+//! Two traps handled here: a `pcsc::Card` dropped implicitly resets the card (we always
+//! disconnect with `LeaveCard`), and a pcscd restart invalidates the context (we establish a
+//! new one on the next call).
+
+use std::ffi::CString;
+
+use log::{debug, warn};
+use parking_lot::Mutex;
+use pcsc::{
+    Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
+};
+
+use super::{CardConnection, ReaderSource, Transmit, TransportError};
+
+fn map_err(e: PcscError) -> TransportError {
+    match e {
+        PcscError::NoSmartcard => TransportError::NoCard,
+        PcscError::RemovedCard | PcscError::UnpoweredCard | PcscError::UnresponsiveCard => {
+            TransportError::CardRemoved
+        }
+        PcscError::ResetCard => TransportError::CardReset,
+        PcscError::ReaderUnavailable
+        | PcscError::UnknownReader
+        | PcscError::NoReadersAvailable
+        | PcscError::NoService
+        | PcscError::ServiceStopped
+        | PcscError::InvalidHandle => TransportError::ReaderUnavailable,
+        PcscError::Timeout => TransportError::Timeout,
+        other => TransportError::Other(format!("PC/SC: {other}")),
+    }
+}
+
+/// All PC/SC readers visible through pcscd.
+pub struct PcscReaders {
+    context: Mutex<Option<Context>>,
+}
+
+impl PcscReaders {
+    pub fn new() -> Self {
+        PcscReaders {
+            context: Mutex::new(None),
+        }
+    }
+
+    fn context(&self) -> Result<Context, TransportError> {
+        let mut guard = self.context.lock();
+        if let Some(ctx) = guard.as_ref() {
+            if ctx.is_valid().is_ok() {
+                return Ok(ctx.clone());
+            }
+            debug!("PC/SC context no longer valid; establishing a new one");
+        }
+        let ctx = Context::establish(Scope::User).map_err(|e| {
+            warn!("cannot reach pcscd: {e}");
+            map_err(e)
+        })?;
+        *guard = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    fn forget_context(&self) {
+        *self.context.lock() = None;
+    }
+}
+
+impl Default for PcscReaders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReaderSource for PcscReaders {
+    fn reader_names(&self) -> Result<Vec<String>, TransportError> {
+        let ctx = self.context()?;
+        match ctx.list_readers_owned() {
+            Ok(names) => Ok(names
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()),
+            Err(PcscError::NoReadersAvailable) => Ok(Vec::new()),
+            Err(e) => {
+                self.forget_context();
+                Err(map_err(e))
+            }
+        }
+    }
+
+    fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
+        let ctx = self.context()?;
+        let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
+        match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
+            Ok(card) => Ok(Some(Box::new(PcscConnection { card: Some(card) }))),
+            Err(PcscError::NoSmartcard) | Err(PcscError::RemovedCard) => Ok(None),
+            Err(e) => {
+                if matches!(
+                    e,
+                    PcscError::NoService | PcscError::ServiceStopped | PcscError::InvalidHandle
+                ) {
+                    self.forget_context();
+                }
+                Err(map_err(e))
+            }
+        }
+    }
+}
+
+struct PcscConnection {
+    card: Option<Card>,
+}
+
+struct TxPipe<'a> {
+    card: &'a Card,
+}
+
+impl Transmit for TxPipe<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let mut buf = [0u8; MAX_BUFFER_SIZE];
+        let response = self.card.transmit(command, &mut buf).map_err(map_err)?;
+        Ok(response.to_vec())
+    }
+}
+
+impl CardConnection for PcscConnection {
+    fn with_transaction(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), crate::Error>,
+    ) -> Result<(), crate::Error> {
+        let card = self
+            .card
+            .as_mut()
+            .ok_or_else(|| crate::Error::from(TransportError::CardRemoved))?;
+        let tx = card.transaction().map_err(map_err)?;
+        let result = f(&mut TxPipe { card: &tx });
+        if let Err((_tx, e)) = tx.end(Disposition::LeaveCard) {
+            debug!("SCardEndTransaction: {e}");
+        }
+        result
+    }
+
+    fn is_present(&mut self) -> bool {
+        match self.card.as_ref().map(|c| c.status2_owned()) {
+            Some(Ok(status)) => status.status().contains(pcsc::Status::PRESENT),
+            _ => false,
+        }
+    }
+
+    fn disconnect(mut self: Box<Self>) {
+        self.leave();
+    }
+}
+
+impl PcscConnection {
+    fn leave(&mut self) {
+        if let Some(card) = self.card.take()
+            && let Err((card, e)) = card.disconnect(Disposition::LeaveCard)
+        {
+            // Dropping would reset the card; leak the handle instead.
+            debug!("SCardDisconnect: {e}");
+            std::mem::forget(card);
+        }
+    }
+}
+
+impl Drop for PcscConnection {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
