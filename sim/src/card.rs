@@ -479,7 +479,7 @@ impl Card {
         if data.is_empty() {
             return sw_bytes(sw).to_vec();
         }
-        if self.options.t0_style {
+        if self.options.t0_style && apdu.ins != 0x70 {
             let n = data.len().min(256);
             self.chan(ch).pending = Some(Pending {
                 data,
@@ -1118,7 +1118,8 @@ impl Card {
                 if !last {
                     return Ok(Reply::ok());
                 }
-                (key_id.clone(), buf.clone())
+                // The last block consumes the buffer, even if its content is invalid.
+                (key_id.clone(), std::mem::take(buf))
             }
             _ => return Err(sw::CONDITIONS),
         };

@@ -21,3 +21,5 @@ pub use card::{
     AppInfoTags, Card, CardOptions, CardStats, ObjectListStyle, SharedCard, SignatureLengthStyle,
     cla_for_channel,
 };
+pub mod control;
+pub mod vpcd;

@@ -78,14 +78,19 @@ pub struct AppInfo {
     /// Tag `B4`.
     pub max_secret_keys: u8,
     /// Tag `90`/`61`.
+    #[serde(with = "hexnum")]
     pub crypto_functions: u8,
     /// Tag `91` (2 bytes).
+    #[serde(with = "hexnum")]
     pub hash_algos: u16,
     /// Tag `92`.
+    #[serde(with = "hexnum")]
     pub signature_algos: u8,
     /// Tag `93`/`6F`.
+    #[serde(with = "hexnum")]
     pub key_agreement_algos: u8,
     /// Tag `94`.
+    #[serde(with = "hexnum")]
     pub key_derivation_algos: u8,
 }
 
@@ -117,28 +122,28 @@ pub struct PrivateKey {
     #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
     pub label: Option<Vec<u8>>,
     /// Key type (tag `4B`), `13` or `14`.
-    #[serde(default = "d_key_type")]
+    #[serde(with = "hexnum", default = "d_key_type")]
     pub key_type: u8,
     /// Object state (tag `4A`).
     #[serde(default)]
     pub state: ObjectState,
     /// Access conditions (tag `60`).
-    #[serde(default = "d_access_update")]
+    #[serde(with = "hexnum", default = "d_access_update")]
     pub access: u8,
     /// Key-specific usage (tag `4E`).
-    #[serde(default = "d_one")]
+    #[serde(with = "hexnum", default = "d_one")]
     pub usage: u8,
     /// Cryptographic functions (tag `61`).
-    #[serde(default = "d_cf_sig")]
+    #[serde(with = "hexnum", default = "d_cf_sig")]
     pub crypto_functions: u8,
     /// Signature algorithms (tag `92`).
-    #[serde(default = "d_sig")]
+    #[serde(with = "hexnum", default = "d_sig")]
     pub signature_algos: u8,
     /// Hash algorithms (tag `91`).
-    #[serde(default = "d_hash")]
+    #[serde(with = "hexnum", default = "d_hash")]
     pub hash_algos: u16,
     /// Key agreement algorithms (tag `6F`).
-    #[serde(default)]
+    #[serde(with = "hexnum", default)]
     pub key_agreement_algos: u8,
     /// The private scalar (32 bytes) if the container is filled.
     #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
@@ -156,28 +161,28 @@ pub struct PublicKey {
     #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
     pub label: Option<Vec<u8>>,
     /// Key type (tag `4B`).
-    #[serde(default = "d_key_type")]
+    #[serde(with = "hexnum", default = "d_key_type")]
     pub key_type: u8,
     /// Object state (tag `4A`).
     #[serde(default)]
     pub state: ObjectState,
     /// Access conditions (tag `60`); `02` (update) allows PUT PUBLIC KEY.
-    #[serde(default = "d_access_read")]
+    #[serde(with = "hexnum", default = "d_access_read")]
     pub access: u8,
     /// Key-specific usage (tag `4E`).
-    #[serde(default = "d_one")]
+    #[serde(with = "hexnum", default = "d_one")]
     pub usage: u8,
     /// Cryptographic functions (tag `61`).
-    #[serde(default = "d_cf_sig")]
+    #[serde(with = "hexnum", default = "d_cf_sig")]
     pub crypto_functions: u8,
     /// Signature algorithms (tag `92`).
-    #[serde(default = "d_sig")]
+    #[serde(with = "hexnum", default = "d_sig")]
     pub signature_algos: u8,
     /// Hash algorithms (tag `91`).
-    #[serde(default = "d_hash")]
+    #[serde(with = "hexnum", default = "d_hash")]
     pub hash_algos: u16,
     /// Key agreement algorithms (tag `6F`).
-    #[serde(default)]
+    #[serde(with = "hexnum", default)]
     pub key_agreement_algos: u8,
     /// Uncompressed point `04||X||Y` if filled.
     #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
@@ -209,11 +214,11 @@ struct FileToml {
     id: Vec<u8>,
     #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
     label: Option<Vec<u8>>,
-    #[serde(default = "d_one")]
+    #[serde(with = "hexnum", default = "d_one")]
     usage: u8,
     #[serde(default)]
     state: ObjectState,
-    #[serde(default = "d_access_read")]
+    #[serde(with = "hexnum", default = "d_access_read")]
     access: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content_hex: Option<String>,
@@ -278,19 +283,19 @@ pub struct SecretKey {
     #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
     pub label: Option<Vec<u8>>,
     /// Key type (tag `4B`), e.g. `A0`.
-    #[serde(default = "d_secret_type")]
+    #[serde(with = "hexnum", default = "d_secret_type")]
     pub key_type: u8,
     /// Object state (tag `4A`).
     #[serde(default)]
     pub state: ObjectState,
     /// Access conditions (tag `60`).
-    #[serde(default = "d_access_rw")]
+    #[serde(with = "hexnum", default = "d_access_rw")]
     pub access: u8,
     /// Cryptographic functions (tag `61`).
-    #[serde(default = "d_cf_kd")]
+    #[serde(with = "hexnum", default = "d_cf_kd")]
     pub crypto_functions: u8,
     /// Key derivation algorithms (tag `94`).
-    #[serde(default)]
+    #[serde(with = "hexnum", default)]
     pub key_derivation_algos: u8,
     /// Secret value if filled.
     #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
@@ -317,16 +322,16 @@ pub struct Profile {
     #[serde(default)]
     pub app_info: AppInfo,
     /// Private keys.
-    #[serde(default, rename = "private_key")]
+    #[serde(default, rename = "private_key", skip_serializing_if = "Vec::is_empty")]
     pub private_keys: Vec<PrivateKey>,
     /// Public keys.
-    #[serde(default, rename = "public_key")]
+    #[serde(default, rename = "public_key", skip_serializing_if = "Vec::is_empty")]
     pub public_keys: Vec<PublicKey>,
     /// Files.
-    #[serde(default, rename = "file")]
+    #[serde(default, rename = "file", skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<File>,
     /// Secret keys.
-    #[serde(default, rename = "secret_key")]
+    #[serde(default, rename = "secret_key", skip_serializing_if = "Vec::is_empty")]
     pub secret_keys: Vec<SecretKey>,
 }
 
@@ -617,5 +622,39 @@ mod label_serde {
                 .map(Some)
                 .map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// Integers written as `"0x13"` strings; accepts TOML integers (e.g. `0x13`, `19`) or
+/// strings `"0x13"` / `"19"`.
+mod hexnum {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn serialize<T: Into<u64> + Copy, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        let v: u64 = (*v).into();
+        let width = std::mem::size_of::<T>() * 2;
+        s.serialize_str(&format!("0x{v:0width$X}"))
+    }
+
+    pub fn deserialize<'de, T: TryFrom<u64>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let v = match Repr::deserialize(d)? {
+            Repr::Int(i) => i,
+            Repr::Text(t) => {
+                let t = t.trim();
+                let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(h) => u64::from_str_radix(h, 16),
+                    None => t.parse(),
+                };
+                r.map_err(|_| serde::de::Error::custom(format!("bad number {t:?}")))?
+            }
+        };
+        T::try_from(v).map_err(|_| serde::de::Error::custom(format!("number {v} out of range")))
     }
 }

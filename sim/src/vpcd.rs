@@ -1,0 +1,136 @@
+//! Client side of the vsmartcard `vpcd` protocol (pcscd's IFD handler listens, we connect).
+//!
+//! Framing both ways: 2-byte big-endian length + payload. Driver→card payloads of length 1
+//! are control codes: `00` power off, `01` power on, `02` reset, `04` get ATR (the only one
+//! answered, with the ATR as a framed message). Longer payloads are command APDUs, each
+//! answered with one framed response APDU.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::card::SharedCard;
+
+/// Control code: power off.
+pub const CTRL_OFF: u8 = 0x00;
+/// Control code: power on.
+pub const CTRL_ON: u8 = 0x01;
+/// Control code: reset.
+pub const CTRL_RESET: u8 = 0x02;
+/// Control code: get ATR.
+pub const CTRL_ATR: u8 = 0x04;
+
+/// How often blocking operations wake up to look at the shutdown flag.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Writes one framed message.
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(payload.len())
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "frame longer than 65535"))?;
+    let mut buf = Vec::with_capacity(payload.len() + 2);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads exactly `buf.len()` bytes, waking up every read timeout to check `shutdown`.
+/// Returns `Ok(false)` on clean EOF before the first byte, or when shutdown was requested.
+fn read_exact_polling(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    shutdown: &AtomicBool,
+) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        if shutdown.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => {
+                if got == 0 {
+                    return Ok(false);
+                }
+                return Err(io::Error::new(ErrorKind::UnexpectedEof, "truncated frame"));
+            }
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Serves one vpcd connection until EOF, an I/O error, or `shutdown`.
+pub fn serve_connection(
+    mut stream: TcpStream,
+    card: &SharedCard,
+    shutdown: &AtomicBool,
+) -> io::Result<()> {
+    stream.set_read_timeout(Some(POLL))?;
+    stream.set_nodelay(true)?;
+    loop {
+        let mut hdr = [0u8; 2];
+        if !read_exact_polling(&mut stream, &mut hdr, shutdown)? {
+            return Ok(());
+        }
+        let len = u16::from_be_bytes(hdr) as usize;
+        let mut payload = vec![0u8; len];
+        if !read_exact_polling(&mut stream, &mut payload, shutdown)? {
+            return Ok(());
+        }
+        match payload.as_slice() {
+            [] => {}
+            [CTRL_OFF] | [CTRL_RESET] => card.power_off(),
+            [CTRL_ON] => card.power_off(), // a fresh power-up: no channel state
+            [CTRL_ATR] => write_frame(&mut stream, &card.atr())?,
+            [_] => {} // unknown control code: ignore
+            apdu => {
+                let resp = card.transmit(apdu);
+                write_frame(&mut stream, &resp)?;
+            }
+        }
+    }
+}
+
+/// Connects to the vpcd driver at `host:port`, retrying every ~200 ms, serves the card,
+/// and reconnects whenever the connection drops, until `shutdown` is set.
+/// `log` receives human-readable connection events.
+pub fn run(
+    card: &SharedCard,
+    host: &str,
+    port: u16,
+    shutdown: &AtomicBool,
+    log: &mut dyn FnMut(&str),
+) {
+    let addr = format!("{host}:{port}");
+    let mut announced_wait = false;
+    while !shutdown.load(Ordering::SeqCst) {
+        match TcpStream::connect(&addr) {
+            Ok(stream) => {
+                announced_wait = false;
+                log(&format!("connected to vpcd at {addr}"));
+                let r = serve_connection(stream, card, shutdown);
+                card.power_off();
+                match r {
+                    Ok(()) if shutdown.load(Ordering::SeqCst) => break,
+                    Ok(()) => log("vpcd closed the connection; reconnecting"),
+                    Err(e) => log(&format!("vpcd connection error: {e}; reconnecting")),
+                }
+            }
+            Err(e) => {
+                if !announced_wait {
+                    log(&format!("waiting for vpcd at {addr} ({e}); retrying"));
+                    announced_wait = true;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+    log("vpcd client stopped");
+}
