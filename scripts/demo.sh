@@ -9,8 +9,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-heading() { printf '\n\033[1m=== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
+heading() { printf '\n%s=== %s%s\n' "$bold" "$*" "$plain"; }
+# quote ARGS...: the command line as one could paste it into a shell.
+quote() {
+  local a out=()
+  for a; do
+    if [[ $a =~ ^[][A-Za-z0-9_./:=,%+@-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
+  done
+  echo "${out[*]}"
+}
+run() { printf '$ %s\n' "$(quote "$@")"; "$@"; }
 
 heading "Install Debian packages"
 bash scripts/install-deps.sh
@@ -18,7 +27,7 @@ bash scripts/install-deps.sh
 heading "Build (release)"
 cargo build --release --workspace
 
-heading "Start pcscd + the simulated card"
+heading "Start pcscd + the simulated card (a fresh one; stopped again on exit)"
 server_pid=
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
@@ -28,6 +37,7 @@ cleanup() {
   bash scripts/stack.sh stop
 }
 trap cleanup EXIT
+bash scripts/stack.sh stop > /dev/null   # a stack left running by an earlier start: restart it
 bash scripts/stack.sh start
 . "${IOTSAFE_STACK_DIR:-target/stack}/env"
 card=$IOTSAFE_CARD_DIR
@@ -89,12 +99,12 @@ finish_server() {
 heading "Mutual TLS 1.3: openssl s_client with the SIM key (pkcs11-provider) vs openssl s_server -Verify"
 start_server "$work/s_server.log" -www -tls1_3
 echo "server: 127.0.0.1:$server_port, requires a client certificate issued by $card/ca.pem"
-printf '$ OPENSSL_CONF=%s openssl s_client -connect 127.0.0.1:%s -tls1_3 -cert %s -key %s -CAfile ca.pem -verify_return_error\n' \
-  "$IOTSAFE_OPENSSL_CONF" "$server_port" "'pkcs11:object=client;type=cert'" "'pkcs11:object=client;type=private'"
-printf 'GET / HTTP/1.0\r\n\r\n' | OPENSSL_CONF=$IOTSAFE_OPENSSL_CONF openssl s_client \
-  -connect "127.0.0.1:$server_port" -servername localhost -tls1_3 \
-  -cert 'pkcs11:object=client;type=cert' -key 'pkcs11:object=client;type=private' \
-  -CAfile "$card/ca.pem" -verify_return_error -ign_eof > "$work/s_client.out" 2> "$work/s_client.err" \
+client=(env OPENSSL_CONF="$IOTSAFE_OPENSSL_CONF" openssl s_client
+  -connect "127.0.0.1:$server_port" -servername localhost -tls1_3
+  -cert 'pkcs11:object=client;type=cert' -key 'pkcs11:object=client;type=private'
+  -CAfile "$card/ca.pem" -verify_return_error -ign_eof)
+printf '$ printf %s | %s\n' "'GET / HTTP/1.0\r\n\r\n'" "$(quote "${client[@]}")"
+printf 'GET / HTTP/1.0\r\n\r\n' | "${client[@]}" > "$work/s_client.out" 2> "$work/s_client.err" \
   || { cat "$work/s_client.out" "$work/s_client.err" >&2; exit 1; }
 echo "--- client side:"
 grep -E '^(New, |Verification|Peer signature type|Verify return code)' "$work/s_client.out" | sort -u
@@ -108,8 +118,8 @@ echo "server: https://localhost:$server_port/"
 run env PKCS11_MODULE_PATH="$IOTSAFE_MODULE" curl --silent --show-error --fail \
   --engine pkcs11 --key-type ENG --key 'pkcs11:object=client;type=private' \
   --cert "$card/client.pem" --cacert "$card/ca.pem" \
-  -o "$work/curl-page.txt" -w 'curl: HTTP %{http_code}, TLS handshake done in %{time_appconnect} s\n' \
-  "https://localhost:$server_port/"
+  --resolve "localhost:$server_port:127.0.0.1" \
+  -o "$work/curl-page.txt" -w 'curl: HTTP %{http_code}\n' "https://localhost:$server_port/"
 grep -E '^(New, |Client certificate)' "$work/curl-page.txt"
 sed -n '/^Client certificate/,/Subject:/p' "$work/curl-page.txt" | grep -E 'Subject:'
 finish_server "$work/curl-server.log"

@@ -22,7 +22,8 @@ cargo build --release --workspace
 
 step "start the PC/SC stack with the simulated card (scripts/stack.sh start)"
 trap 'printf "\n==> stop the stack (scripts/stack.sh stop)\n"; bash scripts/stack.sh stop' EXIT
-bash scripts/stack.sh start
+bash scripts/stack.sh stop > /dev/null   # a stack left running by an earlier start: restart it
+bash scripts/stack.sh start              # with the binaries just built and a fresh card
 # shellcheck disable=SC1091
 . "${IOTSAFE_STACK_DIR:-target/stack}/env"
 
