@@ -26,7 +26,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PcscConfig {
     /// Use PC/SC readers at all.
     pub enabled: bool,
@@ -47,7 +47,7 @@ impl Default for PcscConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AppletConfig {
     /// AIDs to try, in order (hex). The GSMA AID is tried first unless listed otherwise.
     pub aids: Vec<String>,

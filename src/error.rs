@@ -30,22 +30,17 @@ impl Error {
         &self.detail
     }
 
-    /// Errors that are part of normal API use (size queries, absent attributes, …) and
-    /// deserve only a debug log line.
-    pub fn is_routine(&self) -> bool {
+    /// Problems of the card, the transport or the module itself (logged as warnings); every
+    /// other error is the caller's or part of normal API use (logged at debug level).
+    pub fn is_device_problem(&self) -> bool {
         matches!(
             self.rv,
-            CKR_BUFFER_TOO_SMALL
-                | CKR_ATTRIBUTE_TYPE_INVALID
-                | CKR_ATTRIBUTE_SENSITIVE
-                | CKR_CRYPTOKI_ALREADY_INITIALIZED
-                | CKR_USER_ALREADY_LOGGED_IN
-                | CKR_USER_NOT_LOGGED_IN
-                | CKR_SIGNATURE_INVALID
-                | CKR_FUNCTION_NOT_SUPPORTED
-                | CKR_RANDOM_SEED_NOT_SUPPORTED
-                | CKR_TOKEN_NOT_PRESENT
-                | CKR_MECHANISM_INVALID
+            CKR_DEVICE_ERROR
+                | CKR_DEVICE_REMOVED
+                | CKR_DEVICE_MEMORY
+                | CKR_GENERAL_ERROR
+                | CKR_FUNCTION_FAILED
+                | CKR_FUNCTION_REJECTED
         )
     }
 }

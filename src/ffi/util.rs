@@ -13,10 +13,10 @@ pub fn entry(name: &str, body: impl FnOnce() -> Result<()>) -> CK_RV {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
-            if e.is_routine() {
-                debug!("{name}: {e}");
-            } else {
+            if e.is_device_problem() {
                 warn!("{name}: {e}");
+            } else {
+                debug!("{name}: {e}");
             }
             e.rv()
         }

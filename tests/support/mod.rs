@@ -1,0 +1,300 @@
+//! In-process test support: the module's `C_*` functions called directly, with the simulator
+//! library as the card behind a test `ReaderSource`.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cryptoki_sys::*;
+use iotsafe_pkcs11::ffi::*;
+use iotsafe_pkcs11::transport::{CardConnection, ReaderSource, Transmit, TransportError};
+use iotsafe_sim::{CardOptions, SharedCard};
+
+/// One simulated reader with its card.
+#[derive(Clone)]
+pub struct SimReader {
+    pub name: String,
+    pub card: SharedCard,
+    pub present: Arc<AtomicBool>,
+}
+
+pub struct SimReaders(pub Vec<SimReader>);
+
+struct SimConnection {
+    card: SharedCard,
+    present: Arc<AtomicBool>,
+}
+
+struct SimPipe<'a>(&'a SimConnection);
+
+impl Transmit for SimPipe<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        if !self.0.present.load(Ordering::SeqCst) {
+            return Err(TransportError::CardRemoved);
+        }
+        Ok(self.0.card.transmit(command))
+    }
+}
+
+impl CardConnection for SimConnection {
+    fn with_transaction(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), iotsafe_pkcs11::Error>,
+    ) -> Result<(), iotsafe_pkcs11::Error> {
+        f(&mut SimPipe(self))
+    }
+    fn is_present(&mut self) -> bool {
+        self.present.load(Ordering::SeqCst)
+    }
+    fn disconnect(self: Box<Self>) {}
+}
+
+impl ReaderSource for SimReaders {
+    fn reader_names(&self) -> Result<Vec<String>, TransportError> {
+        Ok(self.0.iter().map(|r| r.name.clone()).collect())
+    }
+    fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
+        let r = self
+            .0
+            .iter()
+            .find(|r| r.name == reader)
+            .ok_or(TransportError::ReaderUnavailable)?;
+        if !r.present.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SimConnection {
+            card: r.card.clone(),
+            present: r.present.clone(),
+        })))
+    }
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A running module over simulated cards. Dropping it finalizes the module.
+pub struct Harness {
+    pub readers: Vec<SimReader>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Harness {
+    /// One reader with the default profile and the given card options.
+    pub fn new(options: CardOptions) -> Harness {
+        Self::with_cards(vec![SharedCard::from_profile(
+            iotsafe_sim::default_profile(),
+            options,
+        )])
+    }
+
+    pub fn default() -> Harness {
+        Self::new(CardOptions::default())
+    }
+
+    pub fn with_cards(cards: Vec<SharedCard>) -> Harness {
+        let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let readers: Vec<SimReader> = cards
+            .into_iter()
+            .enumerate()
+            .map(|(i, card)| SimReader {
+                name: format!("Sim Reader {i:02}"),
+                card,
+                present: Arc::new(AtomicBool::new(true)),
+            })
+            .collect();
+        iotsafe_pkcs11::token::set_reader_source_override(Some(Arc::new(SimReaders(
+            readers.clone(),
+        ))));
+        // Clean slate even if an earlier test failed half-way.
+        unsafe { C_Finalize(std::ptr::null_mut()) };
+        Harness {
+            readers,
+            _guard: guard,
+        }
+    }
+
+    pub fn card(&self) -> &SharedCard {
+        &self.readers[0].card
+    }
+
+    /// C_Initialize(NULL) and open a session on slot 0.
+    pub fn init_and_open(&self) -> CK_SESSION_HANDLE {
+        assert_eq!(unsafe { C_Initialize(std::ptr::null_mut()) }, CKR_OK);
+        open_session(0)
+    }
+
+    /// APDUs the card saw since the last call.
+    pub fn apdus(&self) -> u64 {
+        let n = self.card().stats().total;
+        self.card().reset_stats();
+        n
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        unsafe { C_Finalize(std::ptr::null_mut()) };
+        iotsafe_pkcs11::token::set_reader_source_override(None);
+    }
+}
+
+pub fn open_session(slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
+    let mut h: CK_SESSION_HANDLE = 0;
+    let rv = unsafe { C_OpenSession(slot, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut h) };
+    assert_eq!(rv, CKR_OK, "C_OpenSession");
+    h
+}
+
+pub fn find(session: CK_SESSION_HANDLE, template: &mut [CK_ATTRIBUTE]) -> Vec<CK_OBJECT_HANDLE> {
+    unsafe {
+        assert_eq!(
+            C_FindObjectsInit(session, template.as_mut_ptr(), template.len() as CK_ULONG),
+            CKR_OK
+        );
+        let mut out = Vec::new();
+        loop {
+            let mut buf = [0 as CK_OBJECT_HANDLE; 3];
+            let mut n: CK_ULONG = 0;
+            assert_eq!(C_FindObjects(session, buf.as_mut_ptr(), 3, &mut n), CKR_OK);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        assert_eq!(C_FindObjectsFinal(session), CKR_OK);
+        out
+    }
+}
+
+pub fn attr(t: CK_ATTRIBUTE_TYPE, value: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: value.as_mut_ptr() as *mut _,
+        ulValueLen: value.len() as CK_ULONG,
+    }
+}
+
+pub fn class_attr(class: &mut CK_OBJECT_CLASS) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: CKA_CLASS,
+        pValue: class as *mut CK_OBJECT_CLASS as *mut _,
+        ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+    }
+}
+
+/// Reads one attribute value (size query, then fetch).
+pub fn get_attr(
+    session: CK_SESSION_HANDLE,
+    obj: CK_OBJECT_HANDLE,
+    t: CK_ATTRIBUTE_TYPE,
+) -> Result<Vec<u8>, CK_RV> {
+    unsafe {
+        let mut a = CK_ATTRIBUTE {
+            type_: t,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        let rv = C_GetAttributeValue(session, obj, &mut a, 1);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut buf = vec![0u8; a.ulValueLen as usize];
+        a.pValue = buf.as_mut_ptr() as *mut _;
+        let rv = C_GetAttributeValue(session, obj, &mut a, 1);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        buf.truncate(a.ulValueLen as usize);
+        Ok(buf)
+    }
+}
+
+/// The handle of the one object of `class` with CKA_LABEL `label`.
+pub fn object_by_label(
+    session: CK_SESSION_HANDLE,
+    class: CK_OBJECT_CLASS,
+    label: &str,
+) -> CK_OBJECT_HANDLE {
+    let mut class = class;
+    let mut label = label.as_bytes().to_vec();
+    let mut t = [class_attr(&mut class), attr(CKA_LABEL, &mut label)];
+    let found = find(session, &mut t);
+    assert_eq!(
+        found.len(),
+        1,
+        "objects with that class and label: {found:?}"
+    );
+    found[0]
+}
+
+pub fn mech(m: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: m,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+/// Signs `data` in one C_Sign call (with a size query first, as most callers do).
+pub fn sign(
+    session: CK_SESSION_HANDLE,
+    m: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    unsafe {
+        let mut mm = mech(m);
+        let rv = C_SignInit(session, &mut mm, key);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut len: CK_ULONG = 0;
+        let rv = C_Sign(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            std::ptr::null_mut(),
+            &mut len,
+        );
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut sig = vec![0u8; len as usize];
+        let rv = C_Sign(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut len,
+        );
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        sig.truncate(len as usize);
+        Ok(sig)
+    }
+}
+
+/// The client key pair's public point from the simulator's profile.
+pub fn profile_client_point(card: &SharedCard) -> Vec<u8> {
+    let profile = card.profile();
+    let pk = profile
+        .public_keys
+        .iter()
+        .find(|k| k.id == [0x01])
+        .expect("public key 01 in the default profile");
+    pk.point.clone().expect("filled public key")
+}
+
+/// Verifies raw r‖s over a 32-byte-fitted prehash with p256 against a SEC1 point.
+pub fn p256_verify(point: &[u8], prehash: &[u8], sig: &[u8]) -> bool {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).expect("valid point");
+    let sig = p256::ecdsa::Signature::from_slice(sig).expect("64-byte signature");
+    let mut fitted = [0u8; 32];
+    if prehash.len() >= 32 {
+        fitted.copy_from_slice(&prehash[..32]);
+    } else {
+        fitted[32 - prehash.len()..].copy_from_slice(prehash);
+    }
+    vk.verify_prehash(&fitted, &sig).is_ok()
+}
