@@ -439,6 +439,18 @@ fn card_signature_verifies_with_openssl() {
 
 // ------------------------------------------------------------------ the binary
 
+/// Kills the child process if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_iotsafe-sim"))
 }
@@ -520,28 +532,31 @@ fn cli_vpcd_with_control_and_sigterm() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let sock = dir.join("ctl.sock");
-    let mut child = bin()
-        .args([
-            "vpcd",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--control",
-        ])
-        .arg(&sock)
-        .args([
-            "--t0",
-            "--list-style",
-            "none",
-            "--latency-apdu",
-            "1ms",
-            "--list-page-size",
-            "20",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        bin()
+            .args([
+                "vpcd",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--control",
+            ])
+            .arg(&sock)
+            .args([
+                "--t0",
+                "--list-style",
+                "none",
+                "--latency-apdu",
+                "1ms",
+                "--list-page-size",
+                "20",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let mut s = accept_within(&listener, Duration::from_secs(10));
     send(&mut s, &[0x04]);
     assert_eq!(recv(&mut s)[0], 0x3B);
