@@ -164,6 +164,9 @@ fn pkcs11_tool_self_test_passes() {
     let f = Proc::spawn(stack.pkcs11_tool().arg("--test"), None).wait(TOOL_TIMEOUT * 3);
     assert!(f.success(), "pkcs11-tool --test exited non-zero:\n{f}");
     assert!(f.stdout.contains("No errors"), "{f}");
+    // --test opens a R/W session; a module that answered it with a read-only one would make
+    // pkcs11-tool skip its signature tests.
+    assert!(!f.stdout.contains("not a R/W session"), "{f}");
     let all = f.all_output();
     // pkcs11-tool prints "ERR: …" or "… failed" for each check that goes wrong, and may still
     // exit 0, so read its output.
