@@ -244,11 +244,6 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            // The child may exit without reading; that shows up in its status, not here.
-            let _ = pipe.write_all(input);
-        }
         let (tx, lines) = mpsc::channel();
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -256,6 +251,11 @@ impl Proc {
             collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx)),
             collect(child.stderr.take().unwrap(), stderr.clone(), None),
         ];
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            // The child may exit without reading; that shows up in its status, not here.
+            let _ = pipe.write_all(input);
+        }
         Proc {
             what,
             child,
@@ -264,10 +264,6 @@ impl Proc {
             readers,
             lines,
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Waits (bounded) for a stdout line for which `pick` returns something.
@@ -401,7 +397,8 @@ impl Stack {
         c
     }
 
-    /// The card's certificate for key ID 01, DER, as `pkcs11-tool --read-object` reads it.
+    /// The card's certificate for key ID 01, DER, as `pkcs11-tool --read-object` reads it
+    /// (also left in `<scratch>/card-cert.der`).
     pub fn card_certificate_der(&self, scratch: &Path) -> Vec<u8> {
         let out = scratch.join("card-cert.der");
         run(self
@@ -416,20 +413,14 @@ impl Stack {
 
     /// Writes the public key of the card's certificate as PEM (via `openssl x509 -pubkey`).
     pub fn card_public_key_pem(&self, scratch: &Path) -> PathBuf {
-        let cert = scratch.join("card-cert.der");
-        std::fs::write(&cert, self.card_certificate_der(scratch)).unwrap();
+        self.card_certificate_der(scratch);
         let pem = scratch.join("card-pub.pem");
-        let f = openssl_plain()
+        run(openssl_plain()
             .args(["x509", "-inform", "DER", "-noout", "-pubkey", "-in"])
-            .arg(&cert)
-            .args(["-out"])
-            .arg(&pem)
-            .status()
-            .expect("run openssl x509");
-        assert!(
-            f.success(),
-            "openssl x509 -pubkey failed on the card's certificate"
-        );
+            .arg(scratch.join("card-cert.der"))
+            .arg("-out")
+            .arg(&pem))
+        .expect_success();
         pem
     }
 }
