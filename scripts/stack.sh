@@ -100,10 +100,11 @@ readers_output() { opensc-tool --list-readers 2>/dev/null || true; }
 card_present() { readers_output | grep -E "^[[:space:]]*[0-9]+[[:space:]]+Yes[[:space:]].*$reader_name" >/dev/null; }
 reader_present() { readers_output | grep -F "$reader_name" >/dev/null; }
 
-# wait_for WHAT CHECK PID...: poll CHECK up to $wait_seconds while the PIDs stay alive.
+# wait_for CHECK PID...: poll CHECK up to $wait_seconds while the PIDs stay alive;
+# returns 1 on timeout, 2 if one of the PIDs died.
 wait_for() {
-  local what=$1 check=$2 i pid
-  shift 2
+  local check=$1 i pid
+  shift
   for ((i = 0; i < wait_seconds * 10; i++)); do
     "$check" && return 0
     for pid in "$@"; do alive "$pid" || return 2; done
@@ -235,7 +236,7 @@ EOF
   pcscd_pid=$!
   echo "$pcscd_pid" > "$run_dir/pcscd.pid"
 
-  wait_for "reader" reader_present "$pcscd_pid" || rc=$?
+  wait_for reader_present "$pcscd_pid" || rc=$?
   if [ "$rc" -ne 0 ]; then
     show_logs
     stop_pid pcscd
@@ -250,7 +251,7 @@ EOF
   echo "$sim_pid" > "$run_dir/iotsafe-sim.pid"
 
   control_ready() { [ -S "$control" ] && card_present; }
-  wait_for "card" control_ready "$pcscd_pid" "$sim_pid" || rc=$?
+  wait_for control_ready "$pcscd_pid" "$sim_pid" || rc=$?
   if [ "$rc" -ne 0 ]; then
     show_logs
     readers_output >&2
