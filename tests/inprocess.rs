@@ -241,10 +241,29 @@ fn sessions_follow_the_state_machine() {
             C_OpenSession(0, 0, NULL, None, &mut s),
             CKR_SESSION_PARALLEL_NOT_SUPPORTED
         );
+        // Accepted (pkcs11-tool --test and p11test always ask for one); writes still fail.
         assert_eq!(
             C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, None, &mut s),
+            CKR_OK
+        );
+        let mut si: CK_SESSION_INFO = std::mem::zeroed();
+        assert_eq!(C_GetSessionInfo(s, &mut si), CKR_OK);
+        assert_eq!(si.state, CKS_RW_PUBLIC_SESSION);
+        let mut ti: CK_TOKEN_INFO = std::mem::zeroed();
+        assert_eq!(C_GetTokenInfo(0, &mut ti), CKR_OK);
+        assert_eq!((ti.ulSessionCount, ti.ulRwSessionCount), (1, 1));
+        let mut tru = [1u8];
+        let mut t = [attr(CKA_TOKEN, &mut tru)];
+        let mut out: CK_OBJECT_HANDLE = 0;
+        assert_eq!(
+            C_CreateObject(s, t.as_mut_ptr(), 1, &mut out),
             CKR_TOKEN_WRITE_PROTECTED
         );
+        assert_eq!(
+            C_Login(s, CKU_SO, std::ptr::null_mut(), 0),
+            CKR_USER_TYPE_INVALID
+        );
+        assert_eq!(C_CloseSession(s), CKR_OK);
         assert_eq!(
             C_OpenSession(5, CKF_SERIAL_SESSION, NULL, None, &mut s),
             CKR_SLOT_ID_INVALID

@@ -181,7 +181,7 @@ pkcs11_fn!(
                 ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
                 ulSessionCount: t.session_count as CK_ULONG,
                 ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
-                ulRwSessionCount: 0,
+                ulRwSessionCount: t.rw_session_count as CK_ULONG,
                 ulMaxPinLen: 0,
                 ulMinPinLen: 0,
                 ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
@@ -388,10 +388,7 @@ pkcs11_fn!(
             .iter()
             .any(|(t, v)| *t == CKA_TOKEN && v.first().is_some_and(|b| *b != 0));
         if token_object {
-            return Err(Error::new(
-                CKR_SESSION_READ_ONLY,
-                "the token is write-protected",
-            ));
+            return Err(m.refuse_write(h_session));
         }
         Err(Error::new(
             CKR_FUNCTION_NOT_SUPPORTED,
@@ -425,10 +422,7 @@ pkcs11_fn!(
     fn C_DestroyObject(h_session: CK_SESSION_HANDLE, h_object: CK_OBJECT_HANDLE) {
         let m = module()?;
         m.object(h_session, h_object)?;
-        Err(Error::new(
-            CKR_SESSION_READ_ONLY,
-            "the token is write-protected",
-        ))
+        Err(m.refuse_write(h_session))
     }
 );
 
@@ -504,10 +498,7 @@ pkcs11_fn!(
         let m = module()?;
         template(p_template, ul_count)?;
         m.object(h_session, h_object)?;
-        Err(Error::new(
-            CKR_SESSION_READ_ONLY,
-            "the token is write-protected",
-        ))
+        Err(m.refuse_write(h_session))
     }
 );
 

@@ -125,6 +125,7 @@ pub struct TokenInfo {
     pub serial: String,
     pub applet_version: u8,
     pub session_count: usize,
+    pub rw_session_count: usize,
 }
 
 impl Module {
@@ -209,7 +210,17 @@ impl Module {
             .values()
             .filter(|s| s.lock().slot_id == slot_id)
             .count();
+        let rw_session_count = self
+            .sessions
+            .read()
+            .values()
+            .filter(|s| {
+                let s = s.lock();
+                s.slot_id == slot_id && s.is_rw()
+            })
+            .count();
         Ok(TokenInfo {
+            rw_session_count,
             label: token.label.clone(),
             serial: token.serial.clone(),
             applet_version: token.applet_version,
@@ -226,12 +237,9 @@ impl Module {
             return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED.into());
         }
         let token = self.present_token(slot_id)?;
-        if flags & CKF_RW_SESSION != 0 {
-            return Err(Error::new(
-                CKR_TOKEN_WRITE_PROTECTED,
-                "the token is write-protected",
-            ));
-        }
+        // Read-write sessions are accepted although the token is write-protected: tools such
+        // as pkcs11-tool --test and OpenSC's p11test always ask for one. Every write in them
+        // still fails with CKR_TOKEN_WRITE_PROTECTED (see `refuse_write`).
         let handle = self.next_session.fetch_add(1, Ordering::Relaxed);
         let session = Session::new(handle, slot_id, token, flags);
         self.sessions
@@ -319,8 +327,22 @@ impl Module {
                 }
                 Ok(())
             }
-            // Every session is read-only on this token, so SO login is never possible.
-            CKU_SO => Err(CKR_SESSION_READ_ONLY_EXISTS.into()),
+            // IoT.05 has no security officer.
+            CKU_SO => {
+                let slot_id = s.lock().slot_id;
+                let ro_exists = self.sessions.read().values().any(|o| {
+                    o.try_lock()
+                        .is_none_or(|o| o.slot_id == slot_id && !o.is_rw())
+                });
+                if ro_exists {
+                    Err(CKR_SESSION_READ_ONLY_EXISTS.into())
+                } else {
+                    Err(Error::new(
+                        CKR_USER_TYPE_INVALID,
+                        "IoT SAFE has no security officer",
+                    ))
+                }
+            }
             CKU_CONTEXT_SPECIFIC => {
                 let s = s.lock();
                 if s.sign.is_none() && s.verify.is_none() {
@@ -688,6 +710,21 @@ impl Module {
 
     pub fn check_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
         self.session(handle).map(|_| ())
+    }
+
+    /// The error for a write to a token object: the session kind decides which one the
+    /// specification names.
+    pub fn refuse_write(&self, handle: CK_SESSION_HANDLE) -> Error {
+        match self.session(handle) {
+            Err(e) => e,
+            Ok(s) if s.lock().is_rw() => {
+                Error::new(CKR_TOKEN_WRITE_PROTECTED, "the token is write-protected")
+            }
+            Ok(_) => Error::new(
+                CKR_SESSION_READ_ONLY,
+                "writing a token object needs a read-write session",
+            ),
+        }
     }
 }
 
