@@ -936,3 +936,95 @@ fn threads_sign_concurrently_on_one_token() {
         }
     });
 }
+
+#[test]
+fn a_card_without_logical_channels_is_used_on_the_basic_channel() {
+    let mut profile = iotsafe_sim::default_profile();
+    profile.max_channels = 0;
+    let h = Harness::with_cards(vec![iotsafe_sim::SharedCard::from_profile(
+        profile,
+        CardOptions::default(),
+    )]);
+    let s = h.init_and_open();
+    assert_eq!(h.card().lock().open_channels(), vec![0]);
+    let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"basic").unwrap();
+    assert!(p256_verify(
+        &profile_client_point(h.card()),
+        &Sha256::digest(b"basic"),
+        &sig
+    ));
+}
+
+#[test]
+fn proprietary_class_is_configurable() {
+    let h = Harness::default();
+    unsafe {
+        let config = c"[applet]\ncla = \"proprietary\"".as_ptr();
+        let mut args = CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: CKF_OS_LOCKING_OK,
+            pReserved: config as *mut _,
+        };
+        assert_eq!(C_Initialize(&mut args as *mut _ as *mut _), CKR_OK);
+    }
+    let s = open_session(0);
+    let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"8x").unwrap();
+    assert!(p256_verify(
+        &profile_client_point(h.card()),
+        &Sha256::digest(b"8x"),
+        &sig
+    ));
+}
+
+#[test]
+fn a_forked_child_initialises_again_and_signs() {
+    let h = Harness::default();
+    let s = h.init_and_open();
+    let point = profile_client_point(h.card());
+    sign(s, CKM_ECDSA_SHA256, client_key(s), b"parent").unwrap();
+    // SAFETY: the child only calls the module and exits with _exit, never unwinding.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| unsafe {
+            let mut info: CK_INFO = std::mem::zeroed();
+            // The parent's state is not usable in the child...
+            if C_GetInfo(&mut info) != CKR_CRYPTOKI_NOT_INITIALIZED {
+                return 10;
+            }
+            // ...and C_Initialize works there (pkcs11-provider, libp11 and --test-fork do this).
+            if C_Initialize(NULL) != CKR_OK {
+                return 11;
+            }
+            let s = open_session(0);
+            let sig = match sign(s, CKM_ECDSA_SHA256, client_key(s), b"child") {
+                Ok(sig) => sig,
+                Err(_) => return 12,
+            };
+            if !p256_verify(&point, &Sha256::digest(b"child"), &sig) {
+                return 13;
+            }
+            if C_Finalize(NULL) != CKR_OK {
+                return 14;
+            }
+            0
+        })
+        .unwrap_or(15);
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "child did not exit normally");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "child failed at step {}",
+        libc::WEXITSTATUS(status)
+    );
+    // The parent is unaffected.
+    let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"parent again").unwrap();
+    assert!(p256_verify(&point, &Sha256::digest(b"parent again"), &sig));
+}

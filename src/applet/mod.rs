@@ -221,10 +221,13 @@ impl<'a> AppletChannel<'a> {
         }
     }
 
-    /// SELECT by AID. `Ok(false)` when the card does not have that applet.
+    /// SELECT by AID, always in the inter-industry class (ISO 7816-4 defines it there; cards
+    /// reject `8x A4`). `Ok(false)` when the card does not have that applet.
     pub fn select(&mut self, aid: &[u8]) -> Result<bool> {
-        let resp = self.exchange(0xA4, 0x04, 0x00, aid, None, Trace::Full)?;
-        Ok(resp.is_ok())
+        let style = std::mem::replace(&mut self.style, ClassStyle::InterIndustry);
+        let resp = self.exchange(0xA4, 0x04, 0x00, aid, None, Trace::Full);
+        self.style = style;
+        Ok(resp?.is_ok())
     }
 
     /// GET DATA application information.
