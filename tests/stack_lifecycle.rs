@@ -1,0 +1,63 @@
+//! Process and card life-cycle over the real stack (pcscd + vpcd + simulator): a long-running
+//! process whose card sat idle, and a forked child.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proc, Stack, TOOL_TIMEOUT};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+
+fn sign_and_verify(p11: &Pkcs11, message: &[u8]) {
+    let slot = p11.get_slots_with_token().expect("C_GetSlotList")[0];
+    let session = p11.open_ro_session(slot).expect("C_OpenSession");
+    let find = |class| {
+        session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(vec![1])])
+            .expect("C_FindObjects")[0]
+    };
+    let key = find(ObjectClass::PRIVATE_KEY);
+    let public = find(ObjectClass::PUBLIC_KEY);
+    let point = match &session
+        .get_attributes(public, &[cryptoki::object::AttributeType::EcPoint])
+        .expect("CKA_EC_POINT")[0]
+    {
+        Attribute::EcPoint(p) => p[2..].to_vec(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let sig = session
+        .sign(&Mechanism::EcdsaSha256, key, message)
+        .expect("C_Sign");
+    let vk = VerifyingKey::from_sec1_bytes(&point).expect("P-256 point");
+    vk.verify(message, &Signature::from_slice(&sig).expect("64 bytes"))
+        .expect("signature verifies against the card's public key");
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn a_long_running_process_still_signs_after_the_card_sat_idle() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let p11 = Pkcs11::new(&stack.module).expect("load module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    sign_and_verify(&p11, b"before the pause");
+    // Longer than pcscd's power-off grace period for unused cards (10 s).
+    std::thread::sleep(Duration::from_secs(15));
+    sign_and_verify(&p11, b"after the pause");
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn pkcs11_tool_test_fork_passes() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let f = Proc::spawn(stack.pkcs11_tool().arg("--test-fork"), None).wait(TOOL_TIMEOUT);
+    assert!(f.success(), "pkcs11-tool --test-fork exited non-zero:\n{f}");
+    let all = f.all_output().to_ascii_lowercase();
+    assert!(!all.contains("error"), "{f}");
+}
