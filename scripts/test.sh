@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "release build (cargo build --release --workspace)"
 cargo build --release --workspace
 
+step "benchmark: APDUs per PKCS#11 operation (cargo bench --bench apdu_counts; figures, not pass/fail)"
+cargo bench --bench apdu_counts
+
 step "start the PC/SC stack with the simulated card (scripts/stack.sh start)"
 trap 'printf "\n==> stop the stack (scripts/stack.sh stop)\n"; bash scripts/stack.sh stop' EXIT
 bash scripts/stack.sh stop > /dev/null   # a stack left running by an earlier start: restart it
