@@ -1028,3 +1028,34 @@ fn a_forked_child_initialises_again_and_signs() {
     let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"parent again").unwrap();
     assert!(p256_verify(&point, &Sha256::digest(b"parent again"), &sig));
 }
+
+#[test]
+fn general_purpose_files_are_data_objects_read_in_chunks() {
+    let mut profile = iotsafe_sim::default_profile();
+    let content: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+    profile.files.push(iotsafe_sim::File {
+        id: vec![0x07],
+        label: Some(b"endpoint".to_vec()),
+        usage: 0x01,
+        state: iotsafe_sim::ObjectState::Activated,
+        access: 0x01,
+        content: content.clone(),
+    });
+    let h = Harness::with_cards(vec![iotsafe_sim::SharedCard::from_profile(
+        profile,
+        CardOptions {
+            t0_style: true,
+            ..Default::default()
+        },
+    )]);
+    let s = h.init_and_open();
+    let data = object_by_label(s, CKO_DATA, "endpoint");
+    assert_eq!(get_attr(s, data, CKA_VALUE).unwrap(), content);
+    assert_eq!(get_attr(s, data, CKA_ID).unwrap(), vec![0x07]);
+    assert_eq!(get_attr(s, data, CKA_PRIVATE).unwrap(), vec![0]);
+    unsafe {
+        let mut size: CK_ULONG = 0;
+        assert_eq!(C_GetObjectSize(s, data, &mut size), CKR_OK);
+        assert_eq!(size, 700);
+    }
+}
