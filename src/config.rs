@@ -23,6 +23,63 @@ pub struct Config {
     pub pcsc: PcscConfig,
     #[serde(default)]
     pub applet: AppletConfig,
+    /// Modems, each a slot.
+    #[serde(default)]
+    pub modem: Vec<ModemConfig>,
+}
+
+/// How APDUs reach the SIM through a modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AtMode {
+    /// `AT+CCHO`/`AT+CGLA` when the modem has them, else `AT+CSIM`.
+    #[default]
+    Auto,
+    /// Only the logical-channel commands.
+    Cgla,
+    /// Only `AT+CSIM`, with MANAGE CHANNEL sent by the module.
+    Csim,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemConfig {
+    /// The modem's AT port, e.g. `/dev/ttyACM0` (or a stable `/dev/serial/by-id/…` link).
+    pub device: String,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub at_mode: AtMode,
+    /// Longest AT command line the modem accepts (characters).
+    #[serde(default = "default_max_command_len")]
+    pub max_command_len: usize,
+    /// Deadline for one AT command, in milliseconds (key generation on a SIM takes seconds).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Slot description; default "Modem <device>".
+    pub label: Option<String>,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+fn default_max_command_len() -> usize {
+    1024
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl ModemConfig {
+    /// The slot's name (its `slotDescription`).
+    pub fn slot_name(&self) -> String {
+        match &self.label {
+            Some(l) => l.clone(),
+            None => format!("Modem {}", self.device),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +170,17 @@ impl Config {
                     "configuration {origin}: applet.cla must be \"inter-industry\" or \"proprietary\""
                 ),
             ));
+        }
+        for m in &self.modem {
+            if m.max_command_len < 40 || m.timeout_ms == 0 || m.baud == 0 {
+                return Err(Error::new(
+                    CKR_GENERAL_ERROR,
+                    format!(
+                        "configuration {origin}: modem {}: max_command_len must be >= 40, timeout_ms and baud > 0",
+                        m.device
+                    ),
+                ));
+            }
         }
         if let Some(label) = &self.applet.token_label
             && label.len() > 32
@@ -213,6 +281,13 @@ aids = ["A0000005590010", "A000000030 53F124 01770101 495341"]
 cla = "proprietary"
 logical_channel = false
 token_label = "my SIM"
+[[modem]]
+device = "/dev/ttyACM0"
+at_mode = "csim"
+max_command_len = 300
+[[modem]]
+device = "/tmp/modem"
+label = "gateway modem 2"
 "#,
             "test",
         )
@@ -222,6 +297,12 @@ token_label = "my SIM"
         assert!(c.reader_selected("Virtual PCD 00 00"));
         assert!(!c.reader_selected("Virtual PCD 00 01"));
         assert!(!c.reader_selected("Other"));
+        assert_eq!(c.modem.len(), 2);
+        assert_eq!(c.modem[0].at_mode, AtMode::Csim);
+        assert_eq!(c.modem[0].baud, 115_200);
+        assert_eq!(c.modem[0].slot_name(), "Modem /dev/ttyACM0");
+        assert_eq!(c.modem[1].slot_name(), "gateway modem 2");
+        assert_eq!(c.modem[1].at_mode, AtMode::Auto);
     }
 
     #[test]
@@ -231,6 +312,8 @@ token_label = "my SIM"
             "[applet]\naids = [\"zz\"]",
             "[applet]\ncla = \"x\"",
             "[applet]\ntoken_label = \"0123456789012345678901234567890123\"",
+            "[[modem]]\ndevice = \"/dev/x\"\nat_mode = \"serial\"",
+            "[[modem]]\ndevice = \"/dev/x\"\nmax_command_len = 10",
         ] {
             let e = Config::parse(text, "t").unwrap_err();
             assert_eq!(e.rv(), CKR_GENERAL_ERROR, "{text}");

@@ -10,6 +10,8 @@ use crate::transport::TransportError;
 pub struct Error {
     rv: CK_RV,
     detail: String,
+    /// The card was reset under us: the operation may be retried after reopening the channel.
+    card_reset: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -19,7 +21,12 @@ impl Error {
         Error {
             rv,
             detail: detail.into(),
+            card_reset: false,
         }
+    }
+
+    pub fn is_card_reset(&self) -> bool {
+        self.card_reset
     }
 
     pub fn rv(&self) -> CK_RV {
@@ -60,7 +67,9 @@ impl From<TransportError> for Error {
             | TransportError::ReaderUnavailable => CKR_DEVICE_REMOVED,
             _ => CKR_DEVICE_ERROR,
         };
-        Error::new(rv, e.to_string())
+        let mut error = Error::new(rv, e.to_string());
+        error.card_reset = e == TransportError::CardReset;
+        error
     }
 }
 

@@ -878,7 +878,17 @@ pkcs11_fn!(
     }
 );
 
-not_supported!(C_WaitForSlotEvent(flags: CK_FLAGS, p_slot: CK_SLOT_ID_PTR, p_reserved: CK_VOID_PTR));
+pkcs11_fn!(
+    fn C_WaitForSlotEvent(flags: CK_FLAGS, p_slot: CK_SLOT_ID_PTR, p_reserved: CK_VOID_PTR) {
+        let m = module()?;
+        if p_slot.is_null() || !p_reserved.is_null() {
+            return Err(CKR_ARGUMENTS_BAD.into());
+        }
+        // No global lock is held while waiting; C_Finalize wakes the waiter.
+        let slot = m.wait_for_slot_event(flags & CKF_DONT_BLOCK != 0)?;
+        write(p_slot, slot)
+    }
+);
 
 // PKCS#11 3.0 message-based functions: not offered.
 not_supported!(C_MessageEncryptInit(h_session: CK_SESSION_HANDLE, p_mechanism: CK_MECHANISM_PTR, h_key: CK_OBJECT_HANDLE));

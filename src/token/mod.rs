@@ -9,19 +9,20 @@ pub mod slot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use cryptoki_sys::*;
 use log::{debug, info};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::applet::objects::{HASH_SHA256, HASH_SHA384, HASH_SHA512};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transport::ReaderSource;
-use crate::transport::pcsc::PcscReaders;
+use crate::transport::sources::ConfiguredReaders;
 
 use mechanism::{Hasher, fit_to_p256};
 use object::{AttrValue, Object};
@@ -47,7 +48,15 @@ pub struct Module {
     slots: RwLock<Vec<Arc<Slot>>>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
     next_session: AtomicU64,
+    /// Card presence per slot as last reported by `C_WaitForSlotEvent`.
+    reported_presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
+    /// Set by `C_Finalize`; wakes a thread blocked in `C_WaitForSlotEvent`.
+    finalized: AtomicBool,
+    wake: Condvar,
 }
+
+/// How often a blocking `C_WaitForSlotEvent` looks at the readers.
+const SLOT_EVENT_POLL: Duration = Duration::from_millis(200);
 
 /// The initialised module, or `CKR_CRYPTOKI_NOT_INITIALIZED` (also in a forked child that has
 /// not called `C_Initialize` itself).
@@ -74,7 +83,7 @@ pub fn initialize(inline_config: Option<&str>) -> Result<()> {
     crate::init_logging(config.log.as_deref());
     let source: Arc<dyn ReaderSource> = match READER_SOURCE_OVERRIDE.lock().clone() {
         Some(s) => s,
-        None => Arc::new(PcscReaders::new()),
+        None => Arc::new(ConfiguredReaders::new(&config)),
     };
     let module = Module {
         pid: std::process::id(),
@@ -83,8 +92,12 @@ pub fn initialize(inline_config: Option<&str>) -> Result<()> {
         slots: RwLock::new(Vec::new()),
         sessions: RwLock::new(HashMap::new()),
         next_session: AtomicU64::new(1),
+        reported_presence: Mutex::new(HashMap::new()),
+        finalized: AtomicBool::new(false),
+        wake: Condvar::new(),
     };
     module.refresh_slots();
+    module.take_slot_events();
     info!("initialised: {} slot(s)", module.slots.read().len());
     *guard = Some(Arc::new(module));
     Ok(())
@@ -105,6 +118,11 @@ pub fn finalize() -> Result<()> {
         }
     };
     if let Some(m) = taken {
+        m.finalized.store(true, Ordering::Release);
+        {
+            let _guard = m.reported_presence.lock();
+            m.wake.notify_all();
+        }
         m.sessions.write().clear();
         for slot in m.slots.read().iter() {
             slot.close();
@@ -135,9 +153,6 @@ impl Module {
 
     /// Adds readers that appeared since the last look; slot IDs never change.
     fn refresh_slots(&self) {
-        if !self.config.pcsc.enabled && READER_SOURCE_OVERRIDE.lock().is_none() {
-            return;
-        }
         let names = match self.source.reader_names() {
             Ok(n) => n,
             Err(e) => {
@@ -147,12 +162,61 @@ impl Module {
         };
         let mut slots = self.slots.write();
         for name in names {
-            if !self.config.reader_selected(&name) || slots.iter().any(|s| s.reader == name) {
+            if slots.iter().any(|s| s.reader == name) {
                 continue;
             }
             let id = slots.len() as CK_SLOT_ID;
             debug!("slot {id}: {name}");
             slots.push(Arc::new(Slot::new(id, name)));
+        }
+    }
+
+    /// Slots whose card presence changed since it was last reported (and records the new
+    /// state). No APDU is sent.
+    fn take_slot_events(&self) -> Vec<CK_SLOT_ID> {
+        let slots: Vec<Arc<Slot>> = self.slots.read().clone();
+        let mut reported = self.reported_presence.lock();
+        let mut changed = Vec::new();
+        for slot in slots {
+            let present = self.source.card_present(&slot.reader);
+            if reported.insert(slot.id, present) != Some(present) {
+                changed.push(slot.id);
+            }
+        }
+        changed
+    }
+
+    /// `C_WaitForSlotEvent`: the next slot whose card was inserted or removed. New readers
+    /// count as insertions when they hold a card.
+    pub fn wait_for_slot_event(&self, dont_block: bool) -> Result<CK_SLOT_ID> {
+        let mut first_look = true;
+        loop {
+            if self.finalized.load(Ordering::Acquire) {
+                return Err(Error::new(
+                    CKR_CRYPTOKI_NOT_INITIALIZED,
+                    "C_Finalize was called",
+                ));
+            }
+            let known: Vec<CK_SLOT_ID> = self.slots.read().iter().map(|s| s.id).collect();
+            self.refresh_slots();
+            if first_look {
+                // Readers that appear now start as "empty" so a card in them is an event.
+                let mut reported = self.reported_presence.lock();
+                for s in self.slots.read().iter().filter(|s| !known.contains(&s.id)) {
+                    reported.entry(s.id).or_insert(false);
+                }
+                first_look = false;
+            }
+            if let Some(id) = self.take_slot_events().first() {
+                return Ok(*id);
+            }
+            if dont_block {
+                return Err(CKR_NO_EVENT.into());
+            }
+            let mut guard = self.reported_presence.lock();
+            if !self.finalized.load(Ordering::Acquire) {
+                self.wake.wait_for(&mut guard, SLOT_EVENT_POLL);
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use crate::applet::{self, AppletChannel, ClassStyle, ObjectClass};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::transport::{CardConnection, ReaderSource};
+use crate::transport::{CardConnection, ChannelRoute, ReaderSource, SessionOpen};
 
 use super::object::{self, CardObject, Object};
 
@@ -22,12 +22,144 @@ static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 /// sessions from interleaving on the channel. It is per token, never global.
 struct Link {
     conn: Option<Box<dyn CardConnection>>,
-    channel: u8,
+    route: ChannelRoute,
+    /// The AID selected on the channel (to re-select after a card reset).
+    aid: Vec<u8>,
+    logical_channel: bool,
+}
+
+impl Link {
+    fn run_once<R>(
+        &mut self,
+        style: ClassStyle,
+        op: &mut impl FnMut(&mut AppletChannel<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let route = self.route;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(CKR_DEVICE_REMOVED, "token was removed"))?;
+        let mut output = None;
+        conn.with_transaction(route, &mut |pipe| {
+            let mut ch = AppletChannel::new(pipe, route.cla_channel(), style);
+            output = Some(op(&mut ch)?);
+            Ok(())
+        })?;
+        output.ok_or_else(|| Error::new(CKR_GENERAL_ERROR, "operation did not run"))
+    }
+
+    /// After a card reset: reconnect, reopen the channel and re-select the applet.
+    fn reopen(&mut self, style: ClassStyle, reader: &str) -> Result<()> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(CKR_DEVICE_REMOVED, "token was removed"))?;
+        conn.reconnect()?;
+        let aids = [self.aid.clone()];
+        match open_applet_channel(conn.as_mut(), &aids, self.logical_channel, style, reader)? {
+            Some((route, _)) => {
+                self.route = route;
+                Ok(())
+            }
+            None => Err(Error::new(
+                CKR_DEVICE_REMOVED,
+                "the applet no longer selects after the card reset",
+            )),
+        }
+    }
+}
+
+/// Opens a logical channel and selects the first AID that answers: through the transport
+/// (AT+CCHO) where it manages channels, else with MANAGE CHANNEL + SELECT (the basic channel
+/// when the card refuses MANAGE CHANNEL or the configuration says so).
+fn open_applet_channel(
+    conn: &mut dyn CardConnection,
+    aids: &[Vec<u8>],
+    logical_channel: bool,
+    style: ClassStyle,
+    reader: &str,
+) -> Result<Option<(ChannelRoute, Vec<u8>)>> {
+    if logical_channel {
+        let mut managed = false;
+        for aid in aids {
+            match conn.open_session(aid)? {
+                SessionOpen::Opened(id) => {
+                    return Ok(Some((ChannelRoute::Session(id), aid.clone())));
+                }
+                SessionOpen::NoApplet => managed = true,
+                SessionOpen::NotManaged => break,
+            }
+        }
+        if managed {
+            debug!("{reader}: no IoT SAFE applet on this card");
+            return Ok(None);
+        }
+    }
+    let mut found = None;
+    conn.with_transaction(ChannelRoute::Cla(0), &mut |pipe| {
+        let channel = if logical_channel {
+            applet::open_channel(pipe)?.unwrap_or_else(|| {
+                debug!("{reader}: MANAGE CHANNEL refused; using the basic channel");
+                0
+            })
+        } else {
+            0
+        };
+        let mut ch = AppletChannel::new(pipe, channel, style);
+        for aid in aids {
+            if ch.select(aid)? {
+                found = Some((ChannelRoute::Cla(channel), aid.clone()));
+                return Ok(());
+            }
+        }
+        debug!("{reader}: no IoT SAFE applet on this card");
+        if channel != 0 {
+            applet::close_channel(pipe, channel)?;
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Reads what the object cache needs: application info, object list, public keys, files.
+fn read_card(
+    ch: &mut AppletChannel<'_>,
+    reader: &str,
+) -> Result<(applet::AppInfo, Vec<CardObject>)> {
+    let app_info = ch.application_info().unwrap_or_else(|e| {
+        warn!("{reader}: GET DATA (application) failed: {e}");
+        applet::AppInfo::default()
+    });
+    let list = ch.object_list()?;
+    let mut card_objects = Vec::with_capacity(list.len());
+    for info in list {
+        let mut obj = CardObject {
+            info,
+            point: None,
+            content: None,
+        };
+        if obj.info.is_active() {
+            match obj.info.class() {
+                ObjectClass::PublicKey => match ch.read_public_key(&obj.info) {
+                    Ok(p) => obj.point = Some(p),
+                    Err(e) => warn!("{reader}: public key {:?}: {e}", obj.info.id),
+                },
+                ObjectClass::File => match ch.read_file(&obj.info) {
+                    Ok(c) => obj.content = Some(c),
+                    Err(e) => warn!("{reader}: file {:?}: {e}", obj.info.id),
+                },
+                _ => {}
+            }
+        }
+        card_objects.push(obj);
+    }
+    Ok((app_info, card_objects))
 }
 
 pub struct Token {
     /// Changes with every new connection; sessions of an older epoch are stale.
     pub epoch: u64,
+    reader: String,
     link: Mutex<Link>,
     style: ClassStyle,
     pub objects: Vec<Arc<Object>>,
@@ -53,36 +185,29 @@ impl Token {
         self.objects.iter().find(|o| o.handle == handle).cloned()
     }
 
-    /// Runs one operation's APDUs on the token's channel inside one card transaction.
-    pub fn run<R>(&self, op: impl FnOnce(&mut AppletChannel<'_>) -> Result<R>) -> Result<R> {
+    /// Runs one operation's APDUs on the token's channel inside one card transaction. After a
+    /// card reset (another process, a power cycle) the channel is reopened and the operation
+    /// retried once; a removed card marks the token removed.
+    pub fn run<R>(&self, mut op: impl FnMut(&mut AppletChannel<'_>) -> Result<R>) -> Result<R> {
         if self.is_removed() {
             return Err(Error::new(CKR_DEVICE_REMOVED, "token was removed"));
         }
         let mut link = self.link.lock();
-        let channel = link.channel;
-        let style = self.style;
-        let conn = link
-            .conn
-            .as_mut()
-            .ok_or_else(|| Error::new(CKR_DEVICE_REMOVED, "token was removed"))?;
-        let mut op = Some(op);
-        let mut output = None;
-        let result = conn.with_transaction(&mut |pipe| {
-            if let Some(op) = op.take() {
-                let mut ch = AppletChannel::new(pipe, channel, style);
-                output = Some(op(&mut ch)?);
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => output.ok_or_else(|| Error::new(CKR_GENERAL_ERROR, "operation did not run")),
-            Err(e) => {
-                if e.rv() == CKR_DEVICE_REMOVED {
-                    self.mark_removed();
-                }
-                Err(e)
-            }
+        let mut result = link.run_once(self.style, &mut op);
+        if let Err(e) = &result
+            && e.is_card_reset()
+        {
+            info!("{}: the card was reset; reopening the channel", self.reader);
+            result = link
+                .reopen(self.style, &self.reader)
+                .and_then(|()| link.run_once(self.style, &mut op));
         }
+        if let Err(e) = &result
+            && e.rv() == CKR_DEVICE_REMOVED
+        {
+            self.mark_removed();
+        }
+        result
     }
 
     /// True while the card is still in the reader (no APDU sent). A busy link means the card
@@ -104,10 +229,20 @@ impl Token {
     /// Closes the logical channel and leaves the card as it is.
     pub fn close(&self) {
         let mut link = self.link.lock();
-        let channel = link.channel;
+        let route = link.route;
         if let Some(mut conn) = link.conn.take() {
-            if channel != 0 && !self.is_removed() {
-                let _ = conn.with_transaction(&mut |pipe| applet::close_channel(pipe, channel));
+            if !self.is_removed() {
+                let closed = match route {
+                    ChannelRoute::Session(id) => conn.close_session(id).map_err(Error::from),
+                    ChannelRoute::Cla(0) => Ok(()),
+                    ChannelRoute::Cla(ch) => conn
+                        .with_transaction(ChannelRoute::Cla(0), &mut |pipe| {
+                            applet::close_channel(pipe, ch)
+                        }),
+                };
+                if let Err(e) = closed {
+                    debug!("{}: closing the channel: {e}", self.reader);
+                }
             }
             conn.disconnect();
         }
@@ -121,68 +256,25 @@ impl Token {
         reader: &str,
     ) -> Result<Option<Token>> {
         let style = config.class_style();
-        let aids = config.aids();
-        let mut found: Option<(u8, applet::AppInfo, Vec<CardObject>)> = None;
-        conn.with_transaction(&mut |pipe| {
-            let channel = if config.applet.logical_channel {
-                match applet::open_channel(pipe)? {
-                    Some(ch) => ch,
-                    None => {
-                        debug!("{reader}: MANAGE CHANNEL refused; using the basic channel");
-                        0
-                    }
-                }
-            } else {
-                0
-            };
-            let mut ch = AppletChannel::new(pipe, channel, style);
-            let mut selected = false;
-            for aid in &aids {
-                if ch.select(aid)? {
-                    selected = true;
-                    break;
-                }
-            }
-            if !selected {
-                debug!("{reader}: no IoT SAFE applet on this card");
-                if channel != 0 {
-                    applet::close_channel(pipe, channel)?;
-                }
-                return Ok(());
-            }
-            let app_info = ch.application_info().unwrap_or_else(|e| {
-                warn!("{reader}: GET DATA (application) failed: {e}");
-                applet::AppInfo::default()
-            });
-            let list = ch.object_list()?;
-            let mut card_objects = Vec::with_capacity(list.len());
-            for info in list {
-                let mut obj = CardObject {
-                    info,
-                    point: None,
-                    content: None,
-                };
-                if obj.info.is_active() {
-                    match obj.info.class() {
-                        ObjectClass::PublicKey => match ch.read_public_key(&obj.info) {
-                            Ok(p) => obj.point = Some(p),
-                            Err(e) => warn!("{reader}: public key {:?}: {e}", obj.info.id),
-                        },
-                        ObjectClass::File => match ch.read_file(&obj.info) {
-                            Ok(c) => obj.content = Some(c),
-                            Err(e) => warn!("{reader}: file {:?}: {e}", obj.info.id),
-                        },
-                        _ => {}
-                    }
-                }
-                card_objects.push(obj);
-            }
-            found = Some((channel, app_info, card_objects));
-            Ok(())
-        })?;
-        let Some((channel, app_info, card_objects)) = found else {
+        let opened = open_applet_channel(
+            conn.as_mut(),
+            &config.aids(),
+            config.applet.logical_channel,
+            style,
+            reader,
+        )?;
+        let Some((route, aid)) = opened else {
             conn.disconnect();
             return Ok(None);
+        };
+        let mut read = None;
+        conn.with_transaction(route, &mut |pipe| {
+            let mut ch = AppletChannel::new(pipe, route.cla_channel(), style);
+            read = Some(read_card(&mut ch, reader)?);
+            Ok(())
+        })?;
+        let Some((app_info, card_objects)) = read else {
+            return Err(Error::new(CKR_GENERAL_ERROR, "card read did not run"));
         };
         let objects = object::build_objects(&card_objects, || {
             NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
@@ -202,14 +294,17 @@ impl Token {
                 .to_string()
         });
         info!(
-            "{reader}: IoT SAFE token {label:?} on channel {channel}, {} objects",
+            "{reader}: IoT SAFE token {label:?} on {route:?}, {} objects",
             objects.len()
         );
         Ok(Some(Token {
             epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
+            reader: reader.to_string(),
             link: Mutex::new(Link {
                 conn: Some(conn),
-                channel,
+                route,
+                aid,
+                logical_channel: config.applet.logical_channel,
             }),
             style,
             objects,

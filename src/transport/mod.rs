@@ -1,7 +1,9 @@
 //! Moving APDUs. Knows nothing of IoT SAFE: a reader source lists card endpoints and connects
 //! to them; a connection runs one exclusive transaction at a time and transmits raw APDUs.
 
+pub mod at;
 pub mod pcsc;
+pub mod sources;
 
 use std::fmt;
 
@@ -39,14 +41,64 @@ pub trait Transmit {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError>;
 }
 
+/// How the applet's logical channel is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelRoute {
+    /// The channel number travels in the CLA byte (PC/SC, AT+CSIM); 0 is the basic channel.
+    Cla(u8),
+    /// The transport owns the channel (AT+CCHO / AT+CGLA session id); commands are sent with
+    /// channel bits 0 and the modem puts in the real channel.
+    Session(u32),
+}
+
+impl ChannelRoute {
+    /// The channel number to encode in the CLA byte.
+    pub fn cla_channel(self) -> u8 {
+        match self {
+            ChannelRoute::Cla(ch) => ch,
+            ChannelRoute::Session(_) => 0,
+        }
+    }
+}
+
+/// The outcome of asking a transport to open a channel and select an applet itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOpen {
+    /// This transport leaves channels to MANAGE CHANNEL / SELECT APDUs.
+    NotManaged,
+    /// Opened, with this session id; the applet is selected on it.
+    Opened(u32),
+    /// The card has no applet with that AID.
+    NoApplet,
+}
+
 /// An open connection to one card.
 pub trait CardConnection: Send {
     /// Runs `f` inside one exclusive transaction (PC/SC: `SCardBeginTransaction` …
-    /// `SCardEndTransaction(LEAVE_CARD)`), so no other process interleaves APDUs.
+    /// `SCardEndTransaction(LEAVE_CARD)`), with APDUs going to `route`, so no other process or
+    /// session interleaves with the sequence.
     fn with_transaction(
         &mut self,
+        route: ChannelRoute,
         f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), crate::Error>,
     ) -> Result<(), crate::Error>;
+
+    /// Transports that manage logical channels themselves (AT+CCHO) open one here and select
+    /// `aid` on it.
+    fn open_session(&mut self, _aid: &[u8]) -> Result<SessionOpen, TransportError> {
+        Ok(SessionOpen::NotManaged)
+    }
+
+    /// Closes a channel opened by `open_session`.
+    fn close_session(&mut self, _session: u32) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    /// After the card was reset (by another process, a power cycle): reconnect without
+    /// resetting it again. Logical channels and selections are gone afterwards.
+    fn reconnect(&mut self) -> Result<(), TransportError> {
+        Err(TransportError::CardReset)
+    }
 
     /// True while the card is still there (no APDU is sent).
     fn is_present(&mut self) -> bool;
@@ -55,10 +107,12 @@ pub trait CardConnection: Send {
     fn disconnect(self: Box<Self>);
 }
 
-/// Where slots come from: PC/SC readers, or a test double.
+/// Where slots come from: PC/SC readers, modems, or a test double.
 pub trait ReaderSource: Send + Sync {
-    /// Names of the readers currently known.
+    /// Names of the endpoints currently known.
     fn reader_names(&self) -> Result<Vec<String>, TransportError>;
-    /// Connects to the card in `reader`; `Ok(None)` when the reader has no card.
+    /// Connects to the card in `reader`; `Ok(None)` when there is no card (or no modem).
     fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError>;
+    /// Whether a card seems present in `reader`, without sending an APDU (slot events).
+    fn card_present(&self, reader: &str) -> bool;
 }

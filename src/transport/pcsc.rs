@@ -12,15 +12,13 @@ use pcsc::{
     Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
 };
 
-use super::{CardConnection, ReaderSource, Transmit, TransportError};
+use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError};
 
 fn map_err(e: PcscError) -> TransportError {
     match e {
         PcscError::NoSmartcard => TransportError::NoCard,
-        PcscError::RemovedCard | PcscError::UnpoweredCard | PcscError::UnresponsiveCard => {
-            TransportError::CardRemoved
-        }
-        PcscError::ResetCard => TransportError::CardReset,
+        PcscError::RemovedCard | PcscError::UnresponsiveCard => TransportError::CardRemoved,
+        PcscError::ResetCard | PcscError::UnpoweredCard => TransportError::CardReset,
         PcscError::ReaderUnavailable
         | PcscError::UnknownReader
         | PcscError::NoReadersAvailable
@@ -87,6 +85,23 @@ impl ReaderSource for PcscReaders {
         }
     }
 
+    fn card_present(&self, reader: &str) -> bool {
+        let Ok(ctx) = self.context() else {
+            return false;
+        };
+        let Ok(name) = CString::new(reader) else {
+            return false;
+        };
+        let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+        match ctx.get_status_change(std::time::Duration::ZERO, &mut states) {
+            Ok(()) => states[0].event_state().contains(pcsc::State::PRESENT),
+            Err(e) => {
+                debug!("SCardGetStatusChange({reader}): {e}");
+                false
+            }
+        }
+    }
+
     fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
         let ctx = self.context()?;
         let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
@@ -125,8 +140,15 @@ impl Transmit for TxPipe<'_> {
 impl CardConnection for PcscConnection {
     fn with_transaction(
         &mut self,
+        route: ChannelRoute,
         f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), crate::Error>,
     ) -> Result<(), crate::Error> {
+        if let ChannelRoute::Session(_) = route {
+            return Err(crate::Error::new(
+                cryptoki_sys::CKR_GENERAL_ERROR,
+                "PC/SC has no transport-managed channels",
+            ));
+        }
         let card = self
             .card
             .as_mut()
@@ -137,6 +159,16 @@ impl CardConnection for PcscConnection {
             debug!("SCardEndTransaction: {e}");
         }
         result
+    }
+
+    fn reconnect(&mut self) -> Result<(), TransportError> {
+        let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
+        card.reconnect(
+            ShareMode::Shared,
+            Protocols::ANY,
+            pcsc::Disposition::LeaveCard,
+        )
+        .map_err(map_err)
     }
 
     fn is_present(&mut self) -> bool {

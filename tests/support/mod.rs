@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cryptoki_sys::*;
 use iotsafe_pkcs11::ffi::*;
-use iotsafe_pkcs11::transport::{CardConnection, ReaderSource, Transmit, TransportError};
+use iotsafe_pkcs11::transport::{
+    CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError,
+};
 use iotsafe_sim::{CardOptions, SharedCard};
 
 /// One simulated reader with its card.
@@ -39,9 +41,17 @@ impl Transmit for SimPipe<'_> {
 impl CardConnection for SimConnection {
     fn with_transaction(
         &mut self,
+        _route: ChannelRoute,
         f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), iotsafe_pkcs11::Error>,
     ) -> Result<(), iotsafe_pkcs11::Error> {
         f(&mut SimPipe(self))
+    }
+    fn reconnect(&mut self) -> Result<(), TransportError> {
+        if self.present.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(TransportError::CardRemoved)
+        }
     }
     fn is_present(&mut self) -> bool {
         self.present.load(Ordering::SeqCst)
@@ -66,6 +76,11 @@ impl ReaderSource for SimReaders {
             card: r.card.clone(),
             present: r.present.clone(),
         })))
+    }
+    fn card_present(&self, reader: &str) -> bool {
+        self.0
+            .iter()
+            .any(|r| r.name == reader && r.present.load(Ordering::SeqCst))
     }
 }
 
