@@ -331,6 +331,23 @@ impl Module {
         Ok(s)
     }
 
+    /// Runs a session's card operation. When it finds the card gone, this session has now
+    /// been told (`CKR_DEVICE_REMOVED`) and is closed: its handle is invalid from here on.
+    fn on_card<R>(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        token: &Token,
+        op: impl FnMut(&mut crate::applet::AppletChannel<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let result = token.run(op);
+        if let Err(e) = &result
+            && e.rv() == CKR_DEVICE_REMOVED
+        {
+            self.sessions.write().remove(&handle);
+        }
+        result
+    }
+
     pub fn close_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
         let removed = self.sessions.write().remove(&handle);
         let session = removed.ok_or_else(|| Error::from(CKR_SESSION_HANDLE_INVALID))?;
@@ -594,7 +611,9 @@ impl Module {
             }
         };
         let (algorithm, to_sign) = card_hash_for(&key, &digest)?;
-        token.run(|ch| ch.sign_hash(&key.card, algorithm, &to_sign))
+        self.on_card(handle, &token, |ch| {
+            ch.sign_hash(&key.card, algorithm, &to_sign)
+        })
     }
 
     pub fn verify_init(
@@ -769,7 +788,7 @@ impl Module {
         if out.is_empty() {
             return Ok(());
         }
-        token.run(|ch| ch.get_random(out))
+        self.on_card(handle, &token, |ch| ch.get_random(out))
     }
 
     pub fn check_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {

@@ -18,6 +18,9 @@ pub struct SimReader {
     pub name: String,
     pub card: SharedCard,
     pub present: Arc<AtomicBool>,
+    /// Set to make the next APDU fail the way PC/SC reports a card reset by someone else
+    /// (SCARD_W_RESET_CARD); the card is power-cycled at that moment.
+    pub reset_pending: Arc<AtomicBool>,
 }
 
 pub struct SimReaders(pub Vec<SimReader>);
@@ -25,6 +28,7 @@ pub struct SimReaders(pub Vec<SimReader>);
 struct SimConnection {
     card: SharedCard,
     present: Arc<AtomicBool>,
+    reset_pending: Arc<AtomicBool>,
 }
 
 struct SimPipe<'a>(&'a SimConnection);
@@ -33,6 +37,10 @@ impl Transmit for SimPipe<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
         if !self.0.present.load(Ordering::SeqCst) {
             return Err(TransportError::CardRemoved);
+        }
+        if self.0.reset_pending.swap(false, Ordering::SeqCst) {
+            self.0.card.reset();
+            return Err(TransportError::CardReset);
         }
         Ok(self.0.card.transmit(command))
     }
@@ -75,6 +83,7 @@ impl ReaderSource for SimReaders {
         Ok(Some(Box::new(SimConnection {
             card: r.card.clone(),
             present: r.present.clone(),
+            reset_pending: r.reset_pending.clone(),
         })))
     }
     fn card_present(&self, reader: &str) -> bool {
@@ -114,6 +123,7 @@ impl Harness {
                 name: format!("Sim Reader {i:02}"),
                 card,
                 present: Arc::new(AtomicBool::new(true)),
+                reset_pending: Arc::new(AtomicBool::new(false)),
             })
             .collect();
         iotsafe_pkcs11::token::set_reader_source_override(Some(Arc::new(SimReaders(
