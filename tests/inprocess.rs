@@ -891,18 +891,22 @@ fn finalize_closes_the_logical_channel() {
 fn removed_card_gives_device_removed_then_invalid_handle() {
     let h = Harness::default();
     let s = h.init_and_open();
+    let idle = open_session(0);
     let key = client_key(s);
     h.readers[0]
         .present
         .store(false, std::sync::atomic::Ordering::SeqCst);
+    // The session whose operation met the removal is told once, by that operation.
     assert_eq!(
         sign(s, CKM_ECDSA_SHA256, key, b"x"),
         Err(CKR_DEVICE_REMOVED)
     );
     unsafe {
         let mut si: CK_SESSION_INFO = std::mem::zeroed();
-        assert_eq!(C_GetSessionInfo(s, &mut si), CKR_DEVICE_REMOVED);
         assert_eq!(C_GetSessionInfo(s, &mut si), CKR_SESSION_HANDLE_INVALID);
+        // Another session of the token is told on its next call.
+        assert_eq!(C_GetSessionInfo(idle, &mut si), CKR_DEVICE_REMOVED);
+        assert_eq!(C_GetSessionInfo(idle, &mut si), CKR_SESSION_HANDLE_INVALID);
         let mut slot: CK_SLOT_INFO = std::mem::zeroed();
         assert_eq!(C_GetSlotInfo(0, &mut slot), CKR_OK);
         assert_eq!(slot.flags & CKF_TOKEN_PRESENT, 0);

@@ -41,7 +41,7 @@ fn slot_events_report_removal_and_insertion() {
             CKR_ARGUMENTS_BAD
         );
         assert_eq!(
-            C_WaitForSlotEvent(0, &mut slot, 1 as *mut _),
+            C_WaitForSlotEvent(0, &mut slot, std::ptr::dangling_mut()),
             CKR_ARGUMENTS_BAD
         );
     }
