@@ -23,6 +23,9 @@ cargo build --release --workspace
 step "benchmark: APDUs per PKCS#11 operation (cargo bench --bench apdu_counts; figures, not pass/fail)"
 cargo bench --bench apdu_counts
 
+step "benchmark: tokens never wait for each other (cargo bench --bench multi_slot; figures, not pass/fail)"
+cargo bench --bench multi_slot
+
 step "start the PC/SC stack with the simulated card (scripts/stack.sh start)"
 trap 'printf "\n==> stop the stack (scripts/stack.sh stop)\n"; bash scripts/stack.sh stop' EXIT
 bash scripts/stack.sh stop > /dev/null   # a stack left running by an earlier start: restart it
