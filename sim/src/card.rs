@@ -137,6 +137,13 @@ pub struct CardStats {
     pub total: u64,
     /// Count per INS byte (APDUs of at least 2 bytes).
     pub by_ins: BTreeMap<u8, u64>,
+    /// Session INIT-open commands (`2A`/`2C`/`24` with P1=`00`) that arrived on a channel
+    /// where another sign/verify/put-key sequence was still open (opened and not yet
+    /// finished by its last-block UPDATE, closed, or reset by SELECT / power). A host that
+    /// leases a channel for each whole sequence never triggers this.
+    pub interleaved: u64,
+    /// [`CardStats::interleaved`] per logical channel.
+    pub interleaved_by_channel: BTreeMap<u8, u64>,
 }
 
 /// Sign/verify session mode (tag `A1`).
@@ -345,6 +352,8 @@ pub struct Card {
     options: CardOptions,
     channels: Vec<Option<Channel>>,
     stats: CardStats,
+    present: bool,
+    presence_epoch: u64,
 }
 
 impl Card {
@@ -355,6 +364,8 @@ impl Card {
             options,
             channels: Vec::new(),
             stats: CardStats::default(),
+            present: true,
+            presence_epoch: 0,
         };
         c.power_off();
         c
@@ -368,6 +379,49 @@ impl Card {
     /// The options in force.
     pub fn options(&self) -> &CardOptions {
         &self.options
+    }
+
+    /// Changes the options (e.g. latencies) of a running card.
+    pub fn options_mut(&mut self) -> &mut CardOptions {
+        &mut self.options
+    }
+
+    /// Sets the per-APDU and/or per-signature latency (`None` keeps the current value).
+    pub fn set_latency(&mut self, apdu: Option<Duration>, signature: Option<Duration>) {
+        if let Some(d) = apdu {
+            self.options.latency_per_apdu = d;
+        }
+        if let Some(d) = signature {
+            self.options.latency_per_signature = d;
+        }
+    }
+
+    /// Takes the card out of its reader: channel state is dropped and the transports
+    /// (vpcd client, modem) stop talking to it until [`Card::insert`]. `transmit` itself
+    /// still works (in-process users decide themselves what removal means).
+    pub fn remove(&mut self) {
+        self.present = false;
+        self.presence_epoch += 1;
+        self.power_off();
+    }
+
+    /// Puts the card back: powered fresh (channels closed, sessions gone, objects kept).
+    pub fn insert(&mut self) {
+        if !self.present {
+            self.present = true;
+            self.power_off();
+        }
+    }
+
+    /// Whether the card is in its reader (see [`Card::remove`]).
+    pub fn is_present(&self) -> bool {
+        self.present
+    }
+
+    /// Incremented by every [`Card::remove`]; transports compare it to notice a removal
+    /// that was followed by an insertion before they looked.
+    pub fn presence_epoch(&self) -> u64 {
+        self.presence_epoch
     }
 
     /// Drops all channel state (like a power cycle). Object content and stats are kept.
@@ -876,6 +930,14 @@ impl Card {
             }
             0x00 => {}
             _ => return Err(sw::WRONG_P1P2),
+        }
+        if !self.chan(ch).sessions.is_empty() {
+            self.stats.interleaved += 1;
+            *self
+                .stats
+                .interleaved_by_channel
+                .entry(ch as u8)
+                .or_insert(0) += 1;
         }
         let tlvs = parse_tlvs(a.data)?;
         let session = match kind {
@@ -1419,6 +1481,41 @@ impl SharedCard {
     /// See [`Card::reset_stats`].
     pub fn reset_stats(&self) {
         self.lock().reset_stats()
+    }
+
+    /// See [`Card::open_channels`].
+    pub fn open_channels(&self) -> Vec<u8> {
+        self.lock().open_channels()
+    }
+
+    /// See [`Card::set_latency`].
+    pub fn set_latency(&self, apdu: Option<Duration>, signature: Option<Duration>) {
+        self.lock().set_latency(apdu, signature)
+    }
+
+    /// A copy of the options in force.
+    pub fn options(&self) -> CardOptions {
+        self.lock().options().clone()
+    }
+
+    /// See [`Card::remove`].
+    pub fn remove(&self) {
+        self.lock().remove()
+    }
+
+    /// See [`Card::insert`].
+    pub fn insert(&self) {
+        self.lock().insert()
+    }
+
+    /// See [`Card::is_present`].
+    pub fn is_present(&self) -> bool {
+        self.lock().is_present()
+    }
+
+    /// See [`Card::presence_epoch`].
+    pub fn presence_epoch(&self) -> u64 {
+        self.lock().presence_epoch()
     }
 
     /// A copy of the current profile.

@@ -7,51 +7,240 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use crate::card::SharedCard;
+use crate::modem::ModemControl;
 
-/// A control command handler: receives the card and the argument text after the name.
-pub type Handler = fn(&SharedCard, &str) -> Value;
+/// What the control commands act on: the card, and the modem if this process runs one.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The card.
+    pub card: SharedCard,
+    /// The modem serving the card, if any (quirk, hang and unhang need one).
+    pub modem: Option<ModemControl>,
+}
+
+impl Context {
+    /// A context without a modem.
+    pub fn new(card: SharedCard) -> Context {
+        Context { card, modem: None }
+    }
+
+    /// A context for a modem (and its card).
+    pub fn with_modem(modem: ModemControl) -> Context {
+        Context {
+            card: modem.card().clone(),
+            modem: Some(modem),
+        }
+    }
+}
+
+impl From<SharedCard> for Context {
+    fn from(card: SharedCard) -> Context {
+        Context::new(card)
+    }
+}
+
+/// A control command handler: receives the context and the argument text after the name.
+pub type Handler = fn(&Context, &str) -> Value;
 
 /// The command table: name, one-line help, handler.
 pub const COMMANDS: &[(&str, &str, Handler)] = &[
-    ("stats", "APDU counters: total and by INS", cmd_stats),
-    ("reset-stats", "clear the APDU counters", cmd_reset_stats),
+    (
+        "stats",
+        "APDU counters (total, by INS), interleaved sessions, open channels, presence, modem counters",
+        cmd_stats,
+    ),
+    (
+        "reset-stats",
+        "clear the APDU (and modem) counters",
+        cmd_reset_stats,
+    ),
     ("ping", "liveness check", cmd_ping),
     (
         "power-off",
         "drop all channel state (like a power cycle)",
         cmd_power_off,
     ),
+    (
+        "remove",
+        "take the card out: vpcd disconnects until insert; the modem answers +CME ERROR: 10",
+        cmd_remove,
+    ),
+    (
+        "insert",
+        "put the card back, freshly powered (channels closed, objects kept)",
+        cmd_insert,
+    ),
+    (
+        "set-latency",
+        "set-latency apdu=<ms> signature=<ms> (either; units us/ms/s allowed)",
+        cmd_set_latency,
+    ),
+    (
+        "quirk",
+        "modem quirks: `quirk` lists them, `quirk <name> on|off|<number>` sets one",
+        cmd_quirk,
+    ),
+    ("hang", "modem: stop answering until unhang", cmd_hang),
+    ("unhang", "modem: answer again", cmd_unhang),
     ("help", "list commands", cmd_help),
 ];
 
-fn cmd_stats(card: &SharedCard, _args: &str) -> Value {
-    let s = card.stats();
+fn error(msg: impl Into<String>) -> Value {
+    json!({"ok": false, "error": msg.into()})
+}
+
+fn cmd_stats(ctx: &Context, _args: &str) -> Value {
+    let (s, channels, present) = ctx
+        .card
+        .with(|c| (c.stats(), c.open_channels(), c.is_present()));
     let mut by_ins = Map::new();
     for (ins, n) in &s.by_ins {
         by_ins.insert(format!("{ins:02X}"), json!(n));
     }
-    json!({"ok": true, "total": s.total, "by_ins": by_ins})
+    let mut by_ch = Map::new();
+    for (ch, n) in &s.interleaved_by_channel {
+        by_ch.insert(ch.to_string(), json!(n));
+    }
+    let mut v = json!({
+        "ok": true,
+        "total": s.total,
+        "by_ins": by_ins,
+        "interleaved": s.interleaved,
+        "interleaved_by_channel": by_ch,
+        "open_channels": channels,
+        "present": present,
+    });
+    if let Some(m) = &ctx.modem {
+        v["modem"] = m.stats().to_json();
+    }
+    v
 }
 
-fn cmd_reset_stats(card: &SharedCard, _args: &str) -> Value {
-    card.reset_stats();
+fn cmd_reset_stats(ctx: &Context, _args: &str) -> Value {
+    ctx.card.reset_stats();
+    if let Some(m) = &ctx.modem {
+        m.reset_stats();
+    }
     json!({"ok": true})
 }
 
-fn cmd_ping(_card: &SharedCard, _args: &str) -> Value {
+fn cmd_ping(_ctx: &Context, _args: &str) -> Value {
     json!({"ok": true})
 }
 
-fn cmd_power_off(card: &SharedCard, _args: &str) -> Value {
-    card.power_off();
+fn cmd_power_off(ctx: &Context, _args: &str) -> Value {
+    ctx.card.power_off();
     json!({"ok": true})
 }
 
-fn cmd_help(_card: &SharedCard, _args: &str) -> Value {
+fn cmd_remove(ctx: &Context, _args: &str) -> Value {
+    ctx.card.remove();
+    json!({"ok": true, "present": false})
+}
+
+fn cmd_insert(ctx: &Context, _args: &str) -> Value {
+    ctx.card.insert();
+    json!({"ok": true, "present": true})
+}
+
+/// Parses `5ms`, `200us`, `1.5s`; a bare number is milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "ms"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "us" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        _ => return Err(format!("bad duration unit in {s:?} (use us, ms or s)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn cmd_set_latency(ctx: &Context, args: &str) -> Value {
+    let mut apdu = None;
+    let mut sig = None;
+    for item in args.split_whitespace() {
+        let Some((k, v)) = item.split_once('=') else {
+            return error(format!("expected key=value, got {item:?}"));
+        };
+        let d = match parse_duration(v) {
+            Ok(d) => d,
+            Err(e) => return error(e),
+        };
+        match k {
+            "apdu" => apdu = Some(d),
+            "signature" | "sig" => sig = Some(d),
+            _ => return error(format!("unknown latency {k:?} (apdu, signature)")),
+        }
+    }
+    if apdu.is_none() && sig.is_none() {
+        return error("usage: set-latency apdu=<ms> signature=<ms>");
+    }
+    ctx.card.set_latency(apdu, sig);
+    let o = ctx.card.options();
+    json!({
+        "ok": true,
+        "apdu_ms": ms(o.latency_per_apdu),
+        "signature_ms": ms(o.latency_per_signature),
+    })
+}
+
+fn no_modem() -> Value {
+    error("no modem in this process")
+}
+
+fn cmd_quirk(ctx: &Context, args: &str) -> Value {
+    let Some(m) = &ctx.modem else {
+        return no_modem();
+    };
+    let mut words = args.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (None, _, _) => json!({"ok": true, "quirks": m.options().to_json()}),
+        (Some(name), Some(value), None) => match m.set_quirk(name, value) {
+            Ok(()) => json!({"ok": true, "quirks": m.options().to_json()}),
+            Err(e) => error(e),
+        },
+        _ => error("usage: quirk <name> on|off|<number>"),
+    }
+}
+
+fn cmd_hang(ctx: &Context, _args: &str) -> Value {
+    match &ctx.modem {
+        Some(m) => {
+            m.hang();
+            json!({"ok": true, "hang": true})
+        }
+        None => no_modem(),
+    }
+}
+
+fn cmd_unhang(ctx: &Context, _args: &str) -> Value {
+    match &ctx.modem {
+        Some(m) => {
+            m.unhang();
+            json!({"ok": true, "hang": false})
+        }
+        None => no_modem(),
+    }
+}
+
+fn cmd_help(_ctx: &Context, _args: &str) -> Value {
     let mut m = Map::new();
     for (name, help, _) in COMMANDS {
         m.insert((*name).to_string(), json!(help));
@@ -59,22 +248,27 @@ fn cmd_help(_card: &SharedCard, _args: &str) -> Value {
     json!({"ok": true, "commands": m})
 }
 
-/// Executes one command line and returns the JSON answer (without newline).
+/// Executes one command line against a card without a modem (see [`handle`]).
 pub fn handle_line(card: &SharedCard, line: &str) -> String {
+    handle(&Context::new(card.clone()), line)
+}
+
+/// Executes one command line and returns the JSON answer (without newline).
+pub fn handle(ctx: &Context, line: &str) -> String {
     let line = line.trim();
     let (name, args) = match line.split_once(char::is_whitespace) {
         Some((n, a)) => (n, a.trim()),
         None => (line, ""),
     };
     let v = match COMMANDS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, _, h)) => h(card, args),
+        Some((_, _, h)) => h(ctx, args),
         None => json!({"ok": false, "error": format!("unknown command: {name:?}")}),
     };
     v.to_string()
 }
 
 /// Serves one client connection until EOF.
-pub fn serve_client(card: &SharedCard, stream: UnixStream) -> io::Result<()> {
+pub fn serve_client(ctx: &Context, stream: UnixStream) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let reader = BufReader::new(stream);
     for line in reader.lines() {
@@ -82,7 +276,7 @@ pub fn serve_client(card: &SharedCard, stream: UnixStream) -> io::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let mut answer = handle_line(card, &line);
+        let mut answer = handle(ctx, &line);
         answer.push('\n');
         writer.write_all(answer.as_bytes())?;
         writer.flush()?;
@@ -100,6 +294,11 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `path` (removing a stale socket there first) and serves clients in threads.
     pub fn spawn(path: &Path, card: SharedCard) -> io::Result<ControlServer> {
+        ControlServer::spawn_with(path, Context::new(card))
+    }
+
+    /// Like [`ControlServer::spawn`], with a modem attached (or any [`Context`]).
+    pub fn spawn_with(path: &Path, ctx: Context) -> io::Result<ControlServer> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if meta.file_type().is_socket() {
                 std::fs::remove_file(path)?;
@@ -116,11 +315,11 @@ impl ControlServer {
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Ok(stream) = conn else { continue };
-                    let card = card.clone();
+                    let ctx = ctx.clone();
                     let _ = std::thread::Builder::new()
                         .name("control-client".into())
                         .spawn(move || {
-                            let _ = serve_client(&card, stream);
+                            let _ = serve_client(&ctx, stream);
                         });
                 }
             })?;

@@ -4,6 +4,7 @@
 //! * [`SharedCard`] — the same behind `Arc<Mutex<_>>` for multi-threaded tests.
 //! * [`Profile`] — the card content (TOML), [`default_profile`] — the test content.
 //! * [`vpcd`] — connect the card to pcscd's vsmartcard-vpcd driver.
+//! * [`modem`] — the card behind a simulated cellular modem on a pty (AT+CSIM/+CGLA).
 //! * [`control`] — the line/JSON control channel.
 
 pub mod hash;
@@ -22,4 +23,9 @@ pub use card::{
     cla_for_channel,
 };
 pub mod control;
+pub mod modem;
 pub mod vpcd;
+
+pub use modem::{
+    AtDialect, ModemControl, ModemHandle, ModemOptions, ModemStats, spawn as spawn_modem,
+};

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use iotsafe_sim::{CardOptions, Profile, SharedCard, bundle_from_seed, control, hexutil, vpcd};
+use iotsafe_sim::control::parse_duration;
+use iotsafe_sim::{
+    CardOptions, ModemOptions, Profile, SharedCard, bundle_from_seed, control, hexutil, modem, vpcd,
+};
 
 const USAGE: &str = "\
 iotsafe-sim — a simulated GSMA IoT SAFE (IoT.05) card
@@ -19,7 +22,15 @@ USAGE:
       Connect to pcscd's vsmartcard-vpcd driver (default 127.0.0.1:35963), retrying and
       reconnecting every ~200 ms, until SIGTERM/SIGINT. --control PATH serves the
       line/JSON control channel on a Unix socket (commands: stats, reset-stats, ping,
-      power-off, help). Without --profile the built-in default profile is used.
+      power-off, remove, insert, set-latency, help). Without --profile the built-in
+      default profile is used.
+  iotsafe-sim modem --link PATH [--profile FILE] [--at csim|cgla|both] [--control PATH]
+                    [CARD OPTIONS] [QUIRKS]
+      Act as a cellular modem: create a pseudo-terminal, make PATH a symlink to its host
+      side and answer AT commands there (AT, ATE0/1, ATI, AT+CMEE, AT+CSIM, AT+CCHO,
+      AT+CGLA, AT+CCHC) until SIGTERM/SIGINT (then the symlink is removed). --at selects
+      the SIM-access commands offered (default both). The control socket also takes
+      quirk, hang and unhang.
   iotsafe-sim apdu [--profile FILE] [CARD OPTIONS] HEX...
       Run APDUs in-process (one card, in order) and print each response.
   iotsafe-sim help
@@ -33,6 +44,19 @@ CARD OPTIONS:
   --latency-apdu DURATION     sleep per APDU, e.g. 5ms, 200us, 1s (default 0)
   --latency-sig DURATION      extra sleep per signature (default 0)
   --aid HEX                   applet AID override
+
+QUIRKS (modem; also `quirk NAME VALUE` on the control socket):
+  --echo                      start with command echo on (as after ATE1)
+  --urc                       interleave unsolicited result codes (+CREG: 1, RING, ...)
+  --split                     write answers in small chunks with short pauses
+  --garbage                   interleave noise lines (+XYZ: noise, bytes FF FE, ...)
+  --delay-ms N                wait N ms before each answer
+  --busy-every N              every Nth CSIM/CGLA answers +CME ERROR: 14 (SIM busy)
+  --max-command-len N         longer command lines answer ERROR
+  --hang                      start hung (no answers until `unhang`)
+  --hang-after N              answer N command lines, then hang
+  --bare-ccho                 answer AT+CCHO with the bare session id
+  --seed N                    seed for URC/noise placement and chunk sizes
 ";
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
@@ -51,24 +75,6 @@ fn install_signal_handlers() {
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "ms"),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "us" => v / 1e6,
-        "ms" => v / 1e3,
-        "s" => v,
-        _ => return Err(format!("bad duration unit in {s:?} (use us, ms or s)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("bad duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 struct Args {
@@ -207,6 +213,71 @@ fn cmd_vpcd(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Tries to consume a modem option; returns Ok(true) if `flag` was one.
+fn modem_option(flag: &str, args: &mut Args, o: &mut ModemOptions) -> Result<bool, String> {
+    let (name, value) = match flag {
+        "--at" => ("at", args.value(flag)?),
+        "--echo" | "--urc" | "--split" | "--garbage" | "--hang" | "--bare-ccho" => {
+            (&flag[2..], "on".to_string())
+        }
+        "--delay-ms" | "--busy-every" | "--max-command-len" | "--hang-after" | "--seed" => {
+            (&flag[2..], args.value(flag)?)
+        }
+        _ => return Ok(false),
+    };
+    o.set(name, &value).map_err(|e| format!("{flag}: {e}"))?;
+    Ok(true)
+}
+
+fn cmd_modem(mut args: Args) -> Result<(), String> {
+    let mut profile_path: Option<PathBuf> = None;
+    let mut link: Option<PathBuf> = None;
+    let mut control_path: Option<PathBuf> = None;
+    let mut opts = CardOptions::default();
+    let mut mopts = ModemOptions::default();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--profile" => profile_path = Some(PathBuf::from(args.value("--profile")?)),
+            "--link" => link = Some(PathBuf::from(args.value("--link")?)),
+            "--control" => control_path = Some(PathBuf::from(args.value("--control")?)),
+            f => {
+                if !card_option(f, &mut args, &mut opts)?
+                    && !modem_option(f, &mut args, &mut mopts)?
+                {
+                    return Err(format!("unknown argument {f}"));
+                }
+            }
+        }
+    }
+    let link = link.ok_or("modem needs --link PATH")?;
+    let profile = load_profile(profile_path.as_deref())?;
+    let card = SharedCard::from_profile(profile, opts);
+    install_signal_handlers();
+    let handle =
+        modem::spawn(card, &link, mopts).map_err(|e| format!("modem {}: {e}", link.display()))?;
+    eprintln!(
+        "iotsafe-sim: modem at {} -> {}",
+        link.display(),
+        handle.device().display()
+    );
+    let _control = match &control_path {
+        Some(p) => {
+            let ctx = control::Context::with_modem(handle.control());
+            let s = control::ControlServer::spawn_with(p, ctx)
+                .map_err(|e| format!("control socket {}: {e}", p.display()))?;
+            eprintln!("iotsafe-sim: control socket at {}", p.display());
+            Some(s)
+        }
+        None => None,
+    };
+    while !SHUTDOWN.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(handle);
+    eprintln!("iotsafe-sim: modem stopped");
+    Ok(())
+}
+
 fn cmd_apdu(mut args: Args) -> Result<(), String> {
     let mut profile_path: Option<PathBuf> = None;
     let mut opts = CardOptions::default();
@@ -239,6 +310,7 @@ fn main() -> ExitCode {
         Some("init-profile") => cmd_init_profile(args),
         Some("vpcd") => cmd_vpcd(args),
         Some("apdu") => cmd_apdu(args),
+        Some("modem") => cmd_modem(args),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             Ok(())

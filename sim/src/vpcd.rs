@@ -35,16 +35,16 @@ pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     w.flush()
 }
 
-/// Reads exactly `buf.len()` bytes, waking up every read timeout to check `shutdown`.
-/// Returns `Ok(false)` on clean EOF before the first byte, or when shutdown was requested.
+/// Reads exactly `buf.len()` bytes, waking up every read timeout to check `stop`.
+/// Returns `Ok(false)` on clean EOF before the first byte, or when `stop` says so.
 fn read_exact_polling(
     stream: &mut TcpStream,
     buf: &mut [u8],
-    shutdown: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> io::Result<bool> {
     let mut got = 0;
     while got < buf.len() {
-        if shutdown.load(Ordering::SeqCst) {
+        if stop() {
             return Ok(false);
         }
         match stream.read(&mut buf[got..]) {
@@ -66,7 +66,9 @@ fn read_exact_polling(
     Ok(true)
 }
 
-/// Serves one vpcd connection until EOF, an I/O error, or `shutdown`.
+/// Serves one vpcd connection until EOF, an I/O error, `shutdown`, or the card being
+/// removed ([`SharedCard::remove`]; the connection is then closed, which pcscd reports as
+/// "no card").
 pub fn serve_connection(
     mut stream: TcpStream,
     card: &SharedCard,
@@ -74,14 +76,20 @@ pub fn serve_connection(
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(POLL))?;
     stream.set_nodelay(true)?;
+    let epoch = card.presence_epoch();
+    let stop =
+        || shutdown.load(Ordering::SeqCst) || !card.is_present() || card.presence_epoch() != epoch;
     loop {
         let mut hdr = [0u8; 2];
-        if !read_exact_polling(&mut stream, &mut hdr, shutdown)? {
+        if !read_exact_polling(&mut stream, &mut hdr, &stop)? {
             return Ok(());
         }
         let len = u16::from_be_bytes(hdr) as usize;
         let mut payload = vec![0u8; len];
-        if !read_exact_polling(&mut stream, &mut payload, shutdown)? {
+        if !read_exact_polling(&mut stream, &mut payload, &stop)? {
+            return Ok(());
+        }
+        if stop() {
             return Ok(());
         }
         match payload.as_slice() {
@@ -99,7 +107,9 @@ pub fn serve_connection(
 }
 
 /// Connects to the vpcd driver at `host:port`, retrying every ~200 ms, serves the card,
-/// and reconnects whenever the connection drops, until `shutdown` is set.
+/// and reconnects whenever the connection drops, until `shutdown` is set. While the card
+/// is removed ([`SharedCard::remove`]) it stays disconnected; after
+/// [`SharedCard::insert`] it connects again (a fresh power-up for pcscd).
 /// `log` receives human-readable connection events.
 pub fn run(
     card: &SharedCard,
@@ -110,15 +120,34 @@ pub fn run(
 ) {
     let addr = format!("{host}:{port}");
     let mut announced_wait = false;
+    let mut announced_removed = false;
     while !shutdown.load(Ordering::SeqCst) {
+        if !card.is_present() {
+            if !announced_removed {
+                log("card removed; waiting for insert");
+                announced_removed = true;
+            }
+            std::thread::sleep(POLL);
+            continue;
+        }
+        if announced_removed {
+            log("card inserted; connecting");
+            announced_removed = false;
+        }
+        let epoch = card.presence_epoch();
         match TcpStream::connect(&addr) {
             Ok(stream) => {
                 announced_wait = false;
                 log(&format!("connected to vpcd at {addr}"));
                 let r = serve_connection(stream, card, shutdown);
-                card.power_off();
+                if card.presence_epoch() == epoch {
+                    card.power_off();
+                }
                 match r {
                     Ok(()) if shutdown.load(Ordering::SeqCst) => break,
+                    Ok(()) if card.presence_epoch() != epoch => {
+                        log("card removed: closed the vpcd connection")
+                    }
                     Ok(()) => log("vpcd closed the connection; reconnecting"),
                     Err(e) => log(&format!("vpcd connection error: {e}; reconnecting")),
                 }
