@@ -156,20 +156,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         None => (s, "ms"),
     };
     let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "us" => v / 1e6,
-        "ms" => v / 1e3,
-        "s" => v,
+    let ns_per_unit = match unit {
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
         _ => return Err(format!("bad duration unit in {s:?} (use us, ms or s)")),
     };
-    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+    let ns = (v * ns_per_unit).round();
+    if !ns.is_finite() || !(0.0..=86_400e9).contains(&ns) {
         return Err(format!("bad duration {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(Duration::from_nanos(ns as u64))
 }
 
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    d.as_nanos() as f64 / 1e6
 }
 
 fn cmd_set_latency(ctx: &Context, args: &str) -> Value {

@@ -793,9 +793,7 @@ impl Server {
         } else {
             self.execute(line, &opts)
         };
-        self.sleep(Duration::from_millis(opts.delay_ms))?;
-        let bytes = self.render(&answer, &opts);
-        self.write(&bytes, opts.split)?;
+        // Count down before answering, so a host that saw the answer sees the hang state.
         self.control.update(|o| {
             if o.hang_after > 0 {
                 o.hang_after -= 1;
@@ -804,6 +802,9 @@ impl Server {
                 }
             }
         });
+        self.sleep(Duration::from_millis(opts.delay_ms))?;
+        let bytes = self.render(&answer, &opts);
+        self.write(&bytes, opts.split)?;
         Ok(())
     }
 
