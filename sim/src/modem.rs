@@ -510,6 +510,7 @@ pub fn spawn(card: SharedCard, link: &Path, options: ModemOptions) -> io::Result
         master,
         _slave: slave,
         rng: Rng::new(seed),
+        seed,
         cmee: 1,
         sessions: BTreeMap::new(),
         next_session: 1,
@@ -703,6 +704,7 @@ struct Server {
     /// Kept open so the master never sees a hang-up while no host has the port open.
     _slave: File,
     rng: Rng,
+    seed: u64,
     /// `AT+CMEE` mode: 0 plain `ERROR`, 1 numeric (default), 2 verbose.
     cmee: u8,
     /// Session id → logical channel.
@@ -778,6 +780,10 @@ impl Server {
     /// Handles one command line. Err = the modem is stopping.
     fn command_line(&mut self, line: &[u8], overflow: bool) -> io::Result<()> {
         let opts = self.control.options();
+        if opts.seed != self.seed {
+            self.seed = opts.seed;
+            self.rng = Rng::new(opts.seed);
+        }
         if opts.hang {
             self.control.count(|s| s.dropped += 1);
             return Ok(());

@@ -671,6 +671,51 @@ fn spawn_refuses_a_regular_file_and_replaces_a_stale_link() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn random_input_does_not_break_the_modem() {
+    let (dir, m, mut host) = start("fuzz", CardOptions::default(), ModemOptions::default());
+    let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let seeds = [
+        "AT+CSIM=10,\"0070000001\"",
+        "AT+CGLA=1,10,\"80CB000000\"",
+        "AT+CCHO=\"A0000005590010\"",
+        "AT+CCHC=1",
+        "AT+CMEE=1",
+        "ATI",
+    ];
+    for _ in 0..150 {
+        let mut line: Vec<u8> = seeds[(next() % seeds.len() as u64) as usize].into();
+        for _ in 0..(next() % 4) {
+            let i = (next() % (line.len() as u64 + 1)) as usize;
+            match next() % 3 {
+                0 if i < line.len() => {
+                    line.remove(i);
+                }
+                1 => line.insert(i, next() as u8),
+                _ if i < line.len() => line[i] = next() as u8,
+                _ => {}
+            }
+        }
+        line.push(b'\r');
+        host.send(&line);
+    }
+    host.drain(Duration::from_millis(300));
+    m.update(|o| *o = ModemOptions::default());
+    host.cmd("ATE0");
+    host.cmd("AT+CMEE=1");
+    host.drain(Duration::from_millis(100));
+    host.send(b"AT\r");
+    assert_eq!(host.raw_until(b"OK\r\n"), b"\r\nOK\r\n");
+    drop(m);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // ------------------------------------------------------------------ the binary
 
 struct KillOnDrop(std::process::Child);
