@@ -939,6 +939,11 @@ fn threads_sign_concurrently_on_one_token() {
             });
         }
     });
+    assert_eq!(
+        h.card().stats().interleaved,
+        0,
+        "no channel saw an interleaved init/update"
+    );
 }
 
 #[test]

@@ -1,0 +1,288 @@
+//! The module over the AT path, in-process: the simulator serves AT commands on a
+//! pseudo-terminal (no daemon), the module opens it as a `[[modem]]` slot.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cryptoki_sys::*;
+use iotsafe_pkcs11::ffi::*;
+use iotsafe_sim::{AtDialect, CardOptions, ModemHandle, ModemOptions, SharedCard};
+use sha2::{Digest, Sha256};
+use support::*;
+
+const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct ModemRig {
+    modem: ModemHandle,
+    link: PathBuf,
+    _dir: TempDir,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for ModemRig {
+    fn drop(&mut self) {
+        unsafe { C_Finalize(NULL) };
+    }
+}
+
+/// A simulated modem with `options`, and the module initialised with only that modem.
+fn rig(card_options: CardOptions, options: ModemOptions, module_modem: &str) -> ModemRig {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    iotsafe_pkcs11::token::set_reader_source_override(None);
+    unsafe { C_Finalize(NULL) };
+    let dir = std::env::temp_dir().join(format!(
+        "iotsafe-modem-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("modem");
+    let card = SharedCard::from_profile(iotsafe_sim::default_profile(), card_options);
+    let modem = iotsafe_sim::modem::spawn(card, &link, options).expect("spawn the simulated modem");
+    let config = format!(
+        "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nlabel = \"sim modem\"\n{module_modem}\n",
+        link.display()
+    );
+    init_with_config(&config);
+    ModemRig {
+        modem,
+        link,
+        _dir: TempDir(dir),
+        _guard: guard,
+    }
+}
+
+fn init_with_config(config: &str) {
+    let config = std::ffi::CString::new(config).unwrap();
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: config.as_ptr() as *mut _,
+    };
+    assert_eq!(
+        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
+        CKR_OK
+    );
+}
+
+fn sign_and_check(rig: &ModemRig, msg: &[u8]) -> Result<(), CK_RV> {
+    let s = {
+        let mut h: CK_SESSION_HANDLE = 0;
+        let rv = unsafe { C_OpenSession(0, CKF_SERIAL_SESSION, NULL, None, &mut h) };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        h
+    };
+    let key = object_by_label(s, CKO_PRIVATE_KEY, "client");
+    let sig = sign(s, CKM_ECDSA_SHA256, key, msg)?;
+    let point = profile_client_point(rig.modem.card());
+    assert!(p256_verify(&point, &Sha256::digest(msg), &sig));
+    unsafe { C_CloseSession(s) };
+    Ok(())
+}
+
+fn every_quirk(at: AtDialect) -> ModemOptions {
+    ModemOptions {
+        at,
+        echo: true,
+        urc: true,
+        split: true,
+        delay_ms: 2,
+        busy_every: 3,
+        max_command_len: 300,
+        garbage: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn logical_channel_commands_sign_with_every_quirk_on() {
+    let rig = rig(
+        CardOptions {
+            t0_style: true,
+            ..Default::default()
+        },
+        every_quirk(AtDialect::Both),
+        "at_mode = \"cgla\"\nmax_command_len = 300",
+    );
+    let mut si: CK_SLOT_INFO = unsafe { std::mem::zeroed() };
+    unsafe { assert_eq!(C_GetSlotInfo(0, &mut si), CKR_OK) };
+    assert!(si.slotDescription.starts_with(b"sim modem "));
+    for i in 0..3 {
+        sign_and_check(&rig, format!("cgla {i}").as_bytes()).unwrap();
+    }
+    let stats = rig.modem.stats();
+    assert!(stats.ccho >= 1 && stats.cgla > 0, "{stats:?}");
+    assert_eq!(stats.csim, 0, "CGLA mode never uses AT+CSIM: {stats:?}");
+    assert!(
+        stats.busy > 0,
+        "the busy quirk fired and was retried: {stats:?}"
+    );
+    assert_eq!(rig.modem.card().stats().interleaved, 0);
+}
+
+#[test]
+fn csim_fallback_signs_with_every_quirk_on() {
+    // The modem has no AT+CCHO: "auto" falls back to AT+CSIM with our own MANAGE CHANNEL.
+    let rig = rig(
+        CardOptions {
+            t0_style: true,
+            ..Default::default()
+        },
+        ModemOptions {
+            bare_ccho: true,
+            ..every_quirk(AtDialect::Csim)
+        },
+        "max_command_len = 300",
+    );
+    for i in 0..3 {
+        sign_and_check(&rig, format!("csim {i}").as_bytes()).unwrap();
+    }
+    let stats = rig.modem.stats();
+    assert!(stats.csim > 0 && stats.cgla == 0, "{stats:?}");
+    assert_eq!(
+        rig.modem.card().open_channels(),
+        vec![0, 1],
+        "our logical channel, opened by MANAGE CHANNEL"
+    );
+}
+
+#[test]
+fn csim_can_be_forced_and_bare_ccho_answers_are_understood() {
+    let forced = rig(
+        CardOptions::default(),
+        ModemOptions::default(),
+        "at_mode = \"csim\"",
+    );
+    sign_and_check(&forced, b"forced csim").unwrap();
+    assert_eq!(forced.modem.stats().ccho, 0);
+    drop(forced);
+    let rig = rig(
+        CardOptions::default(),
+        ModemOptions {
+            bare_ccho: true,
+            ..Default::default()
+        },
+        "",
+    );
+    sign_and_check(&rig, b"bare ccho").unwrap();
+    assert_eq!(rig.modem.stats().ccho, 1);
+}
+
+#[test]
+fn a_hung_modem_times_out_and_the_next_operation_works() {
+    let rig = rig(
+        CardOptions::default(),
+        ModemOptions::default(),
+        "timeout_ms = 700",
+    );
+    sign_and_check(&rig, b"before").unwrap();
+    rig.modem.hang();
+    let start = Instant::now();
+    assert_eq!(sign_and_check(&rig, b"hung"), Err(CKR_DEVICE_ERROR));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "bounded by the timeout"
+    );
+    rig.modem.unhang();
+    sign_and_check(&rig, b"after").unwrap();
+}
+
+#[test]
+fn an_apdu_longer_than_the_modem_accepts_is_a_clear_error() {
+    // 90 characters cannot hold AT+CSIM with a 40-byte signature update.
+    let rig = rig(
+        CardOptions::default(),
+        ModemOptions {
+            at: AtDialect::Csim,
+            ..Default::default()
+        },
+        "at_mode = \"csim\"\nmax_command_len = 90",
+    );
+    assert_eq!(sign_and_check(&rig, b"too long"), Err(CKR_DEVICE_ERROR));
+    assert_eq!(
+        rig.modem.stats().error,
+        0,
+        "nothing over-long was sent to the modem"
+    );
+}
+
+#[test]
+fn sim_removed_and_reinserted_behind_the_modem() {
+    let rig = rig(CardOptions::default(), ModemOptions::default(), "");
+    let s = open_session(0);
+    let key = object_by_label(s, CKO_PRIVATE_KEY, "client");
+    sign(s, CKM_ECDSA_SHA256, key, b"in").unwrap();
+    rig.modem.card().remove();
+    assert_eq!(
+        sign(s, CKM_ECDSA_SHA256, key, b"out"),
+        Err(CKR_DEVICE_REMOVED)
+    );
+    assert_eq!(
+        sign(s, CKM_ECDSA_SHA256, key, b"out"),
+        Err(CKR_SESSION_HANDLE_INVALID)
+    );
+    rig.modem.card().insert();
+    sign_and_check(&rig, b"back in").unwrap();
+}
+
+#[test]
+fn a_modem_that_goes_away_is_a_slot_without_token_until_it_returns() {
+    let mut rig = rig(
+        CardOptions::default(),
+        ModemOptions::default(),
+        "timeout_ms = 1000",
+    );
+    sign_and_check(&rig, b"present").unwrap();
+    let card = rig.modem.card().clone();
+    // Unplugged: the port closes and its device node goes away.
+    let replacement = iotsafe_sim::modem::spawn(
+        card.clone(),
+        &rig._dir.0.join("other"),
+        ModemOptions::default(),
+    )
+    .unwrap();
+    std::mem::replace(&mut rig.modem, replacement).stop();
+    let mut si: CK_SLOT_INFO = unsafe { std::mem::zeroed() };
+    unsafe { assert_eq!(C_GetSlotInfo(0, &mut si), CKR_OK) };
+    assert_eq!(si.flags & CKF_TOKEN_PRESENT, 0);
+    let mut h: CK_SESSION_HANDLE = 0;
+    assert_eq!(
+        unsafe { C_OpenSession(0, CKF_SERIAL_SESSION, NULL, None, &mut h) },
+        CKR_TOKEN_NOT_PRESENT
+    );
+    // Plugged in again at the same path: a new session works in the same process.
+    rig.modem = iotsafe_sim::modem::spawn(card, &rig.link, ModemOptions::default()).unwrap();
+    sign_and_check(&rig, b"again").unwrap();
+}
+
+#[test]
+fn a_missing_modem_is_a_slot_without_token_not_a_failed_initialize() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    iotsafe_pkcs11::token::set_reader_source_override(None);
+    unsafe { C_Finalize(NULL) };
+    init_with_config("[pcsc]\nenabled = false\n[[modem]]\ndevice = \"/nonexistent/ttyACM9\"\n");
+    let mut n: CK_ULONG = 0;
+    unsafe {
+        assert_eq!(C_GetSlotList(0, std::ptr::null_mut(), &mut n), CKR_OK);
+        assert_eq!(n, 1);
+        assert_eq!(C_GetSlotList(1, std::ptr::null_mut(), &mut n), CKR_OK);
+        assert_eq!(n, 0);
+        assert_eq!(C_Finalize(NULL), CKR_OK);
+    }
+}
