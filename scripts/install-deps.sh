@@ -17,6 +17,14 @@ packages=(
   curl                      # curl 7.88 (mutual TLS through the libp11 engine)
   libengine-pkcs11-openssl  # libp11 engine for OpenSSL (used by curl)
   socat                     # pty pairs for the modem transport tests
+  # issue #5: conformance and consumers (softhsm-compare/, tests/stack_conformance.rs,
+  # tests/stack_consumers.rs, scripts/build-p11test.sh)
+  softhsm2                  # the reference module of the differential run (softhsm-compare/)
+  gnutls-bin                # p11tool, gnutls-cli
+  p11-kit                   # p11-kit list-modules, the p11-kit proxy module
+  gcc libc6-dev             # the C ABI test program (tests/c/)
+  dpkg-dev                  # apt-get source (OpenSC's p11test is built from Debian's source package)
+  autoconf automake libtool libssl-dev zlib1g-dev libreadline-dev libcmocka-dev # p11test build
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(
