@@ -368,6 +368,20 @@ fn objects_pair_key_and_certificate_under_one_id() {
         CKC_X_509.to_ne_bytes().to_vec()
     );
     assert_eq!(get_attr(s, priv_key, CKA_SUBJECT).unwrap(), subject);
+    {
+        use sha1::Digest as _;
+        assert_eq!(
+            get_attr(s, cert, CKA_CHECK_VALUE).unwrap(),
+            sha1::Sha1::digest(&der)[..3].to_vec()
+        );
+    }
+    // A private key whose public key is not on the card: CKA_PUBLIC_KEY_INFO is empty.
+    let ecdh = object_by_label(s, CKO_PRIVATE_KEY, "ecdh");
+    assert_eq!(
+        get_attr(s, ecdh, CKA_PUBLIC_KEY_INFO).unwrap(),
+        Vec::<u8>::new()
+    );
+    assert_eq!(get_attr(s, ecdh, CKA_SIGN).unwrap(), vec![0]);
     // The CA certificate keeps its own file ID and is an authority.
     let ca = object_by_label(s, CKO_CERTIFICATE, "ca");
     assert_eq!(get_attr(s, ca, CKA_ID).unwrap(), vec![0x03]);
@@ -667,8 +681,11 @@ fn signing_refuses_the_wrong_key_or_mechanism() {
     let cert = object_by_label(s, CKO_CERTIFICATE, "client");
     unsafe {
         let mut m = mech(CKM_ECDSA);
-        assert_eq!(C_SignInit(s, &mut m, pubkey), CKR_KEY_TYPE_INCONSISTENT);
-        assert_eq!(C_SignInit(s, &mut m, cert), CKR_KEY_TYPE_INCONSISTENT);
+        assert_eq!(
+            C_SignInit(s, &mut m, pubkey),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        assert_eq!(C_SignInit(s, &mut m, cert), CKR_KEY_FUNCTION_NOT_PERMITTED);
         assert_eq!(C_SignInit(s, &mut m, 424242), CKR_KEY_HANDLE_INVALID);
         assert_eq!(C_SignInit(s, std::ptr::null_mut(), key), CKR_ARGUMENTS_BAD);
         let mut rsa = mech(CKM_RSA_PKCS);
@@ -685,7 +702,7 @@ fn signing_refuses_the_wrong_key_or_mechanism() {
             C_SignInit(s, &mut with_param, key),
             CKR_MECHANISM_PARAM_INVALID
         );
-        assert_eq!(C_VerifyInit(s, &mut m, key), CKR_KEY_TYPE_INCONSISTENT);
+        assert_eq!(C_VerifyInit(s, &mut m, key), CKR_KEY_FUNCTION_NOT_PERMITTED);
         let mut len: CK_ULONG = 64;
         let mut sig = [0u8; 64];
         assert_eq!(

@@ -529,9 +529,11 @@ impl Module {
             .token
             .object(key)
             .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+        // Objects that cannot sign (public keys, certificates) are refused as SoftHSM and
+        // OpenSC do: the object does not permit the function.
         if key.class != CKO_PRIVATE_KEY {
             return Err(Error::new(
-                CKR_KEY_TYPE_INCONSISTENT,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
                 "signing needs a private key",
             ));
         }
@@ -643,7 +645,7 @@ impl Module {
             .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
         if key.class != CKO_PUBLIC_KEY {
             return Err(Error::new(
-                CKR_KEY_TYPE_INCONSISTENT,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
                 "verification needs a public key",
             ));
         }

@@ -23,6 +23,12 @@ pub const CKA_IOTSAFE_OBJECT_STATE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4
 pub const CKA_IOTSAFE_ACCESS_CONDITIONS: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0004;
 pub const CKA_IOTSAFE_KEY_TYPE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0005;
 
+/// `CKA_CHECK_VALUE` of a certificate: the first 3 bytes of the SHA-1 of its value.
+fn check_value(value: &[u8]) -> Vec<u8> {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(value)[..3].to_vec()
+}
+
 pub fn spki_from_point(point: &[u8; 65]) -> Vec<u8> {
     [&P256_SPKI_PREFIX[..], &point[..]].concat()
 }
@@ -308,9 +314,13 @@ pub fn build_objects(
                         mechanisms_attr(if sign { &SIGN_MECHANISMS } else { &[] }),
                     ),
                 ]);
+                // CKA_PUBLIC_KEY_INFO defaults to empty when the public key is not known.
+                a.push((
+                    CKA_PUBLIC_KEY_INFO,
+                    bytes_attr(&point.map(|p| spki_from_point(&p)).unwrap_or_default()),
+                ));
                 if let Some(p) = point {
                     a.push((CKA_EC_POINT, bytes_attr(&ec_point_der(&p))));
-                    a.push((CKA_PUBLIC_KEY_INFO, bytes_attr(&spki_from_point(&p))));
                 }
                 out.push(Object {
                     handle: next_handle(),
@@ -392,6 +402,7 @@ pub fn build_objects(
                     (CKA_ISSUER, bytes_attr(&f.issuer)),
                     (CKA_SERIAL_NUMBER, bytes_attr(&f.serial)),
                     (CKA_VALUE, bytes_attr(&content)),
+                    (CKA_CHECK_VALUE, bytes_attr(&check_value(&content))),
                     (CKA_URL, bytes_attr(&[])),
                     (CKA_HASH_OF_SUBJECT_PUBLIC_KEY, bytes_attr(&[])),
                     (CKA_HASH_OF_ISSUER_PUBLIC_KEY, bytes_attr(&[])),
