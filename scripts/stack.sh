@@ -170,6 +170,16 @@ export IOTSAFE_READER='$reader_name'
 EOF
 }
 
+# Starts our pcscd in the background with the private reader configuration (appends to its log).
+start_pcscd() {
+  say "starting pcscd (log: $log_dir/pcscd.log)"
+  local pcscd_args=(--foreground --config "$conf_dir")
+  [ -n "${IOTSAFE_PCSCD_DEBUG:-}" ] && pcscd_args+=(--debug --apdu)
+  pcscd "${pcscd_args[@]}" < /dev/null >> "$log_dir/pcscd.log" 2>&1 &
+  started_pcscd_pid=$!
+  echo "$started_pcscd_pid" > "$run_dir/pcscd.pid"
+}
+
 # --- commands --------------------------------------------------------------------------------
 
 start() {
@@ -229,12 +239,9 @@ LIBPATH $vpcd_driver
 CHANNELID $port
 EOF
 
-  say "starting pcscd (log: $log_dir/pcscd.log)"
-  local pcscd_args=(--foreground --config "$conf_dir")
-  [ -n "${IOTSAFE_PCSCD_DEBUG:-}" ] && pcscd_args+=(--debug --apdu)
-  pcscd "${pcscd_args[@]}" < /dev/null > "$log_dir/pcscd.log" 2>&1 &
-  pcscd_pid=$!
-  echo "$pcscd_pid" > "$run_dir/pcscd.pid"
+  : > "$log_dir/pcscd.log"
+  start_pcscd
+  pcscd_pid=$started_pcscd_pid
 
   wait_for reader_present "$pcscd_pid" || rc=$?
   if [ "$rc" -ne 0 ]; then
@@ -277,6 +284,18 @@ stop() {
   if [ "$had" -eq 1 ]; then say "stopped"; else say "not running (nothing to stop)"; fi
 }
 
+# Restarts only pcscd (the simulator reconnects by itself): for the recovery tests.
+restart_pcscd() {
+  local sim_pid rc=0
+  sim_pid=$(ours iotsafe-sim)
+  [ -n "$(ours pcscd)" ] && [ -n "$sim_pid" ] || die "the stack is not running; run: bash scripts/stack.sh start"
+  stop_pid pcscd
+  start_pcscd
+  wait_for card_present "$started_pcscd_pid" "$sim_pid" || rc=$?
+  [ "$rc" -eq 0 ] || { show_logs; die "the card did not come back after restarting pcscd"; }
+  say "pcscd restarted: pid $(ours pcscd)"
+}
+
 status() {
   local p s o
   p=$(ours pcscd)
@@ -294,12 +313,13 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  restart-pcscd) restart_pcscd ;;
   env)
     [ -f "$env_file" ] || die "no $env_file; run: bash scripts/stack.sh start"
     grep '^export ' "$env_file"
     ;;
   *)
-    echo "usage: bash scripts/stack.sh start|stop|status|env" >&2
+    echo "usage: bash scripts/stack.sh start|stop|status|env|restart-pcscd" >&2
     exit 2
     ;;
 esac

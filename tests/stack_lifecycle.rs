@@ -61,3 +61,58 @@ fn pkcs11_tool_test_fork_passes() {
     let all = f.all_output().to_ascii_lowercase();
     assert!(!all.contains("error"), "{f}");
 }
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn a_pcscd_restart_is_recovered_in_the_same_process() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let p11 = Pkcs11::new(&stack.module).expect("load module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p11.get_slots_with_token().expect("C_GetSlotList")[0];
+    let session = p11.open_ro_session(slot).expect("C_OpenSession");
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .expect("C_FindObjects")[0];
+    session
+        .sign(&Mechanism::EcdsaSha256, key, b"before")
+        .expect("C_Sign");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack.sh");
+    let restarted = common::run(
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg("restart-pcscd")
+            .env("IOTSAFE_STACK_DIR", &stack.dir),
+    );
+    assert!(restarted.success(), "{restarted}");
+    // The old session's card handle died with the old pcscd.
+    match session.sign(&Mechanism::EcdsaSha256, key, b"old session") {
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => assert_eq!(
+            rv,
+            cryptoki::error::RvError::DeviceRemoved,
+            "the first call on the old session"
+        ),
+        other => panic!("expected CKR_DEVICE_REMOVED, got {other:?}"),
+    }
+    // New sessions work again without restarting the process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if p11
+            .get_slots_with_token()
+            .map(|s| s.contains(&slot))
+            .unwrap_or(false)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "token did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sign_and_verify(&p11, b"after the pcscd restart");
+}
