@@ -34,4 +34,43 @@
 #define IOTSAFE_PKCS11_CFG_APPLET_CHANNEL      "applet.logical_channel"
 #define IOTSAFE_PKCS11_CFG_APPLET_TOKEN_LABEL  "applet.token_label"
 
+/* This header needs the standard PKCS#11 types (CKA_VENDOR_DEFINED, CK_RV, ...). */
+#ifndef CKA_VENDOR_DEFINED
+#error "include a PKCS#11 header (e.g. the pkcs11.h beside this file) before iotsafe_pkcs11.h"
+#endif
+
+/* Values of the vendor attributes above (CK_BYTE arrays of length 1 unless stated). */
+#define IOTSAFE_KEY_USAGE_GENERAL       0x01 /* CKA_IOTSAFE_KEY_USAGE: general purpose */
+#define IOTSAFE_KEY_USAGE_TLS12_CV      0x02 /* TLS 1.2 CertificateVerify */
+#define IOTSAFE_KEY_USAGE_TLS13_CV      0x03 /* TLS 1.3 CertificateVerify */
+#define IOTSAFE_OBJECT_DEACTIVATED      0x00 /* CKA_IOTSAFE_OBJECT_STATE */
+#define IOTSAFE_OBJECT_ACTIVATED        0x01
+#define IOTSAFE_ACCESS_READ             0x01 /* CKA_IOTSAFE_ACCESS_CONDITIONS bits */
+#define IOTSAFE_ACCESS_UPDATE           0x02
+#define IOTSAFE_KEY_TYPE_P256           0x13 /* CKA_IOTSAFE_KEY_TYPE: NIST P-256, persistent */
+#define IOTSAFE_KEY_TYPE_P256_VOLATILE  0x14 /* NIST P-256, volatile */
+
+/* Interfaces (C_GetInterfaceList / C_GetInterface): "PKCS 11" 3.0 (the default, also what a
+ * NULL name returns) and "PKCS 11" 2.40 (the same table C_GetFunctionList returns). */
+#define IOTSAFE_PKCS11_INTERFACE_NAME   "PKCS 11"
+
+/* Return values: the module defines no vendor CK_RV; it uses the standard ones. Those that
+ * carry an IoT SAFE meaning:
+ *   CKR_TOKEN_WRITE_PROTECTED   a write (C_SetAttributeValue, C_DestroyObject, C_CreateObject
+ *                               of a token object) in a R/W session: the applet has no write
+ *                               command for these objects
+ *   CKR_SESSION_READ_ONLY       the same writes in a R/O session
+ *   CKR_ACTION_PROHIBITED       C_CopyObject (card keys cannot be copied)
+ *   CKR_USER_TYPE_INVALID       C_Login(CKU_SO): there is no security officer (no PIN at all;
+ *                               C_Login(CKU_USER) accepts any PIN and only changes the state)
+ *   CKR_RANDOM_SEED_NOT_SUPPORTED  C_SeedRandom (the card's RNG cannot be seeded)
+ *   CKR_DEVICE_ERROR            the applet answered an error status word (logged at warn)
+ *   CKR_DEVICE_REMOVED          the card went away; once per session, then
+ *                               CKR_SESSION_HANDLE_INVALID
+ *   CKR_TOKEN_NOT_PRESENT       a reader without an IoT SAFE card
+ *   CKR_GENERAL_ERROR           C_Initialize: the configuration (file or pReserved) is invalid
+ *   CKR_FUNCTION_NOT_SUPPORTED  functions the token does not offer (encryption, wrapping, key
+ *                               generation and derivation for now, PIN management)
+ */
+
 #endif /* IOTSAFE_PKCS11_H */
