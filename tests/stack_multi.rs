@@ -282,3 +282,62 @@ fn wait_until_token(p11: &Pkcs11, slot: cryptoki::slot::Slot) -> bool {
         .map(|s| s.contains(&slot))
         .unwrap_or(false)
 }
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn two_processes_on_one_reader_each_use_their_own_channel() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    stack.reset_stats();
+    // Process 1 (this test): its token holds a logical channel while it signs in a loop.
+    let p11 = Pkcs11::new(&stack.module).expect("load module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p11.get_slots_with_token().expect("slots")[0];
+    let session = p11.open_ro_session(slot).expect("C_OpenSession");
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .expect("find")[0];
+    let ours = stack.sim_command("stats");
+    assert!(ours.contains("\"open_channels\":[0,1]"), "{ours}");
+    let dir = stack.scratch("two_processes");
+    let message = dir.join("message.txt");
+    std::fs::write(&message, b"from the second process").unwrap();
+    let public = stack.card_public_key_pem(&dir);
+    std::thread::scope(|scope| {
+        let signer = scope.spawn(move || {
+            for _ in 0..20 {
+                session
+                    .sign(&Mechanism::EcdsaSha256, key, b"process one")
+                    .expect("signature in process one");
+            }
+        });
+        // Process 2: pkcs11-tool opens its own channel (2) beside ours and signs.
+        for i in 0..3 {
+            let sig = dir.join(format!("sig{i}"));
+            run(stack
+                .pkcs11_tool()
+                .args(["--sign", "--mechanism", "ECDSA-SHA256", "--id", "01"])
+                .args(["--signature-format", "openssl", "-i"])
+                .arg(&message)
+                .arg("-o")
+                .arg(&sig))
+            .expect_success();
+            let verified = run(openssl_plain()
+                .args(["dgst", "-sha256", "-verify"])
+                .arg(&public)
+                .arg("-signature")
+                .arg(&sig)
+                .arg(&message));
+            assert!(verified.stdout.contains("Verified OK"), "{verified}");
+        }
+        signer.join().expect("process one's loop");
+    });
+    let stats = stack.sim_command("stats");
+    assert!(stats.contains("\"interleaved\":0"), "{stats}");
+    // Every pkcs11-tool run opened and closed its own channel; ours is still open.
+    assert!(stats.contains("\"open_channels\":[0,1]"), "{stats}");
+}
