@@ -6,6 +6,13 @@ use std::fmt;
 
 use crate::transport::TransportError;
 
+/// Vendor return value: the object is being updated by a remote-management session of the
+/// card's security service (SW `6984`, IoT.04 G4). Other objects keep working; retry later.
+pub const CKR_IOTSAFE_OBJECT_BEING_UPDATED: CK_RV = CKR_VENDOR_DEFINED | 0x4953_0001;
+/// Vendor return value: the object changed during the operation (SW `6989` after a remote
+/// update), or the card's capacity is reached. The cache is refreshed; retry.
+pub const CKR_IOTSAFE_OBJECT_CHANGED: CK_RV = CKR_VENDOR_DEFINED | 0x4953_0002;
+
 #[derive(Debug, Clone)]
 pub struct Error {
     rv: CK_RV,
@@ -48,6 +55,8 @@ impl Error {
                 | CKR_GENERAL_ERROR
                 | CKR_FUNCTION_FAILED
                 | CKR_FUNCTION_REJECTED
+                | CKR_IOTSAFE_OBJECT_BEING_UPDATED
+                | CKR_IOTSAFE_OBJECT_CHANGED
         )
     }
 }
@@ -136,6 +145,9 @@ pub fn rv_name(rv: CK_RV) -> String {
         CKR_FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
         CKR_NO_EVENT => "CKR_NO_EVENT",
         CKR_STATE_UNSAVEABLE => "CKR_STATE_UNSAVEABLE",
+        CKR_CURVE_NOT_SUPPORTED => "CKR_CURVE_NOT_SUPPORTED",
+        CKR_IOTSAFE_OBJECT_BEING_UPDATED => "CKR_IOTSAFE_OBJECT_BEING_UPDATED",
+        CKR_IOTSAFE_OBJECT_CHANGED => "CKR_IOTSAFE_OBJECT_CHANGED",
         _ => return format!("CK_RV(0x{rv:08X})"),
     };
     name.to_string()

@@ -24,6 +24,10 @@ const MAX_GET_RESPONSE_ROUNDS: usize = 64;
 
 pub const SW_OK: u16 = 0x9000;
 pub const SW_MORE_DATA: u16 = 0x6300;
+/// Success, and a remote-management session has completed since the last command.
+pub const SW_REMOTE_UPDATE_COMPLETED: u16 = 0x63CF;
+/// Session number of PUT PUBLIC KEY.
+const PUT_KEY_SESSION: u8 = 0x01;
 
 /// Which CLA class to send IoT SAFE commands in: inter-industry `0x`/`4x` or proprietary
 /// `8x`/`Cx`. Real applets accept both.
@@ -66,14 +70,25 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Maps a status word to the PKCS#11 error a caller should see.
 pub fn sw_error(sw: u16, what: &str) -> Error {
-    let rv = match sw {
-        0x6A84 => CKR_DEVICE_MEMORY,
-        0x6982 => CKR_FUNCTION_REJECTED,
-        0x6985 | 0x6984 | 0x6989 => CKR_FUNCTION_FAILED,
-        0x6A82 | 0x6A88 => CKR_KEY_HANDLE_INVALID,
-        _ => CKR_DEVICE_ERROR,
+    let (rv, meaning) = match sw {
+        0x6984 => (
+            crate::error::CKR_IOTSAFE_OBJECT_BEING_UPDATED,
+            "the object is being updated by a remote-management session",
+        ),
+        0x6989 => (
+            crate::error::CKR_IOTSAFE_OBJECT_CHANGED,
+            "the object changed during the operation, or the card's capacity is reached",
+        ),
+        0x6A84 => (CKR_DEVICE_MEMORY, "not enough memory on the card"),
+        0x6982 => (CKR_FUNCTION_REJECTED, "security status not satisfied"),
+        0x6985 => (CKR_FUNCTION_FAILED, "conditions of use not satisfied"),
+        0x6A82 | 0x6A88 => (CKR_KEY_HANDLE_INVALID, "no such object on the card"),
+        0x6D00 | 0x6E00 => (CKR_DEVICE_ERROR, "instruction or class not supported"),
+        0x6A80 | 0x6700 | 0x6A86 => (CKR_DEVICE_ERROR, "the card rejected the command's data"),
+        0x6400 | 0x6F00 => (CKR_DEVICE_ERROR, "card error"),
+        _ => (CKR_DEVICE_ERROR, "unexpected status"),
     };
-    Error::new(rv, format!("{what}: card answered SW {sw:04X}"))
+    Error::new(rv, format!("{what}: card answered SW {sw:04X} ({meaning})"))
 }
 
 /// Builds a short APDU.
@@ -123,6 +138,8 @@ pub struct AppletChannel<'a> {
     pipe: &'a mut dyn Transmit,
     channel: u8,
     style: ClassStyle,
+    /// A command answered `63CF`: a remote-management session on the card has completed.
+    pub remote_update_completed: bool,
 }
 
 impl<'a> AppletChannel<'a> {
@@ -131,6 +148,7 @@ impl<'a> AppletChannel<'a> {
             pipe,
             channel,
             style,
+            remote_update_completed: false,
         }
     }
 
@@ -196,6 +214,15 @@ impl<'a> AppletChannel<'a> {
             collected.append(&mut resp.data);
         }
         if resp.sw >> 8 == 0x91 {
+            resp.sw = SW_OK;
+        }
+        if resp.sw == SW_REMOTE_UPDATE_COMPLETED {
+            // Success, and the card's objects may have changed (IoT.04 G4).
+            debug!(
+                "ch{}: card reports a completed remote-management session",
+                self.channel
+            );
+            self.remote_update_completed = true;
             resp.sw = SW_OK;
         }
         Ok(Response {
@@ -374,6 +401,92 @@ impl<'a> AppletChannel<'a> {
     }
 }
 
+impl AppletChannel<'_> {
+    /// GENERATE KEY PAIR into a private-key container. Returns the private and public key IDs
+    /// as the card reports them (the card may change them) and the new point, when the card
+    /// sends it (otherwise the caller reads it with READ PUBLIC KEY).
+    pub fn generate_key_pair(&mut self, key: &ObjectInfo) -> Result<GeneratedKeyPair> {
+        let data = self.exchange_ok(
+            0xB9,
+            0x00,
+            0x00,
+            &key.reference(),
+            Some(0x00),
+            "GENERATE KEY PAIR",
+        )?;
+        let mut out = GeneratedKeyPair::default();
+        let mut rest = &data[..];
+        while let Ok((t, used)) = tlv::read_one(rest) {
+            match t.tag {
+                0x84 => out.private_id = Some(t.value.to_vec()),
+                0x85 => out.public_id = Some(t.value.to_vec()),
+                0x34 => out.point = parse_public_key(&rest[..used]),
+                _ => {}
+            }
+            rest = &rest[used..];
+        }
+        Ok(out)
+    }
+
+    /// PUT PUBLIC KEY (init + last-block update): stores a peer point in a public-key
+    /// container.
+    pub fn put_public_key(&mut self, container: &ObjectInfo, point: &[u8; 65]) -> Result<()> {
+        self.exchange_ok(
+            0x24,
+            0x00,
+            PUT_KEY_SESSION,
+            &container.reference(),
+            None,
+            "PUT PUBLIC KEY INIT",
+        )?;
+        let mut inner = Vec::with_capacity(69);
+        tlv::push(&mut inner, 0x86, point);
+        let mut template = Vec::with_capacity(71);
+        tlv::push(&mut template, 0x49, &inner);
+        let mut update = Vec::with_capacity(73);
+        tlv::push(&mut update, 0x34, &template);
+        self.exchange_ok(
+            0xD8,
+            0x80,
+            PUT_KEY_SESSION,
+            &update,
+            None,
+            "PUT PUBLIC KEY UPDATE",
+        )?;
+        Ok(())
+    }
+
+    /// COMPUTE DH: the raw shared secret (the x-coordinate). Traced redacted.
+    pub fn compute_dh(
+        &mut self,
+        private: &ObjectInfo,
+        public: &ObjectInfo,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let mut data = private.reference();
+        data.extend_from_slice(&public.reference());
+        let resp = self.exchange(0x46, 0x00, 0x00, &data, Some(0x00), Trace::Redacted)?;
+        let secret = zeroize::Zeroizing::new(resp.data);
+        if resp.sw != SW_OK {
+            return Err(sw_error(resp.sw, "COMPUTE DH"));
+        }
+        if secret.len() != 32 {
+            return Err(Error::new(
+                CKR_DEVICE_ERROR,
+                "COMPUTE DH: not a 32-byte P-256 secret",
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+/// What GENERATE KEY PAIR answered.
+#[derive(Debug, Clone, Default)]
+pub struct GeneratedKeyPair {
+    pub private_id: Option<Vec<u8>>,
+    pub public_id: Option<Vec<u8>>,
+    pub point: Option<[u8; 65]>,
+}
+
 /// MANAGE CHANNEL open on the basic channel. `Ok(None)` when the card refuses.
 pub fn open_channel(pipe: &mut dyn Transmit) -> Result<Option<u8>> {
     let mut basic = AppletChannel::new(pipe, 0, ClassStyle::InterIndustry);
@@ -397,6 +510,16 @@ pub struct AppInfo {
     pub version: Option<u8>,
     pub identifier: Vec<u8>,
     pub max_sessions: Option<u8>,
+    /// Cryptographic functions (tag `90`, or `61` on some applets): bit 1 signature, 2 key
+    /// generation, 4 key agreement, 8 key derivation.
+    pub functions: Option<u8>,
+}
+
+impl AppInfo {
+    /// Whether the applet offers a function (unknown: assume it does).
+    pub fn offers(&self, function_bit: u8) -> bool {
+        self.functions.is_none_or(|f| f & function_bit != 0)
+    }
 }
 
 impl AppInfo {
@@ -409,6 +532,7 @@ impl AppInfo {
                 0x10 => info.version = t.value.first().copied(),
                 0x11 => info.identifier = t.value.to_vec(),
                 0xB7 => info.max_sessions = t.value.first().copied(),
+                0x90 | 0x61 => info.functions = t.value.first().copied(),
                 _ => {}
             }
             rest = &rest[used..];

@@ -468,7 +468,7 @@ impl Module {
         }
         let mut found: Vec<CK_OBJECT_HANDLE> = s
             .token
-            .objects
+            .objects()
             .iter()
             .filter(|o| o.matches(template))
             .map(|o| o.handle)

@@ -242,7 +242,7 @@ fn key_attrs(a: &mut Vec<(CK_ATTRIBUTE_TYPE, AttrValue)>, info: &ObjectInfo, id:
 /// whose file label equals the private key's label) gets that key pair's `CKA_ID`.
 pub fn build_objects(
     card_objects: &[CardObject],
-    mut next_handle: impl FnMut() -> CK_OBJECT_HANDLE,
+    mut next_handle: impl FnMut(CK_OBJECT_CLASS, &ObjectInfo) -> CK_OBJECT_HANDLE,
 ) -> Vec<Object> {
     let active: Vec<&CardObject> = card_objects.iter().filter(|o| o.info.is_active()).collect();
     let public_point = |id: &Option<Vec<u8>>| -> Option<[u8; 65]> {
@@ -323,7 +323,7 @@ pub fn build_objects(
                     a.push((CKA_EC_POINT, bytes_attr(&ec_point_der(&p))));
                 }
                 out.push(Object {
-                    handle: next_handle(),
+                    handle: next_handle(CKO_PRIVATE_KEY, info),
                     class: CKO_PRIVATE_KEY,
                     attrs: a,
                     card: info.clone(),
@@ -353,7 +353,7 @@ pub fn build_objects(
                     (CKA_ALLOWED_MECHANISMS, mechanisms_attr(&SIGN_MECHANISMS)),
                 ]);
                 out.push(Object {
-                    handle: next_handle(),
+                    handle: next_handle(CKO_PUBLIC_KEY, info),
                     class: CKO_PUBLIC_KEY,
                     attrs: a,
                     card: info.clone(),
@@ -410,7 +410,7 @@ pub fn build_objects(
                     (CKA_PUBLIC_KEY_INFO, bytes_attr(&f.spki)),
                 ]);
                 out.push(Object {
-                    handle: next_handle(),
+                    handle: next_handle(CKO_CERTIFICATE, info),
                     class: CKO_CERTIFICATE,
                     attrs: a,
                     card: info.clone(),
@@ -426,7 +426,7 @@ pub fn build_objects(
                     (CKA_VALUE, bytes_attr(&content)),
                 ]);
                 out.push(Object {
-                    handle: next_handle(),
+                    handle: next_handle(CKO_DATA, info),
                     class: CKO_DATA,
                     attrs: a,
                     card: info.clone(),

@@ -1,11 +1,12 @@
 //! Slots (card endpoints) and tokens (a card with the IoT SAFE applet, connected).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::applet::{self, AppletChannel, ClassStyle, ObjectClass};
 use crate::config::Config;
@@ -26,6 +27,8 @@ struct Link {
     /// The AID selected on the channel (to re-select after a card reset).
     aid: Vec<u8>,
     logical_channel: bool,
+    /// A command answered `63CF` since the flag was last taken.
+    remote_update_seen: bool,
 }
 
 impl Link {
@@ -40,11 +43,16 @@ impl Link {
             .as_mut()
             .ok_or_else(|| Error::new(CKR_DEVICE_REMOVED, "token was removed"))?;
         let mut output = None;
-        conn.with_transaction(route, &mut |pipe| {
+        let mut remote_update = false;
+        let result = conn.with_transaction(route, &mut |pipe| {
             let mut ch = AppletChannel::new(pipe, route.cla_channel(), style);
-            output = Some(op(&mut ch)?);
+            let r = op(&mut ch);
+            remote_update |= ch.remote_update_completed;
+            output = Some(r?);
             Ok(())
-        })?;
+        });
+        self.remote_update_seen |= remote_update;
+        result?;
         output.ok_or_else(|| Error::new(CKR_GENERAL_ERROR, "operation did not run"))
     }
 
@@ -156,13 +164,30 @@ fn read_card(
     Ok((app_info, card_objects))
 }
 
+/// Identifies one card object across cache rebuilds, so its handle stays the same.
+type HandleKey = (CK_OBJECT_CLASS, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What the token knows about the card's objects.
+struct Cache {
+    /// As read from (or written to) the card.
+    card_objects: Vec<CardObject>,
+    /// The PKCS#11 view built from them.
+    objects: Vec<Arc<Object>>,
+}
+
 pub struct Token {
     /// Changes with every new connection; sessions of an older epoch are stale.
     pub epoch: u64,
     reader: String,
     link: Mutex<Link>,
     style: ClassStyle,
-    pub objects: Vec<Arc<Object>>,
+    cache: RwLock<Cache>,
+    handles: Mutex<HashMap<HandleKey, CK_OBJECT_HANDLE>>,
+    /// The card said a remote-management session completed (`63CF`): re-read the objects
+    /// before the next operation.
+    stale: AtomicBool,
+    /// What GET DATA (application) said.
+    pub app_info: applet::AppInfo,
     pub label: String,
     pub serial: String,
     pub applet_version: u8,
@@ -182,7 +207,53 @@ impl Token {
     }
 
     pub fn object(&self, handle: CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
-        self.objects.iter().find(|o| o.handle == handle).cloned()
+        self.cache
+            .read()
+            .objects
+            .iter()
+            .find(|o| o.handle == handle)
+            .cloned()
+    }
+
+    /// The token's objects as they stand.
+    pub fn objects(&self) -> Vec<Arc<Object>> {
+        self.cache.read().objects.clone()
+    }
+
+    /// A copy of the card objects as the cache knows them.
+    pub fn card_objects(&self) -> Vec<CardObject> {
+        self.cache.read().card_objects.clone()
+    }
+
+    /// Rebuilds the PKCS#11 view from `card_objects`; unchanged objects keep their handles.
+    pub fn set_card_objects(&self, card_objects: Vec<CardObject>) {
+        let mut handles = self.handles.lock();
+        let objects = object::build_objects(&card_objects, |class, info| {
+            *handles
+                .entry((class, info.id.clone(), info.label.clone()))
+                .or_insert_with(|| NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed))
+        })
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        *self.cache.write() = Cache {
+            card_objects,
+            objects,
+        };
+    }
+
+    /// Re-reads every object from the card (inside an operation of `run`).
+    pub fn reload(&self, ch: &mut AppletChannel<'_>) -> Result<()> {
+        let (_, card_objects) = read_card(ch, &self.reader)?;
+        self.set_card_objects(card_objects);
+        self.stale.store(false, Ordering::Release);
+        info!("{}: object cache re-read", self.reader);
+        Ok(())
+    }
+
+    /// Notes that the card reported a completed remote-management session.
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Release);
     }
 
     /// Runs one operation's APDUs on the token's channel inside one card transaction. After a
@@ -193,6 +264,17 @@ impl Token {
             return Err(Error::new(CKR_DEVICE_REMOVED, "token was removed"));
         }
         let mut link = self.link.lock();
+        if self.stale.load(Ordering::Acquire) {
+            let reloaded = link.run_once(self.style, &mut |ch: &mut AppletChannel<'_>| {
+                self.reload(ch)
+            });
+            if let Err(e) = reloaded {
+                warn!(
+                    "{}: re-reading the objects after a remote update: {e}",
+                    self.reader
+                );
+            }
+        }
         let mut result = link.run_once(self.style, &mut op);
         if let Err(e) = &result
             && e.is_card_reset()
@@ -206,6 +288,26 @@ impl Token {
             && e.rv() == CKR_DEVICE_REMOVED
         {
             self.mark_removed();
+        }
+        // A remote update completed (63CF) or changed an object under us (6989): the next
+        // operation first re-reads the objects, so no stale credential is ever used.
+        let changed =
+            matches!(&result, Err(e) if e.rv() == crate::error::CKR_IOTSAFE_OBJECT_CHANGED);
+        if std::mem::take(&mut link.remote_update_seen) || changed {
+            info!(
+                "{}: the card's objects changed remotely; refreshing the cache",
+                self.reader
+            );
+            self.mark_stale();
+            // Right away, so that object lookups (0 APDUs) never serve the old credential.
+            if let Err(e) = link.run_once(self.style, &mut |ch: &mut AppletChannel<'_>| {
+                self.reload(ch)
+            }) {
+                warn!(
+                    "{}: re-reading the objects: {e} (retried before the next operation)",
+                    self.reader
+                );
+            }
         }
         result
     }
@@ -276,12 +378,6 @@ impl Token {
         let Some((app_info, card_objects)) = read else {
             return Err(Error::new(CKR_GENERAL_ERROR, "card read did not run"));
         };
-        let objects = object::build_objects(&card_objects, || {
-            NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
-        })
-        .into_iter()
-        .map(Arc::new)
-        .collect::<Vec<_>>();
         let serial: String = app_info
             .identifier
             .iter()
@@ -294,10 +390,10 @@ impl Token {
                 .to_string()
         });
         info!(
-            "{reader}: IoT SAFE token {label:?} on {route:?}, {} objects",
-            objects.len()
+            "{reader}: IoT SAFE token {label:?} on {route:?}, {} card objects",
+            card_objects.len()
         );
-        Ok(Some(Token {
+        let token = Token {
             epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
             reader: reader.to_string(),
             link: Mutex::new(Link {
@@ -305,15 +401,24 @@ impl Token {
                 route,
                 aid,
                 logical_channel: config.applet.logical_channel,
+                remote_update_seen: false,
             }),
             style,
-            objects,
+            cache: RwLock::new(Cache {
+                card_objects: Vec::new(),
+                objects: Vec::new(),
+            }),
+            handles: Mutex::new(HashMap::new()),
+            stale: AtomicBool::new(false),
             label,
             serial,
             applet_version: app_info.version.unwrap_or(0),
+            app_info,
             logged_in: AtomicBool::new(false),
             removed: AtomicBool::new(false),
-        }))
+        };
+        token.set_card_objects(card_objects);
+        Ok(Some(token))
     }
 }
 
