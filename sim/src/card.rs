@@ -354,6 +354,8 @@ pub struct Card {
     stats: CardStats,
     present: bool,
     presence_epoch: u64,
+    /// Fault injection (see `faults.rs`); nothing armed by default.
+    pub(crate) faults: crate::faults::Faults,
 }
 
 impl Card {
@@ -366,6 +368,7 @@ impl Card {
             stats: CardStats::default(),
             present: true,
             presence_epoch: 0,
+            faults: Default::default(),
         };
         c.power_off();
         c
@@ -474,10 +477,11 @@ impl Card {
         if let Some(&ins) = command.get(1) {
             *self.stats.by_ins.entry(ins).or_insert(0) += 1;
         }
-        self.process(command)
+        // Fault injection (faults.rs): plain `process` unless a fault is armed.
+        crate::faults::transmit(self, command)
     }
 
-    fn process(&mut self, command: &[u8]) -> Vec<u8> {
+    pub(crate) fn process(&mut self, command: &[u8]) -> Vec<u8> {
         if command.len() < 4 {
             return sw_bytes(sw::WRONG_LENGTH).to_vec();
         }

@@ -87,6 +87,11 @@ pub const COMMANDS: &[(&str, &str, Handler)] = &[
     ),
     ("hang", "modem: stop answering until unhang", cmd_hang),
     ("unhang", "modem: answer again", cmd_unhang),
+    (
+        "fault",
+        "fault injection: `fault` lists, `fault clear`, `fault <sw=XXXX|truncate=N|endless-61xx|garbage|bad-tlv|remove|mute> [ins=XX] [skip=N] [count=N]`",
+        crate::faults::cmd_fault,
+    ),
     ("help", "list commands", cmd_help),
 ];
 

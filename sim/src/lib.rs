@@ -23,6 +23,8 @@ pub use card::{
     cla_for_channel,
 };
 pub mod control;
+pub mod faults;
+pub use faults::{Fault, FaultKind, Faults};
 pub mod modem;
 pub mod vpcd;
 
