@@ -20,6 +20,14 @@
 /* Key type (tag 4B): 0x13 P-256 persistent, 0x14 P-256 volatile. */
 #define CKA_IOTSAFE_KEY_TYPE           (CKA_VENDOR_DEFINED | 0x49530005UL)
 
+/* Vendor return values. */
+/* The object is being updated by a remote-management session of the card's security service
+ * (IoT SAFE status word 6984, GSMA IoT.04 G4). Other objects keep working; retry later. */
+#define CKR_IOTSAFE_OBJECT_BEING_UPDATED  (CKR_VENDOR_DEFINED | 0x49530001UL)
+/* The object changed while the operation ran (status word 6989 after a remote update), or the
+ * card's capacity is reached. The module has re-read the card's objects; retry. */
+#define CKR_IOTSAFE_OBJECT_CHANGED        (CKR_VENDOR_DEFINED | 0x49530002UL)
+
 /* Configuration (not C symbols): environment variables read by the module. */
 #define IOTSAFE_PKCS11_ENV_CONFIG "IOTSAFE_PKCS11_CONFIG" /* path of the TOML configuration */
 #define IOTSAFE_PKCS11_ENV_LOG    "IOTSAFE_PKCS11_LOG"    /* env_logger filter, e.g. "debug" */
@@ -33,6 +41,13 @@
 #define IOTSAFE_PKCS11_CFG_APPLET_CLA          "applet.cla"
 #define IOTSAFE_PKCS11_CFG_APPLET_CHANNEL      "applet.logical_channel"
 #define IOTSAFE_PKCS11_CFG_APPLET_TOKEN_LABEL  "applet.token_label"
+#define IOTSAFE_PKCS11_CFG_MODEM               "modem"            /* array of tables */
+#define IOTSAFE_PKCS11_CFG_MODEM_DEVICE        "modem.device"
+#define IOTSAFE_PKCS11_CFG_MODEM_BAUD          "modem.baud"
+#define IOTSAFE_PKCS11_CFG_MODEM_AT_MODE       "modem.at_mode"    /* "auto", "cgla", "csim" */
+#define IOTSAFE_PKCS11_CFG_MODEM_MAX_CMD_LEN   "modem.max_command_len"
+#define IOTSAFE_PKCS11_CFG_MODEM_TIMEOUT_MS    "modem.timeout_ms"
+#define IOTSAFE_PKCS11_CFG_MODEM_LABEL         "modem.label"
 
 /* This header needs the standard PKCS#11 types (CKA_VENDOR_DEFINED, CK_RV, ...). */
 #ifndef CKA_VENDOR_DEFINED
