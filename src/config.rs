@@ -114,6 +114,9 @@ pub struct AppletConfig {
     pub logical_channel: bool,
     /// Token label; default derived from the applet identifier.
     pub token_label: Option<String>,
+    /// Writes through the STORE DATA provisioning profile: `"auto"` (probe the card once at
+    /// connection), `"on"`, `"off"` (the token stays write-protected).
+    pub provisioning: String,
 }
 
 impl Default for AppletConfig {
@@ -123,6 +126,7 @@ impl Default for AppletConfig {
             cla: "inter-industry".into(),
             logical_channel: true,
             token_label: None,
+            provisioning: "auto".into(),
         }
     }
 }
@@ -162,6 +166,14 @@ impl Config {
                     ));
                 }
             }
+        }
+        if !matches!(self.applet.provisioning.as_str(), "auto" | "on" | "off") {
+            return Err(Error::new(
+                CKR_GENERAL_ERROR,
+                format!(
+                    "configuration {origin}: applet.provisioning must be \"auto\", \"on\" or \"off\""
+                ),
+            ));
         }
         if !matches!(self.applet.cla.as_str(), "inter-industry" | "proprietary") {
             return Err(Error::new(

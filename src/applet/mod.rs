@@ -479,6 +479,68 @@ impl AppletChannel<'_> {
     }
 }
 
+/// Largest data field of one short APDU.
+const MAX_APDU_DATA: usize = 255;
+
+impl AppletChannel<'_> {
+    /// STORE DATA of the provisioning profile: one BER-TLV (`tag` = sub-command) split into
+    /// blocks (P2 = block number, P1 b8 on the last block; P1 b1 when an answer is expected).
+    /// The card applies the sequence on its last block only, so a cut transfer changes nothing.
+    /// Returns the last answer (or the first that was not `9000`).
+    fn store_data_raw(&mut self, tag: u8, value: &[u8], expect_answer: bool) -> Result<Response> {
+        let mut payload = Vec::with_capacity(value.len() + 4);
+        tlv::push(&mut payload, tag, value);
+        let blocks: Vec<&[u8]> = payload.chunks(MAX_APDU_DATA).collect();
+        if blocks.len() > 256 {
+            return Err(Error::new(
+                CKR_DATA_LEN_RANGE,
+                "object too large for STORE DATA",
+            ));
+        }
+        // STORE DATA is a GlobalPlatform command: proprietary class.
+        let style = std::mem::replace(&mut self.style, ClassStyle::Proprietary);
+        let mut last_response = Ok(Response {
+            data: Vec::new(),
+            sw: SW_OK,
+        });
+        for (i, block) in blocks.iter().enumerate() {
+            let last = i + 1 == blocks.len();
+            let p1 = if last { 0x80 } else { 0x00 } | if expect_answer { 0x01 } else { 0x00 };
+            let le = if last && expect_answer {
+                Some(0x00)
+            } else {
+                None
+            };
+            last_response = self.exchange(0xE2, p1, i as u8, block, le, Trace::Full);
+            if !matches!(&last_response, Ok(r) if r.is_ok()) {
+                break;
+            }
+        }
+        self.style = style;
+        last_response
+    }
+
+    /// STORE DATA, failing on any status but `9000`.
+    pub fn store_data(&mut self, tag: u8, value: &[u8], expect_answer: bool) -> Result<Vec<u8>> {
+        let r = self.store_data_raw(tag, value, expect_answer)?;
+        if r.is_ok() {
+            Ok(r.data)
+        } else {
+            Err(sw_error(r.sw, "STORE DATA"))
+        }
+    }
+
+    /// Whether the card implements the provisioning profile: a select of an object that does
+    /// not exist answers "not found" on such a card and "unknown instruction" elsewhere. It
+    /// changes nothing on the card.
+    pub fn supports_provisioning(&mut self) -> Result<bool> {
+        let mut probe = Vec::new();
+        tlv::push(&mut probe, 0x83, &[0xFF, 0xFE, 0xFD, 0xFC]);
+        let r = self.store_data_raw(0x75, &probe, false)?;
+        Ok(matches!(r.sw, SW_OK | 0x6A82))
+    }
+}
+
 /// What GENERATE KEY PAIR answered.
 #[derive(Debug, Clone, Default)]
 pub struct GeneratedKeyPair {

@@ -53,6 +53,7 @@ pub const KEY_TYPE_P256_PERSISTENT: u8 = 0x13;
 pub const KEY_TYPE_P256_VOLATILE: u8 = 0x14;
 /// Crypto function bits (tag `61`).
 pub const FUNCTION_SIGNATURE: u8 = 0x01;
+pub const FUNCTION_KEY_GENERATION: u8 = 0x02;
 pub const FUNCTION_KEY_AGREEMENT: u8 = 0x04;
 /// Signature algorithm bit for ECDSA (tag `92`).
 pub const SIGNATURE_ECDSA: u8 = 0x04;

@@ -177,7 +177,9 @@ pkcs11_fn!(
                 manufacturerID: padded(TOKEN_MANUFACTURER),
                 model: padded(TOKEN_MODEL),
                 serialNumber: padded(&t.serial),
-                flags: CKF_RNG | CKF_WRITE_PROTECTED | CKF_TOKEN_INITIALIZED,
+                flags: CKF_RNG
+                    | CKF_TOKEN_INITIALIZED
+                    | if t.writable { 0 } else { CKF_WRITE_PROTECTED },
                 ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
                 ulSessionCount: t.session_count as CK_ULONG,
                 ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
@@ -207,8 +209,7 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let capacity = read(pul_count as *const CK_ULONG)?;
-        m.check_slot_for_mechanisms(slot_id)?;
-        let mechs = &token::mechanism::MECHANISMS;
+        let mechs = m.mechanisms(slot_id)?;
         write(pul_count, mechs.len() as CK_ULONG)?;
         if p_list.is_null() {
             return Ok(());
@@ -233,9 +234,11 @@ pkcs11_fn!(
         if p_info.is_null() {
             return Err(CKR_ARGUMENTS_BAD.into());
         }
-        m.check_slot_for_mechanisms(slot_id)?;
-        let e =
-            token::mechanism::find(mech_type).ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+        let e = m
+            .mechanisms(slot_id)?
+            .into_iter()
+            .find(|e| e.mechanism == mech_type)
+            .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
         write(
             p_info,
             CK_MECHANISM_INFO {
@@ -383,17 +386,8 @@ pkcs11_fn!(
         if ph_object.is_null() {
             return Err(CKR_ARGUMENTS_BAD.into());
         }
-        m.check_session(h_session)?;
-        let token_object = attrs
-            .iter()
-            .any(|(t, v)| *t == CKA_TOKEN && v.first().is_some_and(|b| *b != 0));
-        if token_object {
-            return Err(m.refuse_write(h_session));
-        }
-        Err(Error::new(
-            CKR_FUNCTION_NOT_SUPPORTED,
-            "session objects are not supported",
-        ))
+        let object = m.create_object(h_session, &attrs)?;
+        write(ph_object, object)
     }
 );
 
@@ -420,9 +414,7 @@ pkcs11_fn!(
 
 pkcs11_fn!(
     fn C_DestroyObject(h_session: CK_SESSION_HANDLE, h_object: CK_OBJECT_HANDLE) {
-        let m = module()?;
-        m.object(h_session, h_object)?;
-        Err(m.refuse_write(h_session))
+        module()?.destroy_object(h_session, h_object)
     }
 );
 
@@ -798,16 +790,30 @@ not_supported!(C_GenerateKey(
     ul_count: CK_ULONG,
     ph_key: CK_OBJECT_HANDLE_PTR,
 ));
-not_supported!(C_GenerateKeyPair(
-    h_session: CK_SESSION_HANDLE,
-    p_mechanism: CK_MECHANISM_PTR,
-    p_public_template: CK_ATTRIBUTE_PTR,
-    ul_public_count: CK_ULONG,
-    p_private_template: CK_ATTRIBUTE_PTR,
-    ul_private_count: CK_ULONG,
-    ph_public_key: CK_OBJECT_HANDLE_PTR,
-    ph_private_key: CK_OBJECT_HANDLE_PTR,
-));
+pkcs11_fn!(
+    fn C_GenerateKeyPair(
+        h_session: CK_SESSION_HANDLE,
+        p_mechanism: CK_MECHANISM_PTR,
+        p_public_template: CK_ATTRIBUTE_PTR,
+        ul_public_count: CK_ULONG,
+        p_private_template: CK_ATTRIBUTE_PTR,
+        ul_private_count: CK_ULONG,
+        ph_public_key: CK_OBJECT_HANDLE_PTR,
+        ph_private_key: CK_OBJECT_HANDLE_PTR,
+    ) {
+        let m = module()?;
+        let (mech, has_param) = util::mechanism(p_mechanism)?;
+        let public = template_values(template(p_public_template, ul_public_count)?)?;
+        let private = template_values(template(p_private_template, ul_private_count)?)?;
+        if ph_public_key.is_null() || ph_private_key.is_null() {
+            return Err(CKR_ARGUMENTS_BAD.into());
+        }
+        let (public_key, private_key) =
+            m.generate_key_pair(h_session, mech, has_param, &public, &private)?;
+        write(ph_public_key, public_key)?;
+        write(ph_private_key, private_key)
+    }
+);
 not_supported!(C_WrapKey(
     h_session: CK_SESSION_HANDLE,
     p_mechanism: CK_MECHANISM_PTR,
@@ -826,14 +832,56 @@ not_supported!(C_UnwrapKey(
     ul_count: CK_ULONG,
     ph_key: CK_OBJECT_HANDLE_PTR,
 ));
-not_supported!(C_DeriveKey(
-    h_session: CK_SESSION_HANDLE,
-    p_mechanism: CK_MECHANISM_PTR,
-    h_base_key: CK_OBJECT_HANDLE,
-    p_template: CK_ATTRIBUTE_PTR,
-    ul_count: CK_ULONG,
-    ph_key: CK_OBJECT_HANDLE_PTR,
-));
+pkcs11_fn!(
+    fn C_DeriveKey(
+        h_session: CK_SESSION_HANDLE,
+        p_mechanism: CK_MECHANISM_PTR,
+        h_base_key: CK_OBJECT_HANDLE,
+        p_template: CK_ATTRIBUTE_PTR,
+        ul_count: CK_ULONG,
+        ph_key: CK_OBJECT_HANDLE_PTR,
+    ) {
+        let m = module()?;
+        let mechanism = read(p_mechanism as *const CK_MECHANISM)?;
+        let params = ecdh_params(&mechanism)?;
+        let wanted = template_values(template(p_template, ul_count)?)?;
+        if ph_key.is_null() {
+            return Err(CKR_ARGUMENTS_BAD.into());
+        }
+        let key = m.derive_key(h_session, mechanism.mechanism, params, h_base_key, &wanted)?;
+        write(ph_key, key)
+    }
+);
+
+/// Copies `CK_ECDH1_DERIVE_PARAMS` out of the caller's mechanism (checked size and pointers).
+///
+/// # Safety
+/// The mechanism's parameter pointer must be valid for its stated length.
+unsafe fn ecdh_params(mechanism: &CK_MECHANISM) -> Result<Option<token::keys::EcdhParams>> {
+    if mechanism.mechanism != CKM_ECDH1_DERIVE {
+        return Ok(None);
+    }
+    if mechanism.pParameter.is_null()
+        || to_usize(mechanism.ulParameterLen)? != std::mem::size_of::<CK_ECDH1_DERIVE_PARAMS>()
+    {
+        return Err(Error::new(
+            CKR_MECHANISM_PARAM_INVALID,
+            "CK_ECDH1_DERIVE_PARAMS expected",
+        ));
+    }
+    // SAFETY: size checked above; the caller guarantees the pointer.
+    let p = unsafe { read(mechanism.pParameter as *const CK_ECDH1_DERIVE_PARAMS)? };
+    // SAFETY: the caller guarantees the data pointers and lengths.
+    let shared = unsafe { in_bytes(p.pSharedData, p.ulSharedDataLen) }
+        .map_err(|_| Error::new(CKR_MECHANISM_PARAM_INVALID, "shared data"))?;
+    let public = unsafe { in_bytes(p.pPublicData, p.ulPublicDataLen) }
+        .map_err(|_| Error::new(CKR_MECHANISM_PARAM_INVALID, "public data"))?;
+    Ok(Some(token::keys::EcdhParams {
+        kdf: p.kdf,
+        shared_data: shared.to_vec(),
+        public_data: public.to_vec(),
+    }))
+}
 
 pkcs11_fn!(
     fn C_SeedRandom(h_session: CK_SESSION_HANDLE, p_seed: CK_BYTE_PTR, ul_seed_len: CK_ULONG) {

@@ -13,7 +13,7 @@ pub struct MechanismEntry {
 const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 
 /// Signing happens on the card (`CKF_HW`); verification and hashing on the host.
-pub const MECHANISMS: [MechanismEntry; 7] = [
+pub const MECHANISMS: [MechanismEntry; 9] = [
     MechanismEntry {
         mechanism: CKM_ECDSA,
         min_key_bits: 256,
@@ -37,6 +37,18 @@ pub const MECHANISMS: [MechanismEntry; 7] = [
         min_key_bits: 256,
         max_key_bits: 256,
         flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
+    },
+    MechanismEntry {
+        mechanism: CKM_EC_KEY_PAIR_GEN,
+        min_key_bits: 256,
+        max_key_bits: 256,
+        flags: CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+    },
+    MechanismEntry {
+        mechanism: CKM_ECDH1_DERIVE,
+        min_key_bits: 256,
+        max_key_bits: 256,
+        flags: CKF_HW | CKF_DERIVE | EC_FLAGS,
     },
     MechanismEntry {
         mechanism: CKM_SHA256,

@@ -2,10 +2,12 @@
 //! objects, operations. Global state is an `Arc<Module>` behind a `RwLock` that is only held
 //! long enough to clone the `Arc`; card I/O never happens under a global lock.
 
+pub mod keys;
 pub mod mechanism;
 pub mod object;
 pub mod session;
 pub mod slot;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,11 +50,20 @@ pub struct Module {
     slots: RwLock<Vec<Arc<Slot>>>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
     next_session: AtomicU64,
+    /// Session objects (derived secret keys): handle → owner session, slot, object.
+    session_objects: RwLock<HashMap<CK_OBJECT_HANDLE, SessionObject>>,
     /// Card presence per slot as last reported by `C_WaitForSlotEvent`.
     reported_presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
     /// Set by `C_Finalize`; wakes a thread blocked in `C_WaitForSlotEvent`.
     finalized: AtomicBool,
     wake: Condvar,
+}
+
+/// An object that lives as long as the session that created it.
+pub struct SessionObject {
+    pub owner: CK_SESSION_HANDLE,
+    pub slot_id: CK_SLOT_ID,
+    pub object: Arc<Object>,
 }
 
 /// How often a blocking `C_WaitForSlotEvent` looks at the readers.
@@ -92,6 +103,7 @@ pub fn initialize(inline_config: Option<&str>) -> Result<()> {
         slots: RwLock::new(Vec::new()),
         sessions: RwLock::new(HashMap::new()),
         next_session: AtomicU64::new(1),
+        session_objects: RwLock::new(HashMap::new()),
         reported_presence: Mutex::new(HashMap::new()),
         finalized: AtomicBool::new(false),
         wake: Condvar::new(),
@@ -144,6 +156,7 @@ pub struct TokenInfo {
     pub applet_version: u8,
     pub session_count: usize,
     pub rw_session_count: usize,
+    pub writable: bool,
 }
 
 impl Module {
@@ -285,6 +298,7 @@ impl Module {
             .count();
         Ok(TokenInfo {
             rw_session_count,
+            writable: token.writable,
             label: token.label.clone(),
             serial: token.serial.clone(),
             applet_version: token.applet_version,
@@ -292,8 +306,24 @@ impl Module {
         })
     }
 
-    pub fn check_slot_for_mechanisms(&self, slot_id: CK_SLOT_ID) -> Result<()> {
-        self.present_token(slot_id).map(|_| ())
+    /// The mechanisms this slot's token really performs (from what the applet offers).
+    pub fn mechanisms(
+        &self,
+        slot_id: CK_SLOT_ID,
+    ) -> Result<Vec<&'static mechanism::MechanismEntry>> {
+        let token = self.present_token(slot_id)?;
+        Ok(mechanism::MECHANISMS
+            .iter()
+            .filter(|m| match m.mechanism {
+                CKM_EC_KEY_PAIR_GEN => token
+                    .app_info
+                    .offers(crate::applet::objects::FUNCTION_KEY_GENERATION),
+                CKM_ECDH1_DERIVE => token
+                    .app_info
+                    .offers(crate::applet::objects::FUNCTION_KEY_AGREEMENT),
+                _ => true,
+            })
+            .collect())
     }
 
     pub fn open_session(&self, slot_id: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
@@ -351,6 +381,9 @@ impl Module {
     pub fn close_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
         let removed = self.sessions.write().remove(&handle);
         let session = removed.ok_or_else(|| Error::from(CKR_SESSION_HANDLE_INVALID))?;
+        self.session_objects
+            .write()
+            .retain(|_, o| o.owner != handle);
         let (slot_id, token) = {
             let s = session.lock();
             (s.slot_id, s.token.clone())
@@ -364,6 +397,9 @@ impl Module {
         self.sessions
             .write()
             .retain(|_, s| s.lock().slot_id != slot_id);
+        self.session_objects
+            .write()
+            .retain(|_, o| o.slot_id != slot_id);
         if let Some(t) = slot.current_token() {
             t.logged_in.store(false, Ordering::Release);
         }
@@ -450,10 +486,51 @@ impl Module {
         object: CK_OBJECT_HANDLE,
     ) -> Result<Arc<Object>> {
         let s = self.session(handle)?;
-        let token = s.lock().token.clone();
-        token
-            .object(object)
+        let (token, slot_id) = {
+            let s = s.lock();
+            (s.token.clone(), s.slot_id)
+        };
+        if let Some(o) = token.object(object) {
+            return Ok(o);
+        }
+        self.session_objects
+            .read()
+            .get(&object)
+            .filter(|o| o.slot_id == slot_id)
+            .map(|o| o.object.clone())
             .ok_or_else(|| CKR_OBJECT_HANDLE_INVALID.into())
+    }
+
+    /// Adds a session object owned by `owner`.
+    pub fn add_session_object(
+        &self,
+        owner: CK_SESSION_HANDLE,
+        slot_id: CK_SLOT_ID,
+        object: Object,
+    ) -> CK_OBJECT_HANDLE {
+        let handle = object.handle;
+        self.session_objects.write().insert(
+            handle,
+            SessionObject {
+                owner,
+                slot_id,
+                object: Arc::new(object),
+            },
+        );
+        handle
+    }
+
+    /// `C_DestroyObject`: session objects go at once; token objects are writes.
+    pub fn destroy_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let found = self.object(handle, object)?;
+        if self.session_objects.write().remove(&found.handle).is_some() {
+            return Ok(());
+        }
+        self.destroy_token_object(handle, &found)
     }
 
     pub fn find_init(
@@ -466,10 +543,18 @@ impl Module {
         if s.find.is_some() {
             return Err(CKR_OPERATION_ACTIVE.into());
         }
+        let session_objects: Vec<Arc<Object>> = self
+            .session_objects
+            .read()
+            .values()
+            .filter(|o| o.slot_id == s.slot_id)
+            .map(|o| o.object.clone())
+            .collect();
         let mut found: Vec<CK_OBJECT_HANDLE> = s
             .token
             .objects()
             .iter()
+            .chain(session_objects.iter())
             .filter(|o| o.matches(template))
             .map(|o| o.handle)
             .collect();
@@ -800,6 +885,7 @@ impl Module {
     /// The error for a write to a token object: the session kind decides which one the
     /// specification names.
     pub fn refuse_write(&self, handle: CK_SESSION_HANDLE) -> Error {
+        // (Writable tokens take the write path before this is reached.)
         match self.session(handle) {
             Err(e) => e,
             Ok(s) if s.lock().is_rw() => {

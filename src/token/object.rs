@@ -80,7 +80,85 @@ pub struct Object {
     pub point: Option<[u8; 65]>,
 }
 
+impl Drop for Object {
+    /// Attribute values may hold secrets (derived keys): wiped when the object goes.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (_, v) in &mut self.attrs {
+            if let AttrValue::Bytes(b) = v {
+                b.zeroize();
+            }
+        }
+    }
+}
+
+/// The next handle for an object that is not on the card (session objects).
+pub fn next_session_object_handle() -> CK_OBJECT_HANDLE {
+    super::slot::allocate_object_handle()
+}
+
 impl Object {
+    /// A session secret key holding `value` (a derived key), with the attributes `template`
+    /// asked for. The value is readable only when the key is neither sensitive nor
+    /// unextractable.
+    pub fn secret_key(
+        value: &[u8],
+        key_type: CK_KEY_TYPE,
+        flags: &SecretKeyFlags,
+        label: &[u8],
+        id: &[u8],
+    ) -> Object {
+        let readable = !flags.sensitive && flags.extractable;
+        let attrs = vec![
+            (CKA_CLASS, ulong_attr(CKO_SECRET_KEY)),
+            (CKA_KEY_TYPE, ulong_attr(key_type)),
+            (CKA_TOKEN, bool_attr(false)),
+            (CKA_PRIVATE, bool_attr(flags.private)),
+            (CKA_MODIFIABLE, bool_attr(false)),
+            (CKA_COPYABLE, bool_attr(false)),
+            (CKA_DESTROYABLE, bool_attr(true)),
+            (CKA_LABEL, bytes_attr(label)),
+            (CKA_ID, bytes_attr(id)),
+            (CKA_START_DATE, bytes_attr(&[])),
+            (CKA_END_DATE, bytes_attr(&[])),
+            (CKA_LOCAL, bool_attr(false)),
+            (
+                CKA_KEY_GEN_MECHANISM,
+                ulong_attr(CK_UNAVAILABLE_INFORMATION),
+            ),
+            (CKA_ALLOWED_MECHANISMS, mechanisms_attr(&[])),
+            (CKA_SENSITIVE, bool_attr(flags.sensitive)),
+            (CKA_EXTRACTABLE, bool_attr(flags.extractable)),
+            (CKA_ALWAYS_SENSITIVE, bool_attr(flags.sensitive)),
+            (CKA_NEVER_EXTRACTABLE, bool_attr(!flags.extractable)),
+            (CKA_ENCRYPT, bool_attr(flags.encrypt)),
+            (CKA_DECRYPT, bool_attr(flags.decrypt)),
+            (CKA_SIGN, bool_attr(flags.sign)),
+            (CKA_VERIFY, bool_attr(flags.verify)),
+            (CKA_WRAP, bool_attr(flags.wrap)),
+            (CKA_UNWRAP, bool_attr(flags.unwrap)),
+            (CKA_DERIVE, bool_attr(flags.derive)),
+            (CKA_WRAP_WITH_TRUSTED, bool_attr(false)),
+            (CKA_TRUSTED, bool_attr(false)),
+            (CKA_VALUE_LEN, ulong_attr(value.len() as CK_ULONG)),
+            (
+                CKA_VALUE,
+                if readable {
+                    bytes_attr(value)
+                } else {
+                    AttrValue::Sensitive
+                },
+            ),
+        ];
+        Object {
+            handle: next_session_object_handle(),
+            class: CKO_SECRET_KEY,
+            attrs,
+            card: ObjectInfo::default(),
+            point: None,
+        }
+    }
+
     pub fn attribute(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&AttrValue> {
         self.attrs.iter().find(|(k, _)| *k == t).map(|(_, v)| v)
     }
@@ -132,6 +210,21 @@ fn is_bool_attribute(t: CK_ATTRIBUTE_TYPE) -> bool {
             | CKA_DERIVE
             | CKA_LOCAL
     )
+}
+
+/// The boolean attributes of a derived secret key, from its template.
+#[derive(Debug, Clone, Default)]
+pub struct SecretKeyFlags {
+    pub private: bool,
+    pub sensitive: bool,
+    pub extractable: bool,
+    pub encrypt: bool,
+    pub decrypt: bool,
+    pub sign: bool,
+    pub verify: bool,
+    pub wrap: bool,
+    pub unwrap: bool,
+    pub derive: bool,
 }
 
 /// What a certificate file tells about itself.
@@ -295,6 +388,14 @@ pub fn build_objects(
                 let mut a = common_attrs(CKO_PRIVATE_KEY, info);
                 key_attrs(&mut a, info, &id);
                 let sign = info.can_sign();
+                let derive = info.can_derive();
+                let mut allowed: Vec<CK_MECHANISM_TYPE> = Vec::new();
+                if sign {
+                    allowed.extend_from_slice(&SIGN_MECHANISMS);
+                }
+                if derive {
+                    allowed.push(CKM_ECDH1_DERIVE);
+                }
                 a.extend([
                     (CKA_SUBJECT, bytes_attr(&subject.unwrap_or_default())),
                     (CKA_SENSITIVE, bool_attr(true)),
@@ -302,17 +403,14 @@ pub fn build_objects(
                     (CKA_SIGN, bool_attr(sign)),
                     (CKA_SIGN_RECOVER, bool_attr(false)),
                     (CKA_UNWRAP, bool_attr(false)),
-                    (CKA_DERIVE, bool_attr(false)),
+                    (CKA_DERIVE, bool_attr(derive)),
                     (CKA_EXTRACTABLE, bool_attr(false)),
                     (CKA_ALWAYS_SENSITIVE, bool_attr(true)),
                     (CKA_NEVER_EXTRACTABLE, bool_attr(true)),
                     (CKA_WRAP_WITH_TRUSTED, bool_attr(false)),
                     (CKA_ALWAYS_AUTHENTICATE, bool_attr(false)),
                     (CKA_VALUE, AttrValue::Sensitive),
-                    (
-                        CKA_ALLOWED_MECHANISMS,
-                        mechanisms_attr(if sign { &SIGN_MECHANISMS } else { &[] }),
-                    ),
+                    (CKA_ALLOWED_MECHANISMS, mechanisms_attr(&allowed)),
                 ]);
                 // CKA_PUBLIC_KEY_INFO defaults to empty when the public key is not known.
                 a.push((

@@ -16,6 +16,11 @@ use crate::transport::{CardConnection, ChannelRoute, ReaderSource, SessionOpen};
 use super::object::{self, CardObject, Object};
 
 static NEXT_OBJECT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh object handle; handles are never reused while the module is loaded.
+pub fn allocate_object_handle() -> CK_OBJECT_HANDLE {
+    NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
+}
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
 /// The card link of a token. Its lock is held for the whole APDU sequence of one operation
@@ -188,6 +193,8 @@ pub struct Token {
     stale: AtomicBool,
     /// What GET DATA (application) said.
     pub app_info: applet::AppInfo,
+    /// The card takes writes through the STORE DATA provisioning profile.
+    pub writable: bool,
     pub label: String,
     pub serial: String,
     pub applet_version: u8,
@@ -231,7 +238,7 @@ impl Token {
         let objects = object::build_objects(&card_objects, |class, info| {
             *handles
                 .entry((class, info.id.clone(), info.label.clone()))
-                .or_insert_with(|| NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed))
+                .or_insert_with(allocate_object_handle)
         })
         .into_iter()
         .map(Arc::new)
@@ -372,10 +379,16 @@ impl Token {
         let mut read = None;
         conn.with_transaction(route, &mut |pipe| {
             let mut ch = AppletChannel::new(pipe, route.cla_channel(), style);
-            read = Some(read_card(&mut ch, reader)?);
+            let (app_info, objects) = read_card(&mut ch, reader)?;
+            let writable = match config.applet.provisioning.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => ch.supports_provisioning()?,
+            };
+            read = Some((app_info, objects, writable));
             Ok(())
         })?;
-        let Some((app_info, card_objects)) = read else {
+        let Some((app_info, card_objects, writable)) = read else {
             return Err(Error::new(CKR_GENERAL_ERROR, "card read did not run"));
         };
         let serial: String = app_info
@@ -414,6 +427,7 @@ impl Token {
             serial,
             applet_version: app_info.version.unwrap_or(0),
             app_info,
+            writable,
             logged_in: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         };
