@@ -155,8 +155,6 @@ impl Module {
         template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         self.check_session(handle)?;
-        let class = ulong(template, CKA_CLASS)?
-            .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is required"))?;
         let token_object =
             find_attr(template, CKA_TOKEN).is_some_and(|v| v.first().is_some_and(|b| *b != 0));
         if !token_object {
@@ -165,6 +163,10 @@ impl Module {
                 "session objects cannot be created on this token",
             ));
         }
+        // Write protection (or a read-only session) comes before the template's details.
+        let token = self.writable_token(handle)?;
+        let class = ulong(template, CKA_CLASS)?
+            .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is required"))?;
         if !matches!(class, CKO_CERTIFICATE | CKO_DATA) {
             return Err(Error::new(
                 CKR_ATTRIBUTE_VALUE_INVALID,
@@ -205,7 +207,6 @@ impl Module {
         } else {
             0x01
         };
-        let token = self.writable_token(handle)?;
         let label = find_attr(template, CKA_LABEL)
             .filter(|l| !l.is_empty())
             .map(<[u8]>::to_vec);
