@@ -1,6 +1,7 @@
 //! The card model: logical channels, the IoT SAFE applet and ISO transport behaviour.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,19 +13,30 @@ use crate::hash::{self, HashAlg, Hasher};
 use crate::profile::*;
 use crate::tlv::{self, Tlv};
 
+mod remote;
+mod store;
+
+use remote::RemoteSession;
+use store::{Selected, StoreState};
+
 /// Status words used by the simulator.
 pub mod sw {
     /// Success.
     pub const OK: u16 = 0x9000;
     /// More data available (object list paging).
     pub const MORE_DATA: u16 = 0x6300;
+    /// Success, and a remote management session has completed since (G4).
+    pub const REMOTE_COMPLETED: u16 = 0x63CF;
+    /// Referenced object is being updated by a remote management session (G4).
+    pub const REMOTE_UPDATING: u16 = 0x6984;
     /// Wrong length (Lc/Le inconsistent, data where none is allowed).
     pub const WRONG_LENGTH: u16 = 0x6700;
     /// Logical channel not supported / not open.
     pub const CHANNEL_NOT_SUPPORTED: u16 = 0x6881;
     /// Conditions of use not satisfied.
     pub const CONDITIONS: u16 = 0x6985;
-    /// Maximum capacity reached (too many sessions).
+    /// Maximum capacity reached (too many sessions / objects), or: the object of a
+    /// multi-APDU operation was changed underneath it (remote session, STORE DATA).
     pub const CAPACITY: u16 = 0x6989;
     /// Incorrect data (malformed TLV, missing tag, bad value).
     pub const WRONG_DATA: u16 = 0x6A80;
@@ -32,6 +44,8 @@ pub mod sw {
     pub const FUNC_NOT_SUPPORTED: u16 = 0x6A81;
     /// Referenced object / AID not found.
     pub const NOT_FOUND: u16 = 0x6A82;
+    /// Not enough memory (file slot or store size).
+    pub const NO_MEMORY: u16 = 0x6A84;
     /// Incorrect P1/P2.
     pub const WRONG_P1P2: u16 = 0x6A86;
     /// Instruction not supported (or applet not selected on the channel).
@@ -161,6 +175,16 @@ enum SessionKind {
     PutKey,
 }
 
+impl SessionKind {
+    /// The class of the object a session of this kind works on.
+    fn class(self) -> ObjectClass {
+        match self {
+            SessionKind::Sign => ObjectClass::PrivateKey,
+            SessionKind::Verify | SessionKind::PutKey => ObjectClass::PublicKey,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Session {
     /// Sign or verify.
@@ -172,6 +196,14 @@ enum Session {
     },
     /// PUT PUBLIC KEY.
     PutKey { key_id: Vec<u8>, buf: Vec<u8> },
+}
+
+impl Session {
+    fn key_id(&self) -> &[u8] {
+        match self {
+            Session::Crypto { key_id, .. } | Session::PutKey { key_id, .. } => key_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,15 +223,27 @@ struct ListCursor {
 struct Channel {
     applet_selected: bool,
     sessions: BTreeMap<(SessionKind, u8), Session>,
+    /// Sessions whose object was changed underneath them (their next update → `6989`).
+    interrupted: BTreeSet<(SessionKind, u8)>,
     pending: Option<Pending>,
     list_cursor: Option<ListCursor>,
+    /// A STORE DATA sequence in progress (cut by any other command on the channel).
+    store: Option<StoreState>,
+    /// The object selected by STORE DATA `75` / `7E`.
+    selected: Option<Selected>,
+    /// A remote management session ended while this channel was open: the next successful
+    /// applet command answers `63CF` instead of `9000`.
+    remote_completed: bool,
 }
 
 impl Channel {
     fn reset_applet_state(&mut self) {
         self.sessions.clear();
+        self.interrupted.clear();
         self.pending = None;
         self.list_cursor = None;
+        self.store = None;
+        self.selected = None;
     }
 }
 
@@ -356,13 +400,26 @@ pub struct Card {
     presence_epoch: u64,
     /// Fault injection (see `faults.rs`); nothing armed by default.
     pub(crate) faults: crate::faults::Faults,
+    /// The objects restored by STORE DATA `7F` (reset store): the profile given to
+    /// [`Card::new`] without the objects the device had created.
+    installed: Profile,
+    content_epoch: u64,
+    persist_path: Option<PathBuf>,
+    last_save_error: Option<String>,
+    remote: Option<RemoteSession>,
 }
 
 impl Card {
     /// A powered card with only the basic channel open and nothing selected.
     pub fn new(profile: Profile, options: CardOptions) -> Card {
+        let installed = profile.without_device_objects();
         let mut c = Card {
             profile,
+            installed,
+            content_epoch: 0,
+            persist_path: None,
+            last_save_error: None,
+            remote: None,
             options,
             channels: Vec::new(),
             stats: CardStats::default(),
@@ -374,9 +431,55 @@ impl Card {
         c
     }
 
-    /// The current card content (changed by GENERATE KEY PAIR / PUT PUBLIC KEY).
+    /// The current card content (changed by GENERATE KEY PAIR / PUT PUBLIC KEY, STORE
+    /// DATA and remote management sessions).
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// Switches the provisioning profile (STORE DATA) on or off at run time.
+    pub fn set_provisioning(&mut self, on: bool) {
+        self.profile.provisioning = on;
+    }
+
+    /// Saves the profile to `path` (atomically) after every content change that must
+    /// survive a restart: STORE DATA, GENERATE KEY PAIR of a persistent key, PUT PUBLIC KEY
+    /// into a persistent container, the end of a remote management session. `None` stops.
+    pub fn set_persist_path(&mut self, path: Option<PathBuf>) {
+        self.persist_path = path;
+    }
+
+    /// The file the profile is saved to (see [`Card::set_persist_path`]).
+    pub fn persist_path(&self) -> Option<&Path> {
+        self.persist_path.as_deref()
+    }
+
+    /// The error of the last save, if it failed.
+    pub fn last_save_error(&self) -> Option<&str> {
+        self.last_save_error.as_deref()
+    }
+
+    /// Incremented by every change of the card content (objects, keys, files).
+    pub fn content_epoch(&self) -> u64 {
+        self.content_epoch
+    }
+
+    /// Records a content change; saves the profile if `persist` and a path is set.
+    fn content_changed(&mut self, persist: bool) {
+        self.content_epoch += 1;
+        if !persist {
+            return;
+        }
+        if let Some(path) = &self.persist_path {
+            match self.profile.save(path) {
+                Ok(()) => self.last_save_error = None,
+                Err(e) => {
+                    let msg = format!("saving the profile to {}: {e}", path.display());
+                    eprintln!("iotsafe-sim: {msg}");
+                    self.last_save_error = Some(msg);
+                }
+            }
+        }
     }
 
     /// The options in force.
@@ -495,6 +598,7 @@ impl Card {
             if let Some(Some(c)) = self.channels.get_mut(ch) {
                 c.pending = None;
                 c.list_cursor = None;
+                c.store = None;
             }
             return sw_bytes(sw::WRONG_LENGTH).to_vec();
         };
@@ -508,14 +612,30 @@ impl Card {
             if !(apdu.ins == 0xCB && apdu.p1 == 0x01) {
                 c.list_cursor = None;
             }
+            if apdu.ins != 0xE2 {
+                c.store = None;
+            }
             cursor
         };
+        let applet_cmd = !matches!((apdu.ins, proprietary), (0x70 | 0xA4, false));
         let result = self.dispatch(ch, proprietary, &apdu);
         let reply = match result {
             Ok(r) => r,
             Err(s) => return sw_bytes(s).to_vec(),
         };
-        self.finish_reply(ch, &apdu, reply, saved_cursor)
+        self.finish_reply(ch, &apdu, reply, saved_cursor, applet_cmd)
+    }
+
+    /// `63CF` instead of `9000` for the first successful applet command on a channel after
+    /// a remote management session ended (consumes the channel's flag).
+    fn remote_sw(&mut self, ch: usize, applet_cmd: bool, sw: u16) -> u16 {
+        if applet_cmd && sw == sw::OK {
+            let c = self.chan(ch);
+            if std::mem::take(&mut c.remote_completed) {
+                return sw::REMOTE_COMPLETED;
+            }
+        }
+        sw
     }
 
     fn chan(&mut self, ch: usize) -> &mut Channel {
@@ -532,12 +652,14 @@ impl Card {
         apdu: &Apdu<'_>,
         reply: Reply,
         saved_cursor: Option<ListCursor>,
+        applet_cmd: bool,
     ) -> Vec<u8> {
         let Reply { data, sw, le_rule } = reply;
         if data.is_empty() {
-            return sw_bytes(sw).to_vec();
+            return sw_bytes(self.remote_sw(ch, applet_cmd, sw)).to_vec();
         }
         if self.options.t0_style && apdu.ins != 0x70 {
+            let sw = self.remote_sw(ch, applet_cmd, sw);
             let n = data.len().min(256);
             self.chan(ch).pending = Some(Pending {
                 data,
@@ -556,6 +678,7 @@ impl Card {
             self.chan(ch).list_cursor = saved_cursor;
             return vec![0x6C, data.len() as u8];
         }
+        let sw = self.remote_sw(ch, applet_cmd, sw);
         if data.len() > 256 {
             let rest = data.len() - 256;
             let mut out = data[..256].to_vec();
@@ -621,6 +744,7 @@ impl Card {
             0xD8 => self.put_key_update(ch, a),
             0xB9 => self.generate_key_pair(a),
             0x46 => self.compute_dh(a),
+            0xE2 => self.store_data(ch, a),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }
@@ -753,7 +877,7 @@ impl Card {
                     }
                     0xC3 => {
                         let f = self.find_file(&tlvs)?;
-                        file_info(f)
+                        self.listed_file_info(f)
                     }
                     _ => {
                         let k = self.find_secret(&tlvs)?;
@@ -793,7 +917,7 @@ impl Card {
         let p = &self.profile;
         let privs: Vec<Vec<u8>> = p.private_keys.iter().map(private_key_info).collect();
         let pubs: Vec<Vec<u8>> = p.public_keys.iter().map(public_key_info).collect();
-        let files: Vec<Vec<u8>> = p.files.iter().map(file_info).collect();
+        let files: Vec<Vec<u8>> = p.files.iter().map(|f| self.listed_file_info(f)).collect();
         let secrets: Vec<Vec<u8>> = p.secret_keys.iter().map(secret_key_info).collect();
         let mut out = Vec::new();
         match self.options.object_list_style {
@@ -836,6 +960,7 @@ impl Card {
 
     fn find_private(&self, tlvs: &[Tlv<'_>]) -> Result<&PrivateKey, u16> {
         let r = obj_ref(tlvs, 0x84, 0x74)?;
+        self.remote_check(ObjectClass::PrivateKey, &r)?;
         self.profile
             .private_keys
             .iter()
@@ -845,6 +970,7 @@ impl Card {
 
     fn find_public(&self, tlvs: &[Tlv<'_>]) -> Result<&PublicKey, u16> {
         let r = obj_ref(tlvs, 0x85, 0x75)?;
+        self.remote_check(ObjectClass::PublicKey, &r)?;
         self.profile
             .public_keys
             .iter()
@@ -854,6 +980,7 @@ impl Card {
 
     fn find_file(&self, tlvs: &[Tlv<'_>]) -> Result<&File, u16> {
         let r = obj_ref(tlvs, 0x83, 0x73)?;
+        self.remote_check(ObjectClass::File, &r)?;
         self.profile
             .files
             .iter()
@@ -863,6 +990,7 @@ impl Card {
 
     fn find_secret(&self, tlvs: &[Tlv<'_>]) -> Result<&SecretKey, u16> {
         let r = obj_ref(tlvs, 0x86, 0x76)?;
+        self.remote_check(ObjectClass::SecretKey, &r)?;
         self.profile
             .secret_keys
             .iter()
@@ -929,7 +1057,9 @@ impl Card {
         }
         match a.p1 {
             0x01 => {
-                self.chan(ch).sessions.remove(&(kind, a.p2));
+                let c = self.chan(ch);
+                c.sessions.remove(&(kind, a.p2));
+                c.interrupted.remove(&(kind, a.p2));
                 return Ok(Reply::ok());
             }
             0x00 => {}
@@ -1013,7 +1143,9 @@ impl Card {
         if !replacing && self.open_session_count() >= self.profile.max_sessions as usize {
             return Err(sw::CAPACITY);
         }
-        self.chan(ch).sessions.insert((kind, a.p2), session);
+        let c = self.chan(ch);
+        c.sessions.insert((kind, a.p2), session);
+        c.interrupted.remove(&(kind, a.p2));
         Ok(Reply::ok())
     }
 
@@ -1043,6 +1175,7 @@ impl Card {
         else {
             return Err(sw::CONDITIONS);
         };
+        self.session_guard(ch, key, &key_id)?;
         let tlvs = tlv::parse(a.data, &[0x33]).map_err(|_| sw::WRONG_DATA)?;
         let signature = if kind == SessionKind::Verify && last {
             Some(
@@ -1178,6 +1311,11 @@ impl Card {
             return Err(sw::WRONG_P1P2);
         }
         let key = (SessionKind::PutKey, a.p2);
+        let key_id = match self.chan(ch).sessions.get(&key) {
+            Some(s @ Session::PutKey { .. }) => s.key_id().to_vec(),
+            _ => return Err(sw::CONDITIONS),
+        };
+        self.session_guard(ch, key, &key_id)?;
         let (key_id, data) = match self.chan(ch).sessions.get_mut(&key) {
             Some(Session::PutKey { key_id, buf }) => {
                 buf.extend_from_slice(a.data);
@@ -1202,7 +1340,28 @@ impl Card {
             .ok_or(sw::CONDITIONS)?;
         k.point = Some(point);
         k.state = ObjectState::Activated;
+        let persistent = is_persistent_key_type(k.key_type);
+        self.content_changed(persistent);
         Ok(Reply::ok())
+    }
+
+    /// Checks the object of an open session before an update: being updated by a remote
+    /// session → `6984`; changed underneath the session → `6989` (the session is dropped).
+    fn session_guard(
+        &mut self,
+        ch: usize,
+        key: (SessionKind, u8),
+        key_id: &[u8],
+    ) -> Result<(), u16> {
+        if self.remote_has(key.0.class(), key_id) {
+            return Err(sw::REMOTE_UPDATING);
+        }
+        let c = self.chan(ch);
+        if c.interrupted.remove(&key) {
+            c.sessions.remove(&key);
+            return Err(sw::CAPACITY);
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- key generation, DH
@@ -1222,19 +1381,25 @@ impl Card {
             return Err(sw::CONDITIONS);
         }
         let id = k.id.clone();
+        let persistent = is_persistent_key_type(k.key_type);
+        let pub_id = paired_public_id(&self.profile, &id);
+        if self.remote_has(ObjectClass::PublicKey, &pub_id) {
+            return Err(sw::REMOTE_UPDATING);
+        }
         let sk = random_secret_key().ok_or(sw::UNKNOWN)?;
         let point = sk.public_key().to_sec1_point(false).as_bytes().to_vec();
         if let Some(k) = self.profile.private_keys.iter_mut().find(|k| k.id == id) {
             k.private = Some(sk.to_bytes().to_vec());
             k.state = ObjectState::Activated;
         }
-        if let Some(p) = self.profile.public_keys.iter_mut().find(|k| k.id == id) {
+        if let Some(p) = self.profile.public_keys.iter_mut().find(|k| k.id == pub_id) {
             p.point = Some(point.clone());
             p.state = ObjectState::Activated;
         }
+        self.content_changed(persistent);
         let mut out = Vec::new();
         tlv::push(&mut out, 0x84, &id);
-        tlv::push(&mut out, 0x85, &id);
+        tlv::push(&mut out, 0x85, &pub_id);
         out.extend_from_slice(&public_key_format(&point));
         Ok(Reply::data(out))
     }
@@ -1260,6 +1425,20 @@ impl Card {
         let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
         Ok(Reply::data(shared.raw_secret_bytes().to_vec()))
     }
+}
+
+/// Key types `13` / `23`: persistent (their changes are saved to the profile file).
+fn is_persistent_key_type(t: u8) -> bool {
+    matches!(t, 0x13 | 0x23)
+}
+
+/// The public key GENERATE KEY PAIR fills for a private key: the one with the same ID,
+/// or the one named when the device created the pair with another ID.
+fn paired_public_id(p: &Profile, id: &[u8]) -> Vec<u8> {
+    p.device_object(ObjectClass::PrivateKey, id)
+        .and_then(|d| d.public_id.clone())
+        .filter(|pid| p.public_key(pid).is_some())
+        .unwrap_or_else(|| id.to_vec())
 }
 
 fn random_secret_key() -> Option<p256::SecretKey> {
@@ -1530,5 +1709,61 @@ impl SharedCard {
     /// Runs `f` with the card locked.
     pub fn with<R>(&self, f: impl FnOnce(&mut Card) -> R) -> R {
         f(&mut self.lock())
+    }
+
+    /// See [`Card::set_provisioning`].
+    pub fn set_provisioning(&self, on: bool) {
+        self.lock().set_provisioning(on)
+    }
+
+    /// See [`Card::set_persist_path`].
+    pub fn set_persist_path(&self, path: Option<PathBuf>) {
+        self.lock().set_persist_path(path)
+    }
+
+    /// See [`Card::content_epoch`].
+    pub fn content_epoch(&self) -> u64 {
+        self.lock().content_epoch()
+    }
+
+    /// See [`Card::remote_begin`].
+    pub fn remote_begin(&self, class: ObjectClass, id: &[u8]) -> Result<(), String> {
+        self.lock().remote_begin(class, id)
+    }
+
+    /// See [`Card::remote_replace_file`].
+    pub fn remote_replace_file(&self, id: &[u8], content: Vec<u8>) -> Result<(), String> {
+        self.lock().remote_replace_file(id, content)
+    }
+
+    /// See [`Card::remote_replace_key`].
+    pub fn remote_replace_key(&self, id: &[u8]) -> Result<Vec<u8>, String> {
+        self.lock().remote_replace_key(id)
+    }
+
+    /// See [`Card::remote_delete`].
+    pub fn remote_delete(&self, class: ObjectClass, id: &[u8]) -> Result<(), String> {
+        self.lock().remote_delete(class, id)
+    }
+
+    /// See [`Card::remote_add_file`].
+    pub fn remote_add_file(
+        &self,
+        id: &[u8],
+        label: Option<Vec<u8>>,
+        usage: u8,
+        content: Vec<u8>,
+    ) -> Result<(), String> {
+        self.lock().remote_add_file(id, label, usage, content)
+    }
+
+    /// See [`Card::remote_end`].
+    pub fn remote_end(&self) -> Result<Vec<(ObjectClass, Vec<u8>)>, String> {
+        self.lock().remote_end()
+    }
+
+    /// See [`Card::remote_session`].
+    pub fn remote_session(&self) -> Option<Vec<(ObjectClass, Vec<u8>)>> {
+        self.lock().remote_session()
     }
 }

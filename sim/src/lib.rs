@@ -13,9 +13,13 @@ pub mod pki;
 pub mod profile;
 pub mod tlv;
 
-pub use pki::{DefaultBundle, bundle_from_seed, default_bundle, default_profile};
+pub use pki::{
+    DefaultBundle, bundle_from_seed, default_bundle, default_profile,
+    default_profile_with_provisioning,
+};
 pub use profile::{
-    AppInfo, File, ObjectState, PrivateKey, Profile, ProfileError, PublicKey, SecretKey,
+    AppInfo, DeviceObject, FactoryObjects, File, ObjectClass, ObjectState, PrivateKey, Profile,
+    ProfileError, PublicKey, SecretKey,
 };
 pub mod card;
 pub use card::{

@@ -89,6 +89,11 @@ pub fn default_profile() -> Profile {
     default_bundle().profile
 }
 
+/// The default profile with the provisioning profile (STORE DATA) switched on.
+pub fn default_profile_with_provisioning() -> Profile {
+    default_profile().with_provisioning(true)
+}
+
 /// Derives a P-256 key deterministically from `seed` and `name`.
 pub fn derive_key(seed: &[u8], name: &str) -> p256::SecretKey {
     let mut ctr: u32 = 0;

@@ -62,6 +62,100 @@ impl ObjectState {
     }
 }
 
+/// The four object classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectClass {
+    /// Private keys (`C1`, tags `74`/`84`).
+    PrivateKey,
+    /// Public keys (`C2`, tags `75`/`85`).
+    PublicKey,
+    /// Files (`C3`, tags `73`/`83`).
+    File,
+    /// Secret keys (`C4`, tags `76`/`86`).
+    SecretKey,
+}
+
+impl ObjectClass {
+    /// Short name as used by the control socket: `private`, `public`, `file`, `secret`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectClass::PrivateKey => "private",
+            ObjectClass::PublicKey => "public",
+            ObjectClass::File => "file",
+            ObjectClass::SecretKey => "secret",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ObjectClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "private" | "private_key" | "priv" => Ok(ObjectClass::PrivateKey),
+            "public" | "public_key" | "pub" => Ok(ObjectClass::PublicKey),
+            "file" => Ok(ObjectClass::File),
+            "secret" | "secret_key" => Ok(ObjectClass::SecretKey),
+            _ => Err(format!(
+                "unknown object class {s:?} (expected private, public, file or secret)"
+            )),
+        }
+    }
+}
+
+/// Which factory objects (those the device did not create) the device may replace or
+/// delete with STORE DATA. Secret keys are never changeable from the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactoryObjects {
+    /// Only those whose access conditions (tag `60`) include update (`02`).
+    #[default]
+    UpdateAccess,
+    /// None.
+    Protected,
+    /// All (except secret keys).
+    Writable,
+}
+
+impl std::str::FromStr for FactoryObjects {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "update-access" => Ok(FactoryObjects::UpdateAccess),
+            "protected" => Ok(FactoryObjects::Protected),
+            "writable" => Ok(FactoryObjects::Writable),
+            _ => Err(format!(
+                "unknown value {s:?} (expected update-access, protected or writable)"
+            )),
+        }
+    }
+}
+
+/// An object the device created with STORE DATA (persisted in the profile as
+/// `[[device_object]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceObject {
+    /// Object class.
+    pub class: ObjectClass,
+    /// Object ID.
+    #[serde(with = "hex_bytes")]
+    pub id: Vec<u8>,
+    /// Files: the slot size declared at creation (tag `20`); updates may not exceed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u16>,
+    /// Private keys created with `71` whose public key has another ID: that ID
+    /// (GENERATE KEY PAIR fills it).
+    #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub public_id: Option<Vec<u8>>,
+}
+
 /// Values announced by GET DATA application information (except `11` and `B7`,
 /// which are [`Profile::applet_id`] and [`Profile::max_sessions`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,6 +412,17 @@ pub struct Profile {
     /// Highest logical channel number (channels `1..=max_channels` can be opened).
     #[serde(default = "d_max_channels")]
     pub max_channels: u8,
+    /// Local provisioning profile (STORE DATA) offered to the device. Off: STORE DATA
+    /// answers `6D00` like a card without it.
+    #[serde(default)]
+    pub provisioning: bool,
+    /// Which factory objects the device may replace or delete (STORE DATA).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub factory_objects: FactoryObjects,
+    /// Total bytes available for file contents and file slots (STORE DATA `74`/`77` beyond
+    /// it answer `6A84`); 0 = unlimited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub store_size: u32,
     /// Application information values.
     #[serde(default)]
     pub app_info: AppInfo,
@@ -333,6 +438,13 @@ pub struct Profile {
     /// Secret keys.
     #[serde(default, rename = "secret_key", skip_serializing_if = "Vec::is_empty")]
     pub secret_keys: Vec<SecretKey>,
+    /// Objects created by the device (STORE DATA); the rest are factory objects.
+    #[serde(
+        default,
+        rename = "device_object",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub device_objects: Vec<DeviceObject>,
 }
 
 impl Default for Profile {
@@ -342,11 +454,15 @@ impl Default for Profile {
             applet_id: d_applet_id(),
             max_sessions: d_max_sessions(),
             max_channels: d_max_channels(),
+            provisioning: false,
+            factory_objects: FactoryObjects::default(),
+            store_size: 0,
             app_info: AppInfo::default(),
             private_keys: Vec::new(),
             public_keys: Vec::new(),
             files: Vec::new(),
             secret_keys: Vec::new(),
+            device_objects: Vec::new(),
         }
     }
 }
@@ -399,11 +515,61 @@ impl Profile {
         toml::to_string(self).map_err(|e| ProfileError::Toml(e.to_string()))
     }
 
-    /// Writes the profile as TOML.
+    /// Writes the profile as TOML, atomically: a temporary file in the same directory is
+    /// written, synced and renamed over `path`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ProfileError> {
+        let path = path.as_ref();
         let text = self.to_toml()?;
-        std::fs::write(path, text)?;
-        Ok(())
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "profile".into());
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            ProfileError::Io(e)
+        })
+    }
+
+    /// The same profile with the provisioning profile (STORE DATA) switched on or off.
+    pub fn with_provisioning(mut self, on: bool) -> Profile {
+        self.provisioning = on;
+        self
+    }
+
+    /// The entry of an object the device created, if it did.
+    pub fn device_object(&self, class: ObjectClass, id: &[u8]) -> Option<&DeviceObject> {
+        self.device_objects
+            .iter()
+            .find(|d| d.class == class && d.id == id)
+    }
+
+    /// Whether the device created this object (STORE DATA).
+    pub fn is_device_object(&self, class: ObjectClass, id: &[u8]) -> bool {
+        self.device_object(class, id).is_some()
+    }
+
+    /// The profile without the objects the device created (the "installed" state).
+    pub fn without_device_objects(&self) -> Profile {
+        let mut p = self.clone();
+        let dev = std::mem::take(&mut p.device_objects);
+        let is_dev = |c: ObjectClass, id: &[u8]| dev.iter().any(|d| d.class == c && d.id == id);
+        p.private_keys
+            .retain(|k| !is_dev(ObjectClass::PrivateKey, &k.id));
+        p.public_keys
+            .retain(|k| !is_dev(ObjectClass::PublicKey, &k.id));
+        p.files.retain(|k| !is_dev(ObjectClass::File, &k.id));
+        p.secret_keys
+            .retain(|k| !is_dev(ObjectClass::SecretKey, &k.id));
+        p
     }
 
     /// Checks lengths, key material and uniqueness of references.
@@ -492,6 +658,11 @@ impl Profile {
                 return bad("file larger than 65535 bytes".into());
             }
         }
+        for d in &self.device_objects {
+            if d.id.is_empty() || d.id.len() > 127 {
+                return bad("device_object: id must be 1..127 bytes".into());
+            }
+        }
         Ok(())
     }
 
@@ -516,6 +687,12 @@ impl Profile {
     }
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
 fn d_aid() -> Vec<u8> {
     DEFAULT_AID.to_vec()
 }
