@@ -423,6 +423,20 @@ impl Module {
             return Err(CKR_MECHANISM_INVALID.into());
         }
         let params = params.ok_or_else(|| Error::from(CKR_MECHANISM_PARAM_INVALID))?;
+        if !matches!(
+            params.kdf,
+            CKD_NULL
+                | CKD_SHA1_KDF
+                | CKD_SHA224_KDF
+                | CKD_SHA256_KDF
+                | CKD_SHA384_KDF
+                | CKD_SHA512_KDF
+        ) {
+            return Err(Error::new(
+                CKR_MECHANISM_PARAM_INVALID,
+                format!("KDF 0x{:x} is not supported", params.kdf),
+            ));
+        }
         if params.kdf == CKD_NULL && !params.shared_data.is_empty() {
             return Err(Error::new(
                 CKR_MECHANISM_PARAM_INVALID,
