@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::card::SharedCard;
+use crate::hexutil;
 use crate::modem::ModemControl;
+use crate::profile::ObjectClass;
 
 /// What the control commands act on: the card, and the modem if this process runs one.
 #[derive(Debug, Clone)]
@@ -91,6 +93,46 @@ pub const COMMANDS: &[(&str, &str, Handler)] = &[
         "fault",
         "fault injection: `fault` lists, `fault clear`, `fault <sw=XXXX|truncate=N|endless-61xx|garbage|bad-tlv|remove|mute> [ins=XX] [skip=N] [count=N]`",
         crate::faults::cmd_fault,
+    ),
+    (
+        "provisioning",
+        "`provisioning` shows, `provisioning on|off` switches the STORE DATA provisioning profile",
+        cmd_provisioning,
+    ),
+    (
+        "remote",
+        "the running remote management session (G4), if any",
+        cmd_remote,
+    ),
+    (
+        "remote-begin",
+        "remote-begin <private|public|file|secret> <id-hex>: start a remote session updating that object (device commands on it answer 6984)",
+        cmd_remote_begin,
+    ),
+    (
+        "remote-replace-file",
+        "remote-replace-file <id-hex> <path>: new content (DER, or PEM converted to DER) for a file",
+        cmd_remote_replace_file,
+    ),
+    (
+        "remote-replace-key",
+        "remote-replace-key <id-hex>: new random key pair for that private key and its public key",
+        cmd_remote_replace_key,
+    ),
+    (
+        "remote-delete",
+        "remote-delete <private|public|file|secret> <id-hex>: delete an object",
+        cmd_remote_delete,
+    ),
+    (
+        "remote-add-file",
+        "remote-add-file <id-hex> <label|-> <usage 1|2> <path>: add a file",
+        cmd_remote_add_file,
+    ),
+    (
+        "remote-end",
+        "end the remote session: changes applied, next successful command per open channel answers 63CF",
+        cmd_remote_end,
     ),
     ("help", "list commands", cmd_help),
 ];
@@ -244,6 +286,139 @@ fn cmd_unhang(ctx: &Context, _args: &str) -> Value {
         }
         None => no_modem(),
     }
+}
+
+fn cmd_provisioning(ctx: &Context, args: &str) -> Value {
+    match args {
+        "" => {}
+        "on" | "true" | "1" => ctx.card.set_provisioning(true),
+        "off" | "false" | "0" => ctx.card.set_provisioning(false),
+        _ => return error("usage: provisioning [on|off]"),
+    }
+    json!({"ok": true, "provisioning": ctx.card.with(|c| c.profile().provisioning)})
+}
+
+fn targets_json(targets: &[(ObjectClass, Vec<u8>)]) -> Value {
+    Value::Array(
+        targets
+            .iter()
+            .map(|(c, id)| json!({"class": c.name(), "id": hexutil::encode(id)}))
+            .collect(),
+    )
+}
+
+fn result(r: Result<Value, String>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err(e) => error(e),
+    }
+}
+
+fn parse_id(s: &str) -> Result<Vec<u8>, String> {
+    let id = hexutil::decode(s)?;
+    if id.is_empty() {
+        return Err("empty id".into());
+    }
+    Ok(id)
+}
+
+/// Reads a file for the card: DER as is, PEM (`-----BEGIN`) converted to DER.
+pub fn read_der_or_pem(path: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let text_start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    if bytes[text_start..].starts_with(b"-----BEGIN") {
+        let (_label, der) =
+            der::pem::decode_vec(&bytes[text_start..]).map_err(|e| format!("{path}: PEM: {e}"))?;
+        return Ok(der);
+    }
+    Ok(bytes)
+}
+
+fn cmd_remote(ctx: &Context, _args: &str) -> Value {
+    match ctx.card.remote_session() {
+        Some(t) => json!({"ok": true, "session": targets_json(&t)}),
+        None => json!({"ok": true, "session": null}),
+    }
+}
+
+fn cmd_remote_begin(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let mut w = args.split_whitespace();
+        let (Some(class), Some(id), None) = (w.next(), w.next(), w.next()) else {
+            return Err("usage: remote-begin <private|public|file|secret> <id-hex>".into());
+        };
+        let class: ObjectClass = class.parse()?;
+        let id = parse_id(id)?;
+        ctx.card.remote_begin(class, &id)?;
+        Ok(json!({"ok": true, "session": targets_json(&[(class, id)])}))
+    })())
+}
+
+fn cmd_remote_replace_file(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let Some((id, path)) = args.split_once(char::is_whitespace) else {
+            return Err("usage: remote-replace-file <id-hex> <path>".into());
+        };
+        let id = parse_id(id)?;
+        let content = read_der_or_pem(path.trim())?;
+        let size = content.len();
+        ctx.card.remote_replace_file(&id, content)?;
+        Ok(json!({"ok": true, "size": size}))
+    })())
+}
+
+fn cmd_remote_replace_key(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let id = parse_id(args)?;
+        let point = ctx.card.remote_replace_key(&id)?;
+        Ok(json!({"ok": true, "point": hexutil::encode(&point)}))
+    })())
+}
+
+fn cmd_remote_delete(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let mut w = args.split_whitespace();
+        let (Some(class), Some(id), None) = (w.next(), w.next(), w.next()) else {
+            return Err("usage: remote-delete <private|public|file|secret> <id-hex>".into());
+        };
+        let class: ObjectClass = class.parse()?;
+        ctx.card.remote_delete(class, &parse_id(id)?)?;
+        Ok(json!({"ok": true}))
+    })())
+}
+
+fn cmd_remote_add_file(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let usage = "usage: remote-add-file <id-hex> <label|-> <usage 1|2> <path>";
+        let mut w = args.splitn(4, char::is_whitespace);
+        let (Some(id), Some(label), Some(kind), Some(path)) =
+            (w.next(), w.next(), w.next(), w.next())
+        else {
+            return Err(usage.into());
+        };
+        let id = parse_id(id)?;
+        let label = (label != "-").then(|| label.as_bytes().to_vec());
+        let kind: u8 = match kind {
+            "1" | "01" | "general" => 1,
+            "2" | "02" | "certificate" | "cert" => 2,
+            _ => return Err(usage.into()),
+        };
+        let content = read_der_or_pem(path.trim())?;
+        let size = content.len();
+        ctx.card.remote_add_file(&id, label, kind, content)?;
+        Ok(json!({"ok": true, "size": size}))
+    })())
+}
+
+fn cmd_remote_end(ctx: &Context, _args: &str) -> Value {
+    result(
+        ctx.card
+            .remote_end()
+            .map(|t| json!({"ok": true, "changed": targets_json(&t)})),
+    )
 }
 
 fn cmd_help(_ctx: &Context, _args: &str) -> Value {

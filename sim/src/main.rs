@@ -14,15 +14,18 @@ const USAGE: &str = "\
 iotsafe-sim — a simulated GSMA IoT SAFE (IoT.05) card
 
 USAGE:
-  iotsafe-sim init-profile FILE [--force] [--seed TEXT]
+  iotsafe-sim init-profile FILE [--force] [--seed TEXT] [--provisioning]
       Write the default profile TOML to FILE and, in the same directory, ca.pem,
       ca-key.pem, client.pem, server.pem and server-key.pem. Refuses to overwrite
       existing files unless --force. --seed derives different (still deterministic) keys.
+      --provisioning writes `provisioning = true` (STORE DATA offered).
   iotsafe-sim vpcd [--profile FILE] [--host HOST] [--port PORT] [--control PATH] [CARD OPTIONS]
       Connect to pcscd's vsmartcard-vpcd driver (default 127.0.0.1:35963), retrying and
       reconnecting every ~200 ms, until SIGTERM/SIGINT. --control PATH serves the
       line/JSON control channel on a Unix socket (commands: stats, reset-stats, ping,
-      power-off, remove, insert, set-latency, help). Without --profile the built-in
+      power-off, remove, insert, set-latency, fault, provisioning, remote, remote-begin,
+      remote-replace-file, remote-replace-key, remote-delete, remote-add-file, remote-end,
+      help). Without --profile the built-in
       default profile is used.
   iotsafe-sim modem --link PATH [--profile FILE] [--at csim|cgla|both] [--control PATH]
                     [CARD OPTIONS] [QUIRKS]
@@ -33,6 +36,10 @@ USAGE:
       quirk, hang and unhang.
   iotsafe-sim apdu [--profile FILE] [CARD OPTIONS] HEX...
       Run APDUs in-process (one card, in order) and print each response.
+
+  With --profile FILE, vpcd, modem and apdu write content changes (STORE DATA, GENERATE
+  KEY PAIR of a persistent key, PUT PUBLIC KEY into a persistent container, the end of a
+  remote management session) back to FILE atomically, unless --no-persist.
   iotsafe-sim help
 
 CARD OPTIONS:
@@ -44,6 +51,8 @@ CARD OPTIONS:
   --latency-apdu DURATION     sleep per APDU, e.g. 5ms, 200us, 1s (default 0)
   --latency-sig DURATION      extra sleep per signature (default 0)
   --aid HEX                   applet AID override
+  --provisioning              offer the STORE DATA provisioning profile (else 6D00)
+  --no-persist                do not write changes back to the --profile file
 
 QUIRKS (modem; also `quirk NAME VALUE` on the control socket):
   --echo                      start with command echo on (as after ATE1)
@@ -118,6 +127,40 @@ fn card_option(flag: &str, args: &mut Args, o: &mut CardOptions) -> Result<bool,
     Ok(true)
 }
 
+/// Options about the card content rather than its behaviour.
+#[derive(Default)]
+struct ContentOptions {
+    profile: Option<PathBuf>,
+    provisioning: bool,
+    no_persist: bool,
+}
+
+impl ContentOptions {
+    /// Tries to consume a content option; returns Ok(true) if `flag` was one.
+    fn parse(&mut self, flag: &str, args: &mut Args) -> Result<bool, String> {
+        match flag {
+            "--profile" => self.profile = Some(PathBuf::from(args.value(flag)?)),
+            "--provisioning" => self.provisioning = true,
+            "--no-persist" => self.no_persist = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Loads the profile and creates the card (saving changes back to the profile file).
+    fn card(&self, opts: CardOptions) -> Result<iotsafe_sim::Card, String> {
+        let mut profile = load_profile(self.profile.as_deref())?;
+        if self.provisioning {
+            profile.provisioning = true;
+        }
+        let mut card = iotsafe_sim::Card::new(profile, opts);
+        if !self.no_persist {
+            card.set_persist_path(self.profile.clone());
+        }
+        Ok(card)
+    }
+}
+
 fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
     match path {
         Some(p) => Profile::load(p).map_err(|e| format!("{}: {e}", p.display())),
@@ -129,9 +172,11 @@ fn cmd_init_profile(mut args: Args) -> Result<(), String> {
     let mut file: Option<PathBuf> = None;
     let mut force = false;
     let mut seed: Option<String> = None;
+    let mut provisioning = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--force" => force = true,
+            "--provisioning" => provisioning = true,
             "--seed" => seed = Some(args.value("--seed")?),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ if file.is_none() => file = Some(PathBuf::from(a)),
@@ -148,7 +193,12 @@ fn cmd_init_profile(mut args: Args) -> Result<(), String> {
         Some(s) => bundle_from_seed(s.as_bytes()).map_err(|e| e.to_string())?,
         None => iotsafe_sim::default_bundle(),
     };
-    let toml = bundle.profile.to_toml().map_err(|e| e.to_string())?;
+    let toml = bundle
+        .profile
+        .clone()
+        .with_provisioning(provisioning)
+        .to_toml()
+        .map_err(|e| e.to_string())?;
     let outputs: Vec<(PathBuf, &str)> = vec![
         (file.clone(), toml.as_str()),
         (dir.join("ca.pem"), bundle.ca_cert_pem.as_str()),
@@ -172,14 +222,13 @@ fn cmd_init_profile(mut args: Args) -> Result<(), String> {
 }
 
 fn cmd_vpcd(mut args: Args) -> Result<(), String> {
-    let mut profile_path: Option<PathBuf> = None;
+    let mut content = ContentOptions::default();
     let mut host = "127.0.0.1".to_string();
     let mut port: u16 = 35963;
     let mut control_path: Option<PathBuf> = None;
     let mut opts = CardOptions::default();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--profile" => profile_path = Some(PathBuf::from(args.value("--profile")?)),
             "--host" => host = args.value("--host")?,
             "--port" => {
                 port = args
@@ -189,14 +238,13 @@ fn cmd_vpcd(mut args: Args) -> Result<(), String> {
             }
             "--control" => control_path = Some(PathBuf::from(args.value("--control")?)),
             f => {
-                if !card_option(f, &mut args, &mut opts)? {
+                if !content.parse(f, &mut args)? && !card_option(f, &mut args, &mut opts)? {
                     return Err(format!("unknown argument {f}"));
                 }
             }
         }
     }
-    let profile = load_profile(profile_path.as_deref())?;
-    let card = SharedCard::from_profile(profile, opts);
+    let card = SharedCard::new(content.card(opts)?);
     install_signal_handlers();
     let _control = match &control_path {
         Some(p) => {
@@ -230,18 +278,18 @@ fn modem_option(flag: &str, args: &mut Args, o: &mut ModemOptions) -> Result<boo
 }
 
 fn cmd_modem(mut args: Args) -> Result<(), String> {
-    let mut profile_path: Option<PathBuf> = None;
+    let mut content = ContentOptions::default();
     let mut link: Option<PathBuf> = None;
     let mut control_path: Option<PathBuf> = None;
     let mut opts = CardOptions::default();
     let mut mopts = ModemOptions::default();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--profile" => profile_path = Some(PathBuf::from(args.value("--profile")?)),
             "--link" => link = Some(PathBuf::from(args.value("--link")?)),
             "--control" => control_path = Some(PathBuf::from(args.value("--control")?)),
             f => {
-                if !card_option(f, &mut args, &mut opts)?
+                if !content.parse(f, &mut args)?
+                    && !card_option(f, &mut args, &mut opts)?
                     && !modem_option(f, &mut args, &mut mopts)?
                 {
                     return Err(format!("unknown argument {f}"));
@@ -250,8 +298,7 @@ fn cmd_modem(mut args: Args) -> Result<(), String> {
         }
     }
     let link = link.ok_or("modem needs --link PATH")?;
-    let profile = load_profile(profile_path.as_deref())?;
-    let card = SharedCard::from_profile(profile, opts);
+    let card = SharedCard::new(content.card(opts)?);
     install_signal_handlers();
     let handle =
         modem::spawn(card, &link, mopts).map_err(|e| format!("modem {}: {e}", link.display()))?;
@@ -279,22 +326,20 @@ fn cmd_modem(mut args: Args) -> Result<(), String> {
 }
 
 fn cmd_apdu(mut args: Args) -> Result<(), String> {
-    let mut profile_path: Option<PathBuf> = None;
+    let mut content = ContentOptions::default();
     let mut opts = CardOptions::default();
     let mut apdus: Vec<Vec<u8>> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--profile" => profile_path = Some(PathBuf::from(args.value("--profile")?)),
             f if f.starts_with("--") => {
-                if !card_option(f, &mut args, &mut opts)? {
+                if !content.parse(f, &mut args)? && !card_option(f, &mut args, &mut opts)? {
                     return Err(format!("unknown argument {f}"));
                 }
             }
             h => apdus.push(hexutil::decode(h)?),
         }
     }
-    let profile = load_profile(profile_path.as_deref())?;
-    let mut card = iotsafe_sim::Card::new(profile, opts);
+    let mut card = content.card(opts)?;
     for apdu in apdus {
         let r = card.transmit(&apdu);
         println!("> {}", hexutil::encode(&apdu));
