@@ -190,7 +190,7 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
 
 #[test]
 fn a_new_key_pair_container_is_created_used_and_deleted() {
-    let h = provisioning_card();
+    let _h = provisioning_card();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
     let s = rw_session();
     let mut oid = P256_OID.to_vec();
