@@ -11,14 +11,22 @@ step() { printf '\n==> %s\n' "$*"; }
 step "install Debian packages (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
 
-step "format check (cargo fmt --all --check)"
+step "format check (cargo fmt --all --check; softhsm-compare/ is a workspace of its own)"
 cargo fmt --all --check
+cargo fmt --manifest-path softhsm-compare/Cargo.toml --check
 
-step "lint (cargo clippy --workspace --all-targets -- -D warnings)"
+step "lint (cargo clippy --workspace --all-targets -- -D warnings; also softhsm-compare/)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare \
+  --all-targets -- -D warnings
 
 step "release build (cargo build --release --workspace)"
 cargo build --release --workspace
+
+step "conformance tools: p11-compare (softhsm-compare/), OpenSC p11test (built once, cached in target/p11test), curl 8 from backports (target/curl-backports)"
+cargo build --release --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare
+bash scripts/build-p11test.sh
+bash scripts/fetch-curl-backports.sh
 
 step "benchmark: APDUs per PKCS#11 operation (cargo bench --bench apdu_counts; figures, not pass/fail)"
 cargo bench --bench apdu_counts

@@ -1,0 +1,371 @@
+//! Conformance of the built module against other people's yardsticks (issue #5), on the
+//! simulated card behind the real pcscd + vpcd stack:
+//! - the SoftHSM2 differential (`softhsm-compare/compare.sh`): only intended differences and
+//!   the known module issues listed in softhsm-compare/;
+//! - OpenSC's p11test (built from Debian's source package by `scripts/build-p11test.sh`): every
+//!   applicable test passes and its JSON log equals `tests/p11test/reference.json`;
+//! - pkcs11-tool's self-tests `--test --login`, `--test-threads`, `--test-ec` (`--test` and
+//!   `--test-fork` are in stack_tools.rs / stack_lifecycle.rs);
+//! - the C header and ABI: `tests/c/sign_by_label.c` compiled against `include/` and run.
+//!
+//! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
+//! these tests with `--run-ignored all`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, Stack, TOOL_TIMEOUT, run};
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use x509_cert::Certificate;
+use x509_cert::der::Decode;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+// --- SoftHSM2 differential --------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn softhsm2_differential_shows_only_intended_differences() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let f = Proc::spawn(
+        Command::new("bash")
+            .arg(repo().join("softhsm-compare/compare.sh"))
+            .env("IOTSAFE_STACK_DIR", &stack.dir)
+            .env("IOTSAFE_MODULE", &stack.module),
+        None,
+    )
+    .wait(Duration::from_secs(900));
+    let summary = f
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("differential:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        f.success() && summary.contains(" 0 unexpected"),
+        "the SoftHSM2 differential found differences that are neither intended nor known \
+         module issues (softhsm-compare/intended-differences.toml, \
+         softhsm-compare/known-module-issues.toml):\n{f}"
+    );
+    println!("{summary}");
+}
+
+// --- OpenSC p11test ---------------------------------------------------------------------------
+
+/// The slot ID of the card's token, from `pkcs11-tool -L` ("Slot 0 (0x0): …" then a token).
+fn token_slot(stack: &Stack) -> u64 {
+    let f = run(stack.pkcs11_tool().arg("-L")).expect_success();
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    lines
+        .windows(2)
+        .find(|w| w[0].starts_with("Slot ") && w[1].contains("token label"))
+        .and_then(|w| {
+            let hex = w[0].split("(0x").nth(1)?.split(')').next()?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .unwrap_or_else(|| panic!("no slot with a token:\n{f}"))
+}
+
+/// The JSON log with its run time zeroed (the only field that changes between runs).
+fn normalise_p11test_json(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("\"time\":") {
+                "\"time\": 0,".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Result per test from p11test's console output (`[       OK ] name`, `[  FAILED  ] name`,
+/// `[  SKIPPED ] name`).
+fn p11test_results(console: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in console.lines() {
+        if let Some(name) = line.strip_prefix("[ RUN      ] ") {
+            current = Some(name.trim().to_string());
+            continue;
+        }
+        for (tag, result) in [
+            ("[       OK ] ", "pass"),
+            ("[  FAILED  ] ", "fail"),
+            ("[  SKIPPED ] ", "skip"),
+        ] {
+            if let Some(name) = line.strip_prefix(tag) {
+                let name = name.trim();
+                if current.as_deref() == Some(name) {
+                    out.insert(name.to_string(), result.to_string());
+                    current = None;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What each p11test case does on this token, and why when it does not pass.
+const P11TEST_EXPECTED: &[(&str, &str, &str)] = &[
+    ("wait_test", "skip", "needs -i (interactive card insertion)"),
+    ("supported_mechanisms_test", "pass", ""),
+    (
+        "interface_test",
+        "fail",
+        "not applicable: OpenSC 0.23's test asserts OpenSC's own interface pair \
+         (\"PKCS 11\" 3.0 and 2.20); the module offers 3.0 and 2.40, both correct (every other \
+         assertion of the test before that passes)",
+    ),
+    ("readonly_tests", "pass", ""),
+    ("multipart_tests", "pass", ""),
+    ("ec_sign_size_test", "pass", ""),
+    (
+        "usage_test",
+        "fail",
+        "module issue #5 (softhsm-compare/MODULE-ISSUES.md): the ECDH key container 04 has no \
+         usage attribute set",
+    ),
+    ("pss_oaep_test", "skip", "RSA only"),
+    ("derive_tests", "pass", ""),
+    ("secret_tests", "pass", ""),
+    ("wrap_tests", "pass", ""),
+];
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn opensc_p11test_passes_every_applicable_test_and_matches_its_reference() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let dir = stack.scratch("p11test");
+    let build = Proc::spawn(
+        Command::new("bash").arg(repo().join("scripts/build-p11test.sh")),
+        None,
+    )
+    .wait(Duration::from_secs(1200))
+    .expect_success();
+    let p11test = PathBuf::from(build.stdout.lines().last().unwrap_or_default());
+    assert!(p11test.is_file(), "no p11test binary:\n{build}");
+
+    let json = dir.join("p11test.json");
+    let slot = token_slot(&stack);
+    // No PIN on the token; p11test insists on one and logs in with it (any PIN is accepted).
+    let f = Proc::spawn(
+        Command::new(&p11test)
+            .current_dir(&dir)
+            .arg("-m")
+            .arg(&stack.module)
+            .args(["-s", &slot.to_string(), "-p", "0000", "-o"])
+            .arg(&json),
+        None,
+    )
+    .wait(TOOL_TIMEOUT * 3);
+
+    let results = p11test_results(&f.stdout);
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (name, want, why) in P11TEST_EXPECTED {
+        let got = results.get(*name).map(String::as_str).unwrap_or("missing");
+        assert_eq!(got, *want, "p11test {name}: expected {want} ({why}):\n{f}");
+        *counts.entry(want).or_default() += 1;
+    }
+    assert_eq!(
+        results.len(),
+        P11TEST_EXPECTED.len(),
+        "p11test ran other tests than expected: {results:?}"
+    );
+    println!(
+        "p11test: {} pass, {} skip, {} fail (not applicable or known module issue)",
+        counts.get("pass").unwrap_or(&0),
+        counts.get("skip").unwrap_or(&0),
+        counts.get("fail").unwrap_or(&0)
+    );
+
+    let got = normalise_p11test_json(&std::fs::read_to_string(&json).expect("p11test JSON"));
+    let reference = repo().join("tests/p11test/reference.json");
+    if std::env::var_os("P11TEST_UPDATE_REFERENCE").is_some() {
+        std::fs::write(&reference, format!("{got}\n")).unwrap();
+    }
+    let want = std::fs::read_to_string(&reference).unwrap_or_default();
+    assert_eq!(
+        got.trim_end(),
+        want.trim_end(),
+        "p11test's JSON log differs from {} (after an intended module change, rerun with \
+         P11TEST_UPDATE_REFERENCE=1 and review the diff)",
+        reference.display()
+    );
+}
+
+// --- pkcs11-tool self-tests ------------------------------------------------------------------
+
+fn no_error_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            l.starts_with("err") || l.contains("failed") || l.contains("error:")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn pkcs11_tool_test_with_login_passes() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let f = Proc::spawn(
+        stack
+            .pkcs11_tool()
+            .args(["--test", "--login", "--pin", "0000"]),
+        None,
+    )
+    .wait(TOOL_TIMEOUT * 3);
+    assert!(f.success() && f.stdout.contains("No errors"), "{f}");
+    let bad = no_error_lines(&f.all_output());
+    assert!(
+        bad.is_empty(),
+        "pkcs11-tool --test --login reported {bad:?}:\n{f}"
+    );
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn pkcs11_tool_test_threads_passes() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    // Two threads, each: C_Initialize(CKF_OS_LOCKING_OK), C_GetInfo, C_GetSlotList, token info
+    // of slot 0 — concurrent initialisation races.
+    let f = Proc::spawn(
+        stack
+            .pkcs11_tool()
+            .args(["--test-threads", "ILGISLT0", "--test-threads", "ILGISLT0"]),
+        None,
+    )
+    .wait(TOOL_TIMEOUT);
+    assert!(f.success(), "{f}");
+    let out = f.all_output();
+    assert!(out.contains("all threads have ended with CKR_OK"), "{f}");
+    for t in 0..2 {
+        assert!(
+            out.contains(&format!("Test thread {t} C_GetSlotList returned CKR_OK")),
+            "thread {t}:\n{f}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn pkcs11_tool_test_ec_is_refused_cleanly_while_key_generation_is_not_offered() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    // --test-ec generates a key pair first; C_GenerateKeyPair is not offered yet (a later
+    // issue makes it a card write), so pkcs11-tool must stop with its own message, not crash.
+    let f = Proc::spawn(
+        stack.pkcs11_tool().args([
+            "--test-ec",
+            "--login",
+            "--pin",
+            "0000",
+            "--id",
+            "77",
+            "--key-type",
+            "EC:prime256v1",
+        ]),
+        None,
+    )
+    .wait(TOOL_TIMEOUT);
+    assert_eq!(
+        f.status.code(),
+        Some(1),
+        "pkcs11-tool must exit 1 (not crash); when key generation lands, this test should \
+         expect success instead:\n{f}"
+    );
+    assert!(
+        f.all_output()
+            .contains("Generate EC key mechanism 1040 not supported"),
+        "{f}"
+    );
+}
+
+// --- the C header and ABI -----------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn c_program_signs_through_c_get_interface_with_the_shipped_headers() {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let dir = stack.scratch("c_abi");
+    let exe = dir.join("sign_by_label");
+    run(Command::new("cc")
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+        ])
+        .arg(repo().join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(repo().join("tests/c/sign_by_label.c"))
+        .arg("-ldl"))
+    .expect_success();
+
+    let message = "signed from C through C_GetInterface";
+    let f = run(Command::new(&exe)
+        .arg(&stack.module)
+        .arg("client")
+        .arg(message))
+    .expect_success();
+    assert!(f.stdout.contains("interface: PKCS 11 3.0"), "{f}");
+    assert!(f.stdout.contains("key usage: 1"), "{f}");
+    let hex = f
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("signature: "))
+        .unwrap_or_else(|| panic!("no signature printed:\n{f}"));
+    let sig: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let cert = Certificate::from_der(&stack.card_certificate_der(&dir)).unwrap();
+    let point = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .as_bytes()
+        .unwrap()
+        .to_vec();
+    let vk = VerifyingKey::from_sec1_bytes(&point).unwrap();
+    vk.verify(
+        message.as_bytes(),
+        &Signature::from_slice(&sig).expect("64-byte r||s"),
+    )
+    .expect("the C program's signature verifies against the card certificate's key");
+}
+
+/// The console parser against p11test 0.23's layout (runs without the stack).
+#[test]
+fn p11test_console_parser() {
+    let console = "[ RUN      ] wait_test\n[  SKIPPED ] wait_test\n[ RUN      ] a\n\
+                   [  ERROR   ] --- x\n[  FAILED  ] a\n[ RUN      ] b\n[       OK ] b\n\
+                   [==========] 3 test(s) run.\n[  SKIPPED ] wait_test\n[  FAILED  ] a\n";
+    let r = p11test_results(console);
+    assert_eq!(r.get("wait_test").map(String::as_str), Some("skip"));
+    assert_eq!(r.get("a").map(String::as_str), Some("fail"));
+    assert_eq!(r.get("b").map(String::as_str), Some("pass"));
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        normalise_p11test_json("{\n\"time\": 1732,\n\"results\": []\n}"),
+        "{\n\"time\": 0,\n\"results\": []\n}"
+    );
+}
