@@ -41,5 +41,5 @@ bash scripts/stack.sh start              # with the binaries just built and a fr
 # shellcheck disable=SC1091
 . "${IOTSAFE_STACK_DIR:-target/stack}/env"
 
-step "all tests, including the stack tests marked #[ignore] (cargo nextest run --workspace --run-ignored all)"
-cargo nextest run --workspace --run-ignored all --no-fail-fast
+step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES-robustness.md) (cargo nextest run --workspace --run-ignored all)"
+cargo nextest run --workspace --run-ignored all --no-fail-fast -E 'not test(/module_issue_/)'

@@ -2,8 +2,9 @@
 //! library as the card behind a test `ReaderSource`.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
 use iotsafe_pkcs11::ffi::*;
@@ -21,7 +22,14 @@ pub struct SimReader {
     /// Set to make the next APDU fail the way PC/SC reports a card reset by someone else
     /// (SCARD_W_RESET_CARD); the card is power-cycled at that moment.
     pub reset_pending: Arc<AtomicBool>,
+    /// Nanoseconds spent inside the card's `transmit` (the card's own work and latency), so
+    /// benchmarks can tell the module's time from the card's.
+    pub card_nanos: Arc<AtomicU64>,
 }
+
+/// How long the in-process reader waits for a mute card (`iotsafe_sim::FaultKind::Mute`)
+/// before it reports a timeout, as a PC/SC reader driver does (`SCARD_E_TIMEOUT`).
+pub const READER_TIMEOUT: Duration = Duration::from_millis(300);
 
 pub struct SimReaders(pub Vec<SimReader>);
 
@@ -29,20 +37,37 @@ struct SimConnection {
     card: SharedCard,
     present: Arc<AtomicBool>,
     reset_pending: Arc<AtomicBool>,
+    card_nanos: Arc<AtomicU64>,
+}
+
+impl SimConnection {
+    /// The reader's flag and the card's own presence (a `remove` fault takes it out).
+    fn present(&self) -> bool {
+        self.present.load(Ordering::SeqCst) && self.card.is_present()
+    }
 }
 
 struct SimPipe<'a>(&'a SimConnection);
 
 impl Transmit for SimPipe<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        if !self.0.present.load(Ordering::SeqCst) {
+        if !self.0.present() {
             return Err(TransportError::CardRemoved);
         }
         if self.0.reset_pending.swap(false, Ordering::SeqCst) {
             self.0.card.reset();
             return Err(TransportError::CardReset);
         }
-        Ok(self.0.card.transmit(command))
+        let start = Instant::now();
+        let response = self.0.card.transmit(command);
+        self.0
+            .card_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if response.is_empty() {
+            // A mute card: the reader gave up after READER_TIMEOUT (the card's mute limit).
+            return Err(TransportError::Timeout);
+        }
+        Ok(response)
     }
 }
 
@@ -55,14 +80,14 @@ impl CardConnection for SimConnection {
         f(&mut SimPipe(self))
     }
     fn reconnect(&mut self) -> Result<(), TransportError> {
-        if self.present.load(Ordering::SeqCst) {
+        if self.present() {
             Ok(())
         } else {
             Err(TransportError::CardRemoved)
         }
     }
     fn is_present(&mut self) -> bool {
-        self.present.load(Ordering::SeqCst)
+        self.present()
     }
     fn disconnect(self: Box<Self>) {}
 }
@@ -77,23 +102,30 @@ impl ReaderSource for SimReaders {
             .iter()
             .find(|r| r.name == reader)
             .ok_or(TransportError::ReaderUnavailable)?;
-        if !r.present.load(Ordering::SeqCst) {
+        if !r.present.load(Ordering::SeqCst) || !r.card.is_present() {
             return Ok(None);
         }
         Ok(Some(Box::new(SimConnection {
             card: r.card.clone(),
             present: r.present.clone(),
             reset_pending: r.reset_pending.clone(),
+            card_nanos: r.card_nanos.clone(),
         })))
     }
     fn card_present(&self, reader: &str) -> bool {
         self.0
             .iter()
-            .any(|r| r.name == reader && r.present.load(Ordering::SeqCst))
+            .any(|r| r.name == reader && r.present.load(Ordering::SeqCst) && r.card.is_present())
     }
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The lock every in-process user of the (one, global) module holds: `Harness` takes it; a
+/// test that initialises the module otherwise (e.g. with a modem configuration) takes it here.
+pub fn module_lock() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A running module over simulated cards. Dropping it finalizes the module.
 pub struct Harness {
@@ -119,11 +151,15 @@ impl Harness {
         let readers: Vec<SimReader> = cards
             .into_iter()
             .enumerate()
-            .map(|(i, card)| SimReader {
-                name: format!("Sim Reader {i:02}"),
-                card,
-                present: Arc::new(AtomicBool::new(true)),
-                reset_pending: Arc::new(AtomicBool::new(false)),
+            .map(|(i, card)| {
+                card.faults().set_mute_limit(READER_TIMEOUT);
+                SimReader {
+                    name: format!("Sim Reader {i:02}"),
+                    card,
+                    present: Arc::new(AtomicBool::new(true)),
+                    reset_pending: Arc::new(AtomicBool::new(false)),
+                    card_nanos: Arc::new(AtomicU64::new(0)),
+                }
             })
             .collect();
         iotsafe_pkcs11::token::set_reader_source_override(Some(Arc::new(SimReaders(
