@@ -71,6 +71,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Fuzzing entry point: [`parse_apdu_answer`] with the error dropped.
+pub fn parse_apdu_answer_for_fuzzing(info: &str) -> Option<Vec<u8>> {
+    parse_apdu_answer(info).ok()
+}
+
 /// Parses the `<length>,"<hex>"` of a `+CSIM:` / `+CGLA:` answer (quotes optional).
 fn parse_apdu_answer(info: &str) -> Result<Vec<u8>, AtError> {
     let (len, data) = info
