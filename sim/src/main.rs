@@ -25,8 +25,7 @@ USAGE:
       line/JSON control channel on a Unix socket (commands: stats, reset-stats, ping,
       power-off, remove, insert, set-latency, fault, provisioning, remote, remote-begin,
       remote-replace-file, remote-replace-key, remote-delete, remote-add-file, remote-end,
-      help). Without --profile the built-in
-      default profile is used.
+      help). Without --profile the built-in default profile is used.
   iotsafe-sim modem --link PATH [--profile FILE] [--at csim|cgla|both] [--control PATH]
                     [CARD OPTIONS] [QUIRKS]
       Act as a cellular modem: create a pseudo-terminal, make PATH a symlink to its host
