@@ -1306,3 +1306,130 @@ fn random_store_data_never_panics() {
     }
     c.profile().validate().unwrap();
 }
+
+// ------------------------------------------------------------------ through the vpcd binary
+
+mod vpcd_binary {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    struct Sim(std::process::Child);
+
+    impl Drop for Sim {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                unsafe {
+                    libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+                }
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(5) {
+                    if let Ok(Some(_)) = self.0.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    fn start(file: &std::path::Path, sock: &std::path::Path, extra: &[&str]) -> (Sim, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_iotsafe-sim"))
+            .args(["vpcd", "--host", "127.0.0.1", "--port", &port, "--profile"])
+            .arg(file)
+            .arg("--control")
+            .arg(sock)
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let sim = Sim(child);
+        listener.set_nonblocking(true).unwrap();
+        let t = Instant::now();
+        let s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if t.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t = Instant::now();
+        while !sock.exists() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (sim, s)
+    }
+
+    fn xfer(s: &mut TcpStream, apdu_hex: &str) -> String {
+        let a = h(apdu_hex);
+        iotsafe_sim::vpcd::write_frame(s, &a).unwrap();
+        let mut hdr = [0u8; 2];
+        s.read_exact(&mut hdr).unwrap();
+        let mut p = vec![0u8; u16::from_be_bytes(hdr) as usize];
+        s.read_exact(&mut p).unwrap();
+        hex(&p)
+    }
+
+    fn ask(sock: &std::path::Path, line: &str) -> serde_json::Value {
+        let mut w = UnixStream::connect(sock).unwrap();
+        let mut r = BufReader::new(w.try_clone().unwrap());
+        w.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        serde_json::from_str(&l).unwrap()
+    }
+
+    #[test]
+    fn vpcd_provisioning_remote_session_and_restart() {
+        let dir = temp_dir("vpcd");
+        let file = dir.join("card.toml");
+        default_profile().save(&file).unwrap();
+        let cert = dir.join("new.der");
+        std::fs::write(&cert, b"\x30\x02\x05\x00").unwrap();
+        let sock = dir.join("ctl.sock");
+        {
+            let (_sim, mut s) = start(&file, &sock, &["--provisioning"]);
+            assert_eq!(xfer(&mut s, "00A4040007A0000005590010"), "9000");
+            assert_eq!(
+                xfer(
+                    &mut s,
+                    "80E2800012 7410 7304 63657274 830110 210102 200205DC"
+                ),
+                "9000"
+            );
+            assert_eq!(xfer(&mut s, "80E2800005 7503 830110"), "9000");
+            assert_eq!(xfer(&mut s, "80E2800004 7702 ABCD"), "9000");
+            assert_eq!(ask(&sock, "remote-begin file 02")["ok"], true);
+            assert_eq!(xfer(&mut s, "00B0000003 830102 00"), "6984");
+            let v = ask(&sock, &format!("remote-replace-file 02 {}", cert.display()));
+            assert_eq!(v["ok"], true, "{v}");
+            assert_eq!(ask(&sock, "remote-end")["ok"], true);
+            assert_eq!(xfer(&mut s, "00B0000003 830102 00"), "3002050063CF");
+            assert_eq!(xfer(&mut s, "00B0000003 830110 00"), "ABCD9000");
+        }
+        // Saved: the device's file (and who created it) and the remote change.
+        let p = Profile::load(&file).unwrap();
+        assert!(p.provisioning);
+        assert!(p.is_device_object(ObjectClass::File, &[0x10]));
+        assert_eq!(p.file(&[0x02]).unwrap().content, h("30020500"));
+        // Restarted: still there.
+        let (_sim, mut s) = start(&file, &sock, &[]);
+        assert_eq!(xfer(&mut s, "00A4040007A0000005590010"), "9000");
+        assert_eq!(xfer(&mut s, "00B0000003 830110 00"), "ABCD9000");
+        assert_eq!(xfer(&mut s, "00B0000003 830102 00"), "300205009000");
+        assert_eq!(xfer(&mut s, "80E2800005 7603 830110"), "9000");
+        drop(_sim);
+        assert!(Profile::load(&file).unwrap().file(&[0x10]).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
