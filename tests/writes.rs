@@ -190,7 +190,7 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
 
 #[test]
 fn a_new_key_pair_container_is_created_used_and_deleted() {
-    let _h = provisioning_card();
+    let h = provisioning_card();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
     let s = rw_session();
     let mut oid = P256_OID.to_vec();
@@ -236,6 +236,13 @@ fn a_new_key_pair_container_is_created_used_and_deleted() {
         unsafe { C_DestroyObject(s, factory) },
         CKR_ACTION_PROHIBITED
     );
+    // Refused as a whole: the factory private key is untouched and still signs.
+    let sig = sign(s, CKM_ECDSA_SHA256, factory, b"still here").unwrap();
+    assert!(p256_verify(
+        &profile_client_point(h.card()),
+        &Sha256::digest(b"still here"),
+        &sig
+    ));
 }
 
 #[test]

@@ -298,18 +298,19 @@ impl Module {
         match info.class() {
             ObjectClass::File => deletions.push(reference(0x83, &id)),
             ObjectClass::PrivateKey | ObjectClass::PublicKey => {
-                // A key pair goes as a whole: private key and public key.
+                // A key pair goes as a whole. The public key first: when the card refuses
+                // it (a factory pair), the private key has not been touched.
                 let objects = token.card_objects();
                 let has = |class: ObjectClass| {
                     objects
                         .iter()
                         .any(|o| o.info.class() == class && o.info.id.as_deref() == Some(&id))
                 };
-                if has(ObjectClass::PrivateKey) {
-                    deletions.push(reference(0x84, &id));
-                }
                 if has(ObjectClass::PublicKey) {
                     deletions.push(reference(0x85, &id));
+                }
+                if has(ObjectClass::PrivateKey) {
+                    deletions.push(reference(0x84, &id));
                 }
             }
             ObjectClass::SecretKey => return Err(CKR_ACTION_PROHIBITED.into()),
