@@ -351,3 +351,50 @@ fn a_remotely_replaced_certificate_is_served_after_the_card_reports_completion()
     );
     assert!(!certs.contains(&old), "never the stale one");
 }
+
+#[test]
+fn a_write_cut_off_mid_transfer_changes_nothing_visible() {
+    let h = provisioning_card();
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    let s = rw_session();
+    let cert = object_by_label(s, CKO_CERTIFICATE, "client");
+    let cert_before = get_attr(s, cert, CKA_VALUE).unwrap();
+    // The card is pulled out after the third STORE DATA block of a 1500-byte write.
+    h.card().faults().arm(
+        iotsafe_sim::Fault::new(iotsafe_sim::FaultKind::Remove)
+            .on_ins(0xE2)
+            .skip(4),
+    );
+    let mut class = CKO_DATA;
+    let mut tru = [1u8];
+    let mut value = vec![0x5Au8; 1500];
+    let mut label = b"half".to_vec();
+    let rv = create(
+        s,
+        &mut [
+            ulong_attr(CKA_CLASS, &mut class),
+            attr(CKA_TOKEN, &mut tru),
+            attr(CKA_VALUE, &mut value),
+            attr(CKA_LABEL, &mut label),
+        ],
+    );
+    assert_eq!(
+        rv,
+        Err(CKR_DEVICE_REMOVED),
+        "the module reports the failure"
+    );
+    h.card().insert();
+    let s2 = open_session(0);
+    // Nothing half-written is visible, and what was there is intact.
+    let mut half = b"half".to_vec();
+    assert!(find(s2, &mut [attr(CKA_LABEL, &mut half)]).is_empty());
+    let cert = object_by_label(s2, CKO_CERTIFICATE, "client");
+    assert_eq!(get_attr(s2, cert, CKA_VALUE).unwrap(), cert_before);
+    assert!(
+        !h.card()
+            .profile()
+            .files
+            .iter()
+            .any(|f| f.content == value && f.state == iotsafe_sim::ObjectState::Activated)
+    );
+}
