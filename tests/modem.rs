@@ -38,6 +38,20 @@ impl Drop for ModemRig {
 
 /// A simulated modem with `options`, and the module initialised with only that modem.
 fn rig(card_options: CardOptions, options: ModemOptions, module_modem: &str) -> ModemRig {
+    rig_with_profile(
+        iotsafe_sim::default_profile(),
+        card_options,
+        options,
+        module_modem,
+    )
+}
+
+fn rig_with_profile(
+    profile: iotsafe_sim::Profile,
+    card_options: CardOptions,
+    options: ModemOptions,
+    module_modem: &str,
+) -> ModemRig {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     iotsafe_pkcs11::token::set_reader_source_override(None);
     unsafe { C_Finalize(NULL) };
@@ -48,7 +62,7 @@ fn rig(card_options: CardOptions, options: ModemOptions, module_modem: &str) -> 
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("modem");
-    let card = SharedCard::from_profile(iotsafe_sim::default_profile(), card_options);
+    let card = SharedCard::from_profile(profile, card_options);
     let modem = iotsafe_sim::modem::spawn(card, &link, options).expect("spawn the simulated modem");
     let config = format!(
         "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nlabel = \"sim modem\"\n{module_modem}\n",
@@ -285,4 +299,60 @@ fn a_missing_modem_is_a_slot_without_token_not_a_failed_initialize() {
         assert_eq!(n, 0);
         assert_eq!(C_Finalize(NULL), CKR_OK);
     }
+}
+
+#[test]
+fn long_writes_are_split_to_fit_the_modems_command_line() {
+    let rig = rig_with_profile(
+        iotsafe_sim::default_profile_with_provisioning(),
+        CardOptions::default(),
+        ModemOptions {
+            at: AtDialect::Csim,
+            max_command_len: 120,
+            ..Default::default()
+        },
+        "at_mode = \"csim\"\nmax_command_len = 120",
+    );
+    let mut h: CK_SESSION_HANDLE = 0;
+    assert_eq!(
+        unsafe { C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, None, &mut h) },
+        CKR_OK
+    );
+    let content: Vec<u8> = (0..600u32).map(|i| (i % 253) as u8).collect();
+    let mut class = CKO_DATA;
+    let mut tru = [1u8];
+    let mut value = content.clone();
+    let mut label = b"long".to_vec();
+    let mut template = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: &mut class as *mut _ as *mut _,
+            ulValueLen: 8,
+        },
+        attr(CKA_TOKEN, &mut tru),
+        attr(CKA_VALUE, &mut value),
+        attr(CKA_LABEL, &mut label),
+    ];
+    let mut object = 0;
+    assert_eq!(
+        unsafe { C_CreateObject(h, template.as_mut_ptr(), 4, &mut object) },
+        CKR_OK
+    );
+    assert_eq!(get_attr(h, object, CKA_VALUE).unwrap(), content);
+    let stats = rig.modem.stats();
+    assert_eq!(
+        stats.error, 0,
+        "no command line was too long for the modem: {stats:?}"
+    );
+    assert!(
+        rig.modem
+            .card()
+            .stats()
+            .by_ins
+            .get(&0xE2)
+            .copied()
+            .unwrap_or(0)
+            >= 15,
+        "many small blocks"
+    );
 }

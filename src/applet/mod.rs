@@ -490,7 +490,8 @@ impl AppletChannel<'_> {
     fn store_data_raw(&mut self, tag: u8, value: &[u8], expect_answer: bool) -> Result<Response> {
         let mut payload = Vec::with_capacity(value.len() + 4);
         tlv::push(&mut payload, tag, value);
-        let blocks: Vec<&[u8]> = payload.chunks(MAX_APDU_DATA).collect();
+        let block_size = self.pipe.max_command_data().clamp(1, MAX_APDU_DATA);
+        let blocks: Vec<&[u8]> = payload.chunks(block_size).collect();
         if blocks.len() > 256 {
             return Err(Error::new(
                 CKR_DATA_LEN_RANGE,

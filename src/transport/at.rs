@@ -345,6 +345,13 @@ impl Transmit for ModemPipe<'_> {
         let info = self.port.command_retrying_busy(&cmd, prefix)?;
         Ok(parse_apdu_answer(&info)?)
     }
+
+    fn max_command_data(&self) -> usize {
+        // `AT+CGLA=<id>,<len>,"` + `"` is at most 24 characters (+CSIM's is shorter); every
+        // APDU byte takes two hex digits; 5 header bytes and 1 Le byte besides the data.
+        let room = self.port.max_command_len.saturating_sub(24) / 2;
+        room.saturating_sub(6).min(255)
+    }
 }
 
 impl ModemConnection {

@@ -39,6 +39,13 @@ impl fmt::Display for TransportError {
 /// Sends one command APDU and returns the response (data ‖ SW1 SW2).
 pub trait Transmit {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError>;
+
+    /// The largest command data field this path carries in one APDU (a modem's command-line
+    /// limit makes it smaller than the 255 bytes of a short APDU). Multi-block commands split
+    /// their data accordingly.
+    fn max_command_data(&self) -> usize {
+        255
+    }
 }
 
 /// How the applet's logical channel is reached.
