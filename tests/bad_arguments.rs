@@ -859,7 +859,7 @@ static ROWS: &[Row] = &[
         |_| unsafe {
             let mut p: CK_INTERFACE_PTR = std::ptr::null_mut();
             C_GetInterface(
-                b"Vendor X\0".as_ptr() as *mut _,
+                c"Vendor X".as_ptr() as *mut _,
                 std::ptr::null_mut(),
                 &mut p,
                 0,
