@@ -6,8 +6,8 @@
 //! Mapping (as a careful administrator importing the card's content would do it):
 //! - `[[private_key]]` with `private` → `CKO_PRIVATE_KEY`, EC P-256, `CKA_PRIVATE=false` (the
 //!   card has no PIN), sensitive, not extractable, `CKA_SIGN` when the key's crypto functions
-//!   include signature (bit 0x01), no derive (ECDH is not offered by the module yet);
-//! - `[[public_key]]` with a `point` and state `activated` → `CKO_PUBLIC_KEY` with `CKA_VERIFY`;
+//!   include signature (bit 0x01), `CKA_DERIVE` when they include key agreement (bit 0x04);
+//! - `[[public_key]]` with a `point` → `CKO_PUBLIC_KEY` with `CKA_VERIFY`;
 //! - `[[file]]` holding an X.509 certificate → `CKO_CERTIFICATE` with the `CKA_ID` of the key
 //!   pair whose public key it certifies (category "token user"), else its file ID (category
 //!   "authority" for a CA certificate, else unspecified).
@@ -148,7 +148,9 @@ fn objects_from_profile(profile: &Path) -> Result<Vec<Obj>, String> {
         };
         let id = unhex(id)?;
         let label = text(&k, "label").unwrap_or("").as_bytes().to_vec();
-        let sign = flag(&k, "crypto_functions") & 0x01 != 0;
+        let functions = flag(&k, "crypto_functions");
+        let sign = functions & 0x01 != 0;
+        let derive = functions & 0x04 != 0;
         let scalar = unhex(scalar)?;
         let point = p256::SecretKey::from_slice(&scalar)
             .map_err(|e| format!("private key {id:02x?}: {e}"))?
@@ -165,7 +167,7 @@ fn objects_from_profile(profile: &Path) -> Result<Vec<Obj>, String> {
                 (CKA_SENSITIVE, b(true)),
                 (CKA_EXTRACTABLE, b(false)),
                 (CKA_SIGN, b(sign)),
-                (CKA_DERIVE, b(false)),
+                (CKA_DERIVE, b(derive)),
                 (CKA_DECRYPT, b(false)),
                 (CKA_UNWRAP, b(false)),
                 (CKA_SIGN_RECOVER, b(false)),
@@ -181,9 +183,6 @@ fn objects_from_profile(profile: &Path) -> Result<Vec<Obj>, String> {
         let (Some(id), Some(point)) = (text(&k, "id"), text(&k, "point")) else {
             continue;
         };
-        if text(&k, "state") != Some("activated") {
-            continue;
-        }
         let id = unhex(id)?;
         let point = unhex(point)?;
         key_points.push((point.clone(), id.clone()));
