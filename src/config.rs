@@ -112,6 +112,9 @@ pub struct AppletConfig {
     pub cla: String,
     /// Use a logical channel (MANAGE CHANNEL); `false` forces the basic channel.
     pub logical_channel: bool,
+    /// Logical channels this process may open on one card (a pool that grows while operations
+    /// wait for each other; stays smaller when the card refuses more).
+    pub max_channels: usize,
     /// Token label; default derived from the applet identifier.
     pub token_label: Option<String>,
     /// Writes through the STORE DATA provisioning profile: `"auto"` (probe the card once at
@@ -125,6 +128,7 @@ impl Default for AppletConfig {
             aids: Vec::new(),
             cla: "inter-industry".into(),
             logical_channel: true,
+            max_channels: 1,
             token_label: None,
             provisioning: "auto".into(),
         }
@@ -166,6 +170,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if !(1..=19).contains(&self.applet.max_channels) {
+            return Err(Error::new(
+                CKR_GENERAL_ERROR,
+                format!("configuration {origin}: applet.max_channels must be 1..19"),
+            ));
         }
         if !matches!(self.applet.provisioning.as_str(), "auto" | "on" | "off") {
             return Err(Error::new(

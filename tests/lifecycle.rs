@@ -162,3 +162,91 @@ fn two_tokens_with_their_own_keys() {
     let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     unsafe { assert_eq!(C_GetTokenInfo(1, &mut ti), CKR_OK) };
 }
+
+fn init_with(config: &std::ffi::CStr) {
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: config.as_ptr() as *mut _,
+    };
+    assert_eq!(
+        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
+        CKR_OK
+    );
+}
+
+fn eight_threads_signing(h: &Harness) {
+    let point = profile_client_point(h.card());
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let point = point.clone();
+            scope.spawn(move || {
+                let s = open_session(0);
+                let key = client_key(s);
+                for i in 0..15 {
+                    let msg = format!("thread {t} message {i}");
+                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
+                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
+                }
+            });
+        }
+    });
+    assert_eq!(
+        h.card().stats().interleaved,
+        0,
+        "no channel saw an interleaved sequence"
+    );
+}
+
+fn slow_card(profile: iotsafe_sim::Profile) -> SharedCard {
+    SharedCard::from_profile(
+        profile,
+        CardOptions {
+            latency_per_apdu: Duration::from_millis(2),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn the_channel_pool_grows_to_the_configured_maximum_under_contention() {
+    let h = Harness::with_cards(vec![slow_card(iotsafe_sim::default_profile())]);
+    init_with(c"[applet]\nmax_channels = 4");
+    eight_threads_signing(&h);
+    assert_eq!(
+        h.card().open_channels(),
+        vec![0, 1, 2, 3, 4],
+        "four logical channels in use"
+    );
+    unsafe { assert_eq!(C_Finalize(NULL), CKR_OK) };
+    assert_eq!(
+        h.card().open_channels(),
+        vec![0],
+        "all closed at C_Finalize"
+    );
+}
+
+#[test]
+fn the_channel_pool_stops_where_the_card_refuses_more_channels() {
+    let mut profile = iotsafe_sim::default_profile();
+    profile.max_channels = 2;
+    let h = Harness::with_cards(vec![slow_card(profile)]);
+    init_with(c"[applet]\nmax_channels = 4");
+    eight_threads_signing(&h);
+    assert_eq!(
+        h.card().open_channels(),
+        vec![0, 1, 2],
+        "the card has two logical channels"
+    );
+}
+
+#[test]
+fn one_channel_by_default_even_with_eight_threads() {
+    let h = Harness::with_cards(vec![slow_card(iotsafe_sim::default_profile())]);
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    eight_threads_signing(&h);
+    assert_eq!(h.card().open_channels(), vec![0, 1]);
+}

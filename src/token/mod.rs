@@ -243,7 +243,7 @@ impl Module {
     }
 
     fn token(&self, slot: &Slot) -> Result<Option<Arc<Token>>> {
-        slot.token(self.source.as_ref(), &self.config)
+        slot.token(&self.source, &self.config)
     }
 
     fn present_token(&self, slot_id: CK_SLOT_ID) -> Result<Arc<Token>> {

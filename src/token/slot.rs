@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 use log::{debug, info, warn};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{ArcMutexGuard, Mutex, RawMutex, RwLock};
 
 use crate::applet::{self, AppletChannel, ClassStyle, ObjectClass};
 use crate::config::Config;
@@ -37,6 +37,18 @@ struct Link {
 }
 
 impl Link {
+    /// A link without a connection (only if the pool was emptied by `close`): every operation
+    /// on it reports the token removed.
+    fn closed(_links: &[Arc<Mutex<Link>>]) -> Link {
+        Link {
+            conn: None,
+            route: ChannelRoute::Cla(0),
+            aid: Vec::new(),
+            logical_channel: false,
+            remote_update_seen: false,
+        }
+    }
+
     fn run_once<R>(
         &mut self,
         style: ClassStyle,
@@ -184,7 +196,16 @@ pub struct Token {
     /// Changes with every new connection; sessions of an older epoch are stale.
     pub epoch: u64,
     reader: String,
-    link: Mutex<Link>,
+    /// The channel pool: one link (connection + logical channel) per channel, opened on demand
+    /// up to `max_channels` while operations wait for each other.
+    links: RwLock<Vec<Arc<Mutex<Link>>>>,
+    max_channels: usize,
+    /// The card refused another channel: the pool stays at its size.
+    pool_full: AtomicBool,
+    /// Held while the pool opens another channel.
+    growing: Mutex<()>,
+    /// Where more connections to this card come from.
+    source: Arc<dyn ReaderSource>,
     style: ClassStyle,
     cache: RwLock<Cache>,
     handles: Mutex<HashMap<HandleKey, CK_OBJECT_HANDLE>>,
@@ -270,7 +291,7 @@ impl Token {
         if self.is_removed() {
             return Err(Error::new(CKR_DEVICE_REMOVED, "token was removed"));
         }
-        let mut link = self.link.lock();
+        let mut link = self.lease_link();
         if self.stale.load(Ordering::Acquire) {
             let reloaded = link.run_once(self.style, &mut |ch: &mut AppletChannel<'_>| {
                 self.reload(ch)
@@ -319,13 +340,95 @@ impl Token {
         result
     }
 
+    /// A channel for one operation: a free one of the pool, else a new one while the pool may
+    /// grow (another connection, MANAGE CHANNEL + SELECT), else the first that frees up.
+    fn lease_link(&self) -> ArcMutexGuard<RawMutex, Link> {
+        let links = self.links.read().clone();
+        for link in &links {
+            if let Some(guard) = link.try_lock_arc() {
+                return guard;
+            }
+        }
+        if links.len() < self.max_channels
+            && !self.pool_full.load(Ordering::Acquire)
+            && let Some(_growing) = self.growing.try_lock()
+            && self.links.read().len() < self.max_channels
+        {
+            // One thread grows the pool at a time; the others wait for a channel below.
+            match self.open_link() {
+                Some(link) => {
+                    let guard = link.lock_arc();
+                    self.links.write().push(link);
+                    return guard;
+                }
+                None => self.pool_full.store(true, Ordering::Release),
+            }
+        }
+        // Wait for a busy channel; spread waiters over the pool.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) as usize % links.len().max(1);
+        match links.get(i) {
+            Some(link) => link.lock_arc(),
+            None => Arc::new(Mutex::new(Link::closed(&self.links.read()))).lock_arc(),
+        }
+    }
+
+    /// Another connection with its own logical channel and the applet selected on it.
+    fn open_link(&self) -> Option<Arc<Mutex<Link>>> {
+        let (aid, logical_channel) = {
+            let links = self.links.read();
+            let first = links.first()?.lock();
+            (first.aid.clone(), first.logical_channel)
+        };
+        if !logical_channel {
+            return None;
+        }
+        let mut conn = match self.source.connect(&self.reader) {
+            Ok(Some(c)) => c,
+            _ => return None,
+        };
+        match open_applet_channel(
+            conn.as_mut(),
+            std::slice::from_ref(&aid),
+            true,
+            self.style,
+            &self.reader,
+        ) {
+            Ok(Some((route, _))) if route != ChannelRoute::Cla(0) => {
+                debug!("{}: channel pool grows: {route:?}", self.reader);
+                Some(Arc::new(Mutex::new(Link {
+                    conn: Some(conn),
+                    route,
+                    aid,
+                    logical_channel: true,
+                    remote_update_seen: false,
+                })))
+            }
+            _ => {
+                debug!(
+                    "{}: no further logical channel; the pool stays at its size",
+                    self.reader
+                );
+                conn.disconnect();
+                None
+            }
+        }
+    }
+
+    /// How many channels the pool holds now.
+    pub fn channels(&self) -> usize {
+        self.links.read().len()
+    }
+
     /// True while the card is still in the reader (no APDU sent). A busy link means the card
     /// is in use, hence present.
     pub fn check_present(&self) -> bool {
         if self.is_removed() {
             return false;
         }
-        if let Some(mut link) = self.link.try_lock() {
+        let first = self.links.read().first().cloned();
+        let Some(first) = first else { return false };
+        if let Some(mut link) = first.try_lock() {
             let present = link.conn.as_mut().is_some_and(|c| c.is_present());
             if !present {
                 self.mark_removed();
@@ -335,9 +438,15 @@ impl Token {
         true
     }
 
-    /// Closes the logical channel and leaves the card as it is.
+    /// Closes the logical channels and leaves the card as it is.
     pub fn close(&self) {
-        let mut link = self.link.lock();
+        let links = std::mem::take(&mut *self.links.write());
+        for link in links {
+            self.close_link(&mut link.lock());
+        }
+    }
+
+    fn close_link(&self, link: &mut Link) {
         let route = link.route;
         if let Some(mut conn) = link.conn.take() {
             if !self.is_removed() {
@@ -357,9 +466,20 @@ impl Token {
         }
     }
 
-    /// Opens a channel, selects the applet and reads everything the object cache needs.
-    /// `Ok(None)` when the card has no IoT SAFE applet.
+    /// A token over one connection whose pool cannot grow (no source of further connections).
     pub fn connect(
+        conn: Box<dyn CardConnection>,
+        config: &Config,
+        reader: &str,
+    ) -> Result<Option<Token>> {
+        Self::connect_pooled(Arc::new(NoFurtherConnections), conn, config, reader)
+    }
+
+    /// Opens a channel, selects the applet and reads everything the object cache needs; more
+    /// channels come from `source` when the pool grows. `Ok(None)` when the card has no IoT
+    /// SAFE applet.
+    pub fn connect_pooled(
+        source: Arc<dyn ReaderSource>,
         mut conn: Box<dyn CardConnection>,
         config: &Config,
         reader: &str,
@@ -409,13 +529,17 @@ impl Token {
         let token = Token {
             epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
             reader: reader.to_string(),
-            link: Mutex::new(Link {
+            links: RwLock::new(vec![Arc::new(Mutex::new(Link {
                 conn: Some(conn),
                 route,
                 aid,
                 logical_channel: config.applet.logical_channel,
                 remote_update_seen: false,
-            }),
+            }))]),
+            max_channels: config.applet.max_channels.max(1),
+            pool_full: AtomicBool::new(false),
+            growing: Mutex::new(()),
+            source,
             style,
             cache: RwLock::new(Cache {
                 card_objects: Vec::new(),
@@ -433,6 +557,25 @@ impl Token {
         };
         token.set_card_objects(card_objects);
         Ok(Some(token))
+    }
+}
+
+/// A source that has no further connections to give (the pool stays at one channel).
+struct NoFurtherConnections;
+
+impl ReaderSource for NoFurtherConnections {
+    fn reader_names(&self) -> std::result::Result<Vec<String>, crate::transport::TransportError> {
+        Ok(Vec::new())
+    }
+    fn connect(
+        &self,
+        _reader: &str,
+    ) -> std::result::Result<Option<Box<dyn CardConnection>>, crate::transport::TransportError>
+    {
+        Ok(None)
+    }
+    fn card_present(&self, _reader: &str) -> bool {
+        false
     }
 }
 
@@ -455,7 +598,11 @@ impl Slot {
     }
 
     /// The connected token, connecting first if needed. `Ok(None)`: no card or no applet.
-    pub fn token(&self, source: &dyn ReaderSource, config: &Config) -> Result<Option<Arc<Token>>> {
+    pub fn token(
+        &self,
+        source: &Arc<dyn ReaderSource>,
+        config: &Config,
+    ) -> Result<Option<Arc<Token>>> {
         if let Some(t) = self.current_token() {
             return Ok(Some(t));
         }
@@ -471,7 +618,7 @@ impl Slot {
                 return Ok(None);
             }
         };
-        match Token::connect(conn, config, &self.reader) {
+        match Token::connect_pooled(source.clone(), conn, config, &self.reader) {
             Ok(Some(token)) => {
                 let token = Arc::new(token);
                 *self.token.lock() = Some(token.clone());
