@@ -40,6 +40,8 @@
 #define IOTSAFE_PKCS11_CFG_APPLET_AIDS         "applet.aids"
 #define IOTSAFE_PKCS11_CFG_APPLET_CLA          "applet.cla"
 #define IOTSAFE_PKCS11_CFG_APPLET_CHANNEL      "applet.logical_channel"
+#define IOTSAFE_PKCS11_CFG_APPLET_MAX_CHANNELS "applet.max_channels"
+#define IOTSAFE_PKCS11_CFG_APPLET_PROVISIONING "applet.provisioning"
 #define IOTSAFE_PKCS11_CFG_APPLET_TOKEN_LABEL  "applet.token_label"
 #define IOTSAFE_PKCS11_CFG_MODEM               "modem"            /* array of tables */
 #define IOTSAFE_PKCS11_CFG_MODEM_DEVICE        "modem.device"
