@@ -25,6 +25,9 @@ packages=(
   gcc libc6-dev             # the C ABI test program (tests/c/)
   dpkg-dev                  # apt-get source (OpenSC's p11test is built from Debian's source package)
   autoconf automake libtool libssl-dev zlib1g-dev libreadline-dev libcmocka-dev # p11test build
+  # issue #6: robustness and benchmarks (scripts/valgrind.sh; libssl-dev and gcc above also
+  # build benches/tls_handshakes.c)
+  valgrind                  # memcheck of the .so through pkcs11-tool and of the bad-argument table
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

@@ -34,6 +34,18 @@ cargo bench --bench apdu_counts
 step "benchmark: tokens never wait for each other (cargo bench --bench multi_slot; figures, not pass/fail)"
 cargo bench --bench multi_slot
 
+step "benchmark: the performance report — APDUs per operation, card-bound throughput at 1/2/4/8 threads, scaling across tokens, overhead vs SoftHSM2 (cargo bench --bench performance; figures, not pass/fail)"
+cargo bench --bench performance
+
+step "stress: 8 threads × 10 000 signatures on one token, C_Initialize/C_Finalize loop without growth (cargo test --release --test stress)"
+cargo test --release --test stress -- --nocapture
+
+step "memory: the .so under valgrind through pkcs11-tool over a simulated modem, and the bad-argument table (scripts/valgrind.sh)"
+bash scripts/valgrind.sh
+
+step "fuzzing: every cargo-fuzz target, ${IOTSAFE_FUZZ_SECONDS:-15} s each (scripts/fuzz.sh)"
+bash scripts/fuzz.sh "${IOTSAFE_FUZZ_SECONDS:-15}"
+
 step "start the PC/SC stack with the simulated card (scripts/stack.sh start)"
 trap 'printf "\n==> stop the stack (scripts/stack.sh stop)\n"; bash scripts/stack.sh stop' EXIT
 bash scripts/stack.sh stop > /dev/null   # a stack left running by an earlier start: restart it
