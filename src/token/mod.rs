@@ -28,7 +28,7 @@ use crate::transport::sources::ConfiguredReaders;
 
 use mechanism::{Hasher, fit_to_p256};
 use object::{AttrValue, Object};
-use session::{Session, SignOperation, VerifyOperation};
+use session::{MessageInput, Session, SignOperation, VerifyOperation};
 use slot::{Slot, Token};
 
 pub const SIGNATURE_LEN: usize = 64;
@@ -631,8 +631,7 @@ impl Module {
         s.sign = Some(SignOperation {
             mechanism: entry.mechanism,
             key,
-            hasher: Hasher::new(entry.mechanism),
-            buffer: Vec::new(),
+            input: MessageInput::new(entry.mechanism),
         });
         Ok(())
     }
@@ -654,10 +653,7 @@ impl Module {
             .sign
             .as_mut()
             .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
-        match op.hasher.as_mut() {
-            Some(h) => h.update(data),
-            None => op.buffer.extend_from_slice(data),
-        }
+        op.input.update(data);
         Ok(())
     }
 
@@ -677,26 +673,8 @@ impl Module {
                 .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
             (op, s.token.clone())
         };
-        let SignOperation {
-            key,
-            hasher,
-            mut buffer,
-            ..
-        } = op;
-        let digest = match hasher {
-            Some(mut h) => {
-                if let Some(d) = data {
-                    h.update(d);
-                }
-                h.finish()
-            }
-            None => {
-                if let Some(d) = data {
-                    buffer.extend_from_slice(d);
-                }
-                buffer
-            }
-        };
+        let SignOperation { key, input, .. } = op;
+        let digest = input.finish(data);
         let (algorithm, to_sign) = card_hash_for(&key, &digest)?;
         self.on_card(handle, &token, |ch| {
             ch.sign_hash(&key.card, algorithm, &to_sign)
@@ -743,8 +721,7 @@ impl Module {
         s.verify = Some(VerifyOperation {
             mechanism: entry.mechanism,
             point,
-            hasher: Hasher::new(entry.mechanism),
-            buffer: Vec::new(),
+            input: MessageInput::new(entry.mechanism),
         });
         Ok(())
     }
@@ -756,10 +733,7 @@ impl Module {
             .verify
             .as_mut()
             .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
-        match op.hasher.as_mut() {
-            Some(h) => h.update(data),
-            None => op.buffer.extend_from_slice(data),
-        }
+        op.input.update(data);
         Ok(())
     }
 
@@ -776,26 +750,8 @@ impl Module {
             .verify
             .take()
             .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
-        let VerifyOperation {
-            point,
-            hasher,
-            mut buffer,
-            ..
-        } = op;
-        let digest = match hasher {
-            Some(mut h) => {
-                if let Some(d) = data {
-                    h.update(d);
-                }
-                h.finish()
-            }
-            None => {
-                if let Some(d) = data {
-                    buffer.extend_from_slice(d);
-                }
-                buffer
-            }
-        };
+        let VerifyOperation { point, input, .. } = op;
+        let digest = input.finish(data);
         if signature.len() != SIGNATURE_LEN {
             return Err(CKR_SIGNATURE_LEN_RANGE.into());
         }

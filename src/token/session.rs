@@ -8,20 +8,50 @@ use super::mechanism::Hasher;
 use super::object::Object;
 use super::slot::Token;
 
+/// What a signature or verification is computed over: a host-side hash for
+/// `CKM_ECDSA_SHA*`, or the raw input of `CKM_ECDSA` collected as it comes.
+pub enum MessageInput {
+    Hashed(Hasher),
+    Raw(Vec<u8>),
+}
+
+impl MessageInput {
+    pub fn new(mechanism: CK_MECHANISM_TYPE) -> Self {
+        match Hasher::new(mechanism) {
+            Some(h) => MessageInput::Hashed(h),
+            None => MessageInput::Raw(Vec::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            MessageInput::Hashed(h) => h.update(data),
+            MessageInput::Raw(buffer) => buffer.extend_from_slice(data),
+        }
+    }
+
+    /// The digest (or raw input) after a last part `data`.
+    pub fn finish(mut self, data: Option<&[u8]>) -> Vec<u8> {
+        if let Some(d) = data {
+            self.update(d);
+        }
+        match self {
+            MessageInput::Hashed(h) => h.finish(),
+            MessageInput::Raw(buffer) => buffer,
+        }
+    }
+}
+
 pub struct SignOperation {
     pub mechanism: CK_MECHANISM_TYPE,
     pub key: Arc<Object>,
-    /// Host-side hash for `CKM_ECDSA_SHA*`; `None` for raw `CKM_ECDSA`.
-    pub hasher: Option<Hasher>,
-    /// Raw `CKM_ECDSA` input collected by `C_SignUpdate`.
-    pub buffer: Vec<u8>,
+    pub input: MessageInput,
 }
 
 pub struct VerifyOperation {
     pub mechanism: CK_MECHANISM_TYPE,
     pub point: [u8; 65],
-    pub hasher: Option<Hasher>,
-    pub buffer: Vec<u8>,
+    pub input: MessageInput,
 }
 
 pub struct Session {
