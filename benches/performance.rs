@@ -333,7 +333,17 @@ fn card_bound(r: &mut Report) {
             got / ceiling
         ));
     }
+    drop(h);
+    let (modem, modem_ms) = modem_rate(apdu_ms, signature_ms, total.min(60));
+    r.line(format!(
+        "| 1, the card behind a simulated modem (AT+CGLA on a pty) | {modem:.2} | {:.3} | \
+         (module adds {:.1} ms per signature) |",
+        modem / ceiling,
+        modem_ms - 1000.0 / ceiling
+    ));
     r.line("");
+    let h = Harness::with_cards((0..4).map(|_| card(apdu_ms, signature_ms)).collect());
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
     r.line("## Scaling across tokens");
     r.line("");
     r.line(
@@ -354,6 +364,36 @@ fn card_bound(r: &mut Report) {
     }
     r.line("");
     drop(h);
+}
+
+/// Signatures per second (and ms per signature) on one card behind the simulator's modem on a
+/// pseudo-terminal, the module configured with only that modem.
+fn modem_rate(apdu_ms: f64, signature_ms: f64, total: usize) -> (f64, f64) {
+    let _guard = module_lock();
+    iotsafe_pkcs11::token::set_reader_source_override(None);
+    let dir = root().join("target/bench/modem");
+    std::fs::create_dir_all(&dir).expect("target/bench/modem");
+    let link = dir.join("tty");
+    let modem = iotsafe_sim::modem::spawn(card(apdu_ms, signature_ms), &link, Default::default())
+        .expect("spawn the simulated modem");
+    let config = std::ffi::CString::new(format!(
+        "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
+        link.display()
+    ))
+    .unwrap();
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: config.as_ptr() as *mut _,
+    };
+    unsafe { assert_eq!(C_Initialize(&mut args as *mut _ as *mut _), CKR_OK) };
+    let got = rate(&[0], total);
+    unsafe { C_Finalize(NULL) };
+    drop(modem);
+    (got, 1000.0 / got)
 }
 
 /// Raw PKCS#11 calls into SoftHSM2 through its function list (the same C ABI our module is

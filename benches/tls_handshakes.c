@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/store.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@ static void die(const char *what) {
 static EVP_PKEY *load_key(const char *uri) {
     OSSL_STORE_CTX *store = OSSL_STORE_open(uri, NULL, NULL, NULL, NULL);
     if (store == NULL) die("OSSL_STORE_open of the key URI");
+    OSSL_STORE_expect(store, OSSL_STORE_INFO_PKEY);
     EVP_PKEY *key = NULL;
     while (key == NULL && !OSSL_STORE_eof(store)) {
         OSSL_STORE_INFO *info = OSSL_STORE_load(store);
@@ -71,13 +73,16 @@ int main(int argc, char **argv) {
     }
     int port = atoi(argv[1]), count = atoi(argv[2]);
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL);
+    /* The key first, as openssl s_client does: an SSL_CTX made before pkcs11-provider's first
+     * use picks the provider's signature implementations for verifying the server too, and
+     * then fails ("Provided key has invalid handle"). */
+    EVP_PKEY *key = load_key(argv[4]);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) die("SSL_CTX_new");
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     if (SSL_CTX_use_certificate_file(ctx, argv[3], SSL_FILETYPE_PEM) != 1) die("client certificate");
-    EVP_PKEY *key = load_key(argv[4]);
     if (SSL_CTX_use_PrivateKey(ctx, key) != 1) die("SSL_CTX_use_PrivateKey");
     if (SSL_CTX_load_verify_locations(ctx, argv[5], NULL) != 1) die("CA file");
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);

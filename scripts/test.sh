@@ -53,5 +53,11 @@ bash scripts/stack.sh start              # with the binaries just built and a fr
 # shellcheck disable=SC1091
 . "${IOTSAFE_STACK_DIR:-target/stack}/env"
 
+step "benchmark: mutual-TLS handshakes/s with the card latency model, over a modem and over pcscd+vpcd (scripts/bench-tls.sh; figures, not pass/fail)"
+bash scripts/bench-tls.sh
+
+step "memory: the .so under valgrind through pkcs11-tool over pcscd + vpcd (scripts/valgrind.sh --pcsc)"
+bash scripts/valgrind.sh --pcsc
+
 step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES-robustness.md) (cargo nextest run --workspace --run-ignored all)"
 cargo nextest run --workspace --run-ignored all --no-fail-fast -E 'not test(/module_issue_/)'

@@ -1,0 +1,189 @@
+//! Fault injection through the real PC/SC path (pcscd + vsmartcard-vpcd + the simulator's
+//! `fault` control command): the same faults as `tests/faults.rs`, now reaching the module as
+//! pcscd reports them. Each row: the exact `CK_RV`, a bounded time, and the next signature
+//! working (recovery) in the same process.
+//!
+//! Not here: a card that stops answering. The vpcd driver waits for the card's answer without
+//! a timeout (pcscd blocks in `recv`), so the whole reader would hang; a real reader's driver
+//! reports a timeout, which `tests/faults.rs` models in-process (`READER_TIMEOUT`) and the
+//! modem path measures against the module's own `timeout_ms`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Stack;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::Session;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+
+fn rv(e: CkError) -> RvError {
+    match e {
+        CkError::Pkcs11(rv, _) => rv,
+        other => panic!("not a PKCS#11 error: {other:?}"),
+    }
+}
+
+/// A session on the card's token, once pcscd shows the card (it may just have been put back).
+fn session(p11: &Pkcs11) -> Session {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let slots = p11.get_slots_with_token().expect("C_GetSlotList");
+        if let Some(slot) = slots.first() {
+            return p11.open_ro_session(*slot).expect("C_OpenSession");
+        }
+        assert!(Instant::now() < deadline, "no token in any slot");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Signs and verifies against the card's public key.
+fn sign(session: &Session, message: &[u8]) -> Result<(), RvError> {
+    let find = |class| {
+        session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(vec![1])])
+            .map_err(rv)
+            .map(|v| v[0])
+    };
+    let key = find(ObjectClass::PRIVATE_KEY)?;
+    let public = find(ObjectClass::PUBLIC_KEY)?;
+    let point = match &session
+        .get_attributes(public, &[cryptoki::object::AttributeType::EcPoint])
+        .map_err(rv)?[0]
+    {
+        Attribute::EcPoint(p) => p[2..].to_vec(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let sig = session
+        .sign(&Mechanism::EcdsaSha256, key, message)
+        .map_err(rv)?;
+    let vk = VerifyingKey::from_sec1_bytes(&point).expect("P-256 point");
+    vk.verify(message, &Signature::from_slice(&sig).expect("64 bytes"))
+        .expect("signature verifies against the card's public key");
+    Ok(())
+}
+
+/// Leaves the card as the other stack tests expect it, whatever happened: no fault armed,
+/// card inserted.
+struct Restore<'a>(&'a Stack);
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        self.0.sim_command("fault clear");
+        self.0.sim_command("insert");
+    }
+}
+
+/// One fault row on the stack.
+fn fault_row(fault: &str, expect: RvError, session_survives: bool) {
+    let stack = Stack::get();
+    let _lock = stack.lock();
+    let _restore = Restore(&stack);
+    stack.sim_command("fault clear");
+    let p11 = Pkcs11::new(&stack.module).expect("load module");
+    match p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        // cargo test runs the rows as threads of one process, where an earlier row's
+        // module may still be initialised (nextest gives each row its own process).
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => panic!("C_Initialize: {e:?}"),
+    }
+    let s = session(&p11);
+    sign(&s, b"before the fault").expect("signs before the fault");
+    stack.sim_command(&format!("fault {fault}"));
+    let start = Instant::now();
+    let got = sign(&s, b"under the fault");
+    let took = start.elapsed();
+    stack.sim_command("fault clear");
+    println!(
+        "| vpcd | fault {fault} | C_Sign | {got:?} | {} ms |",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(10), "bounded: {took:?}");
+    let mut wrong = None;
+    if got != Err(expect) {
+        let next = sign(&s, b"the session's next call");
+        wrong = Some(format!(
+            "C_Sign under `fault {fault}`: {got:?}, expected Err({expect:?}); the session's next \
+             C_Sign: {next:?}"
+        ));
+    } else if session_survives {
+        sign(&s, b"same session after the fault").expect("recovery in the same session");
+    } else {
+        assert_eq!(
+            sign(&s, b"old session"),
+            Err(RvError::SessionHandleInvalid),
+            "the session that met the removal is closed"
+        );
+    }
+    stack.sim_command("insert");
+    // A new session in the same process, once pcscd shows the card again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let slots = p11.get_slots_with_token().expect("C_GetSlotList");
+        let last = match slots.first() {
+            None => "no slot with a token".to_string(),
+            Some(slot) => match p11.open_ro_session(*slot) {
+                Err(e) => format!("C_OpenSession: {e}"),
+                Ok(s2) => match sign(&s2, b"new session after the fault") {
+                    Ok(()) => break,
+                    Err(e) => format!("C_Sign: {e:?}"),
+                },
+            },
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after `fault {fault}` within 20 s: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("recovered: a new session in the same process signs");
+    if let Some(w) = wrong {
+        panic!("{w}");
+    }
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_signature_update_answers_6f00() {
+    fault_row("sw=6F00 ins=2B", RvError::DeviceError, true);
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_signature_response_truncated_to_one_byte() {
+    fault_row("truncate=1 ins=2B", RvError::DeviceError, true);
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_signature_response_truncated_inside_the_data() {
+    fault_row("truncate=20 ins=2B", RvError::DeviceError, true);
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_signature_update_endless_61xx() {
+    fault_row("endless-61xx ins=2B", RvError::DeviceError, true);
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_signature_update_garbage() {
+    fault_row("garbage ins=2B", RvError::DeviceError, true);
+}
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_signature_update_bad_tlv() {
+    fault_row("bad-tlv ins=2B", RvError::DeviceError, true);
+}
+
+#[test]
+#[ignore = "module issue 4: a card pulled mid-signature gives CKR_DEVICE_ERROR over PC/SC (tests/MODULE-ISSUES-robustness.md); needs the pcscd+vpcd stack"]
+fn vpcd_card_pulled_between_signature_init_and_update_module_issue_4() {
+    fault_row("remove ins=2A", RvError::DeviceRemoved, false);
+}
