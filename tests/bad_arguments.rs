@@ -1161,8 +1161,7 @@ fn lengths_states_mechanisms_and_keys() {
 }
 
 #[test]
-#[ignore = "module issue 2: a failed C_Sign/C_SignFinal/C_Verify/C_Digest leaves the operation active (tests/MODULE-ISSUES-robustness.md)"]
-fn rows_with_known_module_issues_module_issue_2() {
+fn rows_with_known_module_issues() {
     let (rows, n) = run_rows(true);
     assert!(n > 0);
     assert_eq!(report(&rows), 0);

@@ -299,8 +299,7 @@ fn first_session_fault(fault: Fault, expect: CK_RV) {
 }
 
 #[test]
-#[ignore = "module issue 1: card errors while reading the card give CKR_TOKEN_NOT_PRESENT (tests/MODULE-ISSUES-robustness.md)"]
-fn first_session_select_answers_6f00_module_issue_1() {
+fn first_session_select_answers_6f00() {
     first_session_fault(
         faulted(FaultKind::StatusWord(0x6F00), SELECT),
         CKR_DEVICE_ERROR,
@@ -308,8 +307,7 @@ fn first_session_select_answers_6f00_module_issue_1() {
 }
 
 #[test]
-#[ignore = "module issue 1: card errors while reading the card give CKR_TOKEN_NOT_PRESENT (tests/MODULE-ISSUES-robustness.md)"]
-fn first_session_object_list_garbage_module_issue_1() {
+fn first_session_object_list_garbage() {
     first_session_fault(
         faulted(FaultKind::Garbage, GET_DATA).skip(1),
         CKR_DEVICE_ERROR,
@@ -317,8 +315,7 @@ fn first_session_object_list_garbage_module_issue_1() {
 }
 
 #[test]
-#[ignore = "module issue 1: card errors while reading the card give CKR_TOKEN_NOT_PRESENT (tests/MODULE-ISSUES-robustness.md)"]
-fn first_session_object_list_truncated_module_issue_1() {
+fn first_session_object_list_truncated() {
     first_session_fault(
         faulted(FaultKind::Truncate(40), GET_DATA).skip(1),
         CKR_DEVICE_ERROR,
@@ -326,8 +323,7 @@ fn first_session_object_list_truncated_module_issue_1() {
 }
 
 #[test]
-#[ignore = "module issue 1: card errors while reading the card give CKR_TOKEN_NOT_PRESENT (tests/MODULE-ISSUES-robustness.md)"]
-fn first_session_object_list_endless_61xx_module_issue_1() {
+fn first_session_object_list_endless_61xx() {
     first_session_fault(
         faulted(FaultKind::Endless61xx, GET_DATA).skip(1),
         CKR_DEVICE_ERROR,
@@ -335,8 +331,7 @@ fn first_session_object_list_endless_61xx_module_issue_1() {
 }
 
 #[test]
-#[ignore = "module issue 1: card errors while reading the card give CKR_TOKEN_NOT_PRESENT (tests/MODULE-ISSUES-robustness.md)"]
-fn first_session_card_stops_answering_module_issue_1() {
+fn first_session_card_stops_answering() {
     first_session_fault(faulted(FaultKind::Mute, GET_DATA), CKR_DEVICE_ERROR);
 }
 
@@ -582,8 +577,7 @@ fn time_per_signature(card: &SharedCard, s: CK_SESSION_HANDLE, n: u32) -> Durati
 }
 
 #[test]
-#[ignore = "module issue 3: every AT command waits 20 ms before it is sent (tests/MODULE-ISSUES-robustness.md)"]
-fn a_modem_adds_no_waiting_to_a_signature_module_issue_3() {
+fn a_modem_adds_no_waiting_to_a_signature() {
     // The same zero-latency card, signed on directly and through the simulated modem: the
     // AT path may cost pty round trips (well under a millisecond each), not timer waits.
     let over_modem = {

@@ -254,7 +254,12 @@ impl<'a> AppletChannel<'a> {
         let style = std::mem::replace(&mut self.style, ClassStyle::InterIndustry);
         let resp = self.exchange(0xA4, 0x04, 0x00, aid, None, Trace::Full);
         self.style = style;
-        Ok(resp?.is_ok())
+        match resp?.sw {
+            SW_OK => Ok(true),
+            // "Not here" in the ways cards say it.
+            0x6A82 | 0x6A81 | 0x6A86 | 0x6999 | 0x6985 | 0x6D00 | 0x6E00 => Ok(false),
+            sw => Err(sw_error(sw, "SELECT")),
+        }
     }
 
     /// GET DATA application information.

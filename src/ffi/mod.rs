@@ -355,22 +355,7 @@ pkcs11_fn!(
 
 pkcs11_fn!(
     fn C_SessionCancel(h_session: CK_SESSION_HANDLE, flags: CK_FLAGS) {
-        let m = module()?;
-        let s = m.session(h_session)?;
-        let mut s = s.lock();
-        if flags & CKF_SIGN != 0 {
-            s.sign = None;
-        }
-        if flags & CKF_VERIFY != 0 {
-            s.verify = None;
-        }
-        if flags & CKF_DIGEST != 0 {
-            s.digest = None;
-        }
-        if flags & CKF_FIND_OBJECTS != 0 {
-            s.find = None;
-        }
-        Ok(())
+        module()?.end_operations(h_session, flags)
     }
 );
 
@@ -582,27 +567,24 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.digest_len(h_session)?;
-        let data = in_bytes(p_data, ul_data_len)?;
-        if let Some(out) = output_buffer(p_digest, pul_digest_len, needed)? {
-            out.copy_from_slice(&m.digest_finish(h_session, Some(data))?);
-        }
-        Ok(())
+        let result = (|| {
+            let data = in_bytes(p_data, ul_data_len)?;
+            if let Some(out) = output_buffer(p_digest, pul_digest_len, needed)? {
+                out.copy_from_slice(&m.digest_finish(h_session, Some(data))?);
+            }
+            Ok(())
+        })();
+        m.end_on_error(h_session, CKF_DIGEST, &result);
+        result
     }
 );
 
 pkcs11_fn!(
     fn C_DigestUpdate(h_session: CK_SESSION_HANDLE, p_part: CK_BYTE_PTR, ul_part_len: CK_ULONG) {
         let m = module()?;
-        let data = in_bytes(p_part, ul_part_len);
-        match data {
-            Ok(d) => m.digest_update(h_session, d),
-            Err(e) => {
-                if let Ok(s) = m.session(h_session) {
-                    s.lock().digest = None;
-                }
-                Err(e)
-            }
-        }
+        let result = in_bytes(p_part, ul_part_len).and_then(|d| m.digest_update(h_session, d));
+        m.end_on_error(h_session, CKF_DIGEST, &result);
+        result
     }
 );
 
@@ -616,10 +598,14 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.digest_len(h_session)?;
-        if let Some(out) = output_buffer(p_digest, pul_digest_len, needed)? {
-            out.copy_from_slice(&m.digest_finish(h_session, None)?);
-        }
-        Ok(())
+        let result = (|| {
+            if let Some(out) = output_buffer(p_digest, pul_digest_len, needed)? {
+                out.copy_from_slice(&m.digest_finish(h_session, None)?);
+            }
+            Ok(())
+        })();
+        m.end_on_error(h_session, CKF_DIGEST, &result);
+        result
     }
 );
 
@@ -645,12 +631,16 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.sign_len(h_session)?;
-        let data = in_bytes(p_data, ul_data_len)?;
-        // Size query or short buffer: no APDU, the operation stays active.
-        if let Some(out) = output_buffer(p_signature, pul_signature_len, needed)? {
-            out.copy_from_slice(&m.sign_finish(h_session, Some(data))?);
-        }
-        Ok(())
+        let result = (|| {
+            let data = in_bytes(p_data, ul_data_len)?;
+            // Size query or short buffer: no APDU, the operation stays active.
+            if let Some(out) = output_buffer(p_signature, pul_signature_len, needed)? {
+                out.copy_from_slice(&m.sign_finish(h_session, Some(data))?);
+            }
+            Ok(())
+        })();
+        m.end_on_error(h_session, CKF_SIGN, &result);
+        result
     }
 );
 
@@ -658,9 +648,7 @@ pkcs11_fn!(
     fn C_SignUpdate(h_session: CK_SESSION_HANDLE, p_part: CK_BYTE_PTR, ul_part_len: CK_ULONG) {
         let m = module()?;
         let result = in_bytes(p_part, ul_part_len).and_then(|d| m.sign_update(h_session, d));
-        if result.is_err() {
-            m.cancel_sign(h_session);
-        }
+        m.end_on_error(h_session, CKF_SIGN, &result);
         result
     }
 );
@@ -673,10 +661,14 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.sign_len(h_session)?;
-        if let Some(out) = output_buffer(p_signature, pul_signature_len, needed)? {
-            out.copy_from_slice(&m.sign_finish(h_session, None)?);
-        }
-        Ok(())
+        let result = (|| {
+            if let Some(out) = output_buffer(p_signature, pul_signature_len, needed)? {
+                out.copy_from_slice(&m.sign_finish(h_session, None)?);
+            }
+            Ok(())
+        })();
+        m.end_on_error(h_session, CKF_SIGN, &result);
+        result
     }
 );
 
@@ -710,12 +702,16 @@ pkcs11_fn!(
         ul_signature_len: CK_ULONG,
     ) {
         let m = module()?;
-        let data = in_bytes(p_data, ul_data_len)?;
-        let signature = in_bytes(p_signature, ul_signature_len)?;
-        if p_signature.is_null() {
-            return Err(CKR_ARGUMENTS_BAD.into());
-        }
-        m.verify_finish(h_session, Some(data), signature)
+        let result = (|| {
+            let data = in_bytes(p_data, ul_data_len)?;
+            let signature = in_bytes(p_signature, ul_signature_len)?;
+            if p_signature.is_null() {
+                return Err(CKR_ARGUMENTS_BAD.into());
+            }
+            m.verify_finish(h_session, Some(data), signature)
+        })();
+        m.end_on_error(h_session, CKF_VERIFY, &result);
+        result
     }
 );
 
@@ -723,11 +719,7 @@ pkcs11_fn!(
     fn C_VerifyUpdate(h_session: CK_SESSION_HANDLE, p_part: CK_BYTE_PTR, ul_part_len: CK_ULONG) {
         let m = module()?;
         let result = in_bytes(p_part, ul_part_len).and_then(|d| m.verify_update(h_session, d));
-        if result.is_err()
-            && let Ok(s) = m.session(h_session)
-        {
-            s.lock().verify = None;
-        }
+        m.end_on_error(h_session, CKF_VERIFY, &result);
         result
     }
 );
@@ -739,11 +731,15 @@ pkcs11_fn!(
         ul_signature_len: CK_ULONG,
     ) {
         let m = module()?;
-        let signature = in_bytes(p_signature, ul_signature_len)?;
-        if p_signature.is_null() {
-            return Err(CKR_ARGUMENTS_BAD.into());
-        }
-        m.verify_finish(h_session, None, signature)
+        let result = (|| {
+            let signature = in_bytes(p_signature, ul_signature_len)?;
+            if p_signature.is_null() {
+                return Err(CKR_ARGUMENTS_BAD.into());
+            }
+            m.verify_finish(h_session, None, signature)
+        })();
+        m.end_on_error(h_session, CKF_VERIFY, &result);
+        result
     }
 );
 

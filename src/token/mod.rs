@@ -259,7 +259,9 @@ impl Module {
         let slots: Vec<Arc<Slot>> = self.slots.read().clone();
         let mut out = Vec::new();
         for slot in slots {
-            if !token_present || self.token(&slot)?.is_some() {
+            // A card that fails while being read is present (C_OpenSession then reports
+            // CKR_DEVICE_ERROR); one without the applet is not a token.
+            if !token_present || !matches!(self.token(&slot), Ok(None)) {
                 out.push(slot.id);
             }
         }
@@ -272,7 +274,7 @@ impl Module {
             Some(t) => t.check_present(),
             None => false,
         };
-        let token_present = present || self.token(&slot)?.is_some();
+        let token_present = present || !matches!(self.token(&slot), Ok(None));
         Ok(SlotInfo {
             description: slot.reader.clone(),
             token_present,
@@ -818,10 +820,33 @@ impl Module {
         Ok(h.finish())
     }
 
-    /// Ends whichever operation an error in the FFI layer interrupted.
-    pub fn cancel_sign(&self, handle: CK_SESSION_HANDLE) {
-        if let Ok(s) = self.session(handle) {
-            s.lock().sign = None;
+    /// Ends the session's operations named by `flags` (`CKF_SIGN`, `CKF_VERIFY`, `CKF_DIGEST`,
+    /// `CKF_FIND_OBJECTS`), as `C_SessionCancel` does.
+    pub fn end_operations(&self, handle: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if flags & CKF_SIGN != 0 {
+            s.sign = None;
+        }
+        if flags & CKF_VERIFY != 0 {
+            s.verify = None;
+        }
+        if flags & CKF_DIGEST != 0 {
+            s.digest = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            s.find = None;
+        }
+        Ok(())
+    }
+
+    /// The rule of `C_Sign`, `C_*Update`, `C_*Final`, `C_Verify` and `C_Digest`: a call that
+    /// fails ends the operation, except a `CKR_BUFFER_TOO_SMALL` answer.
+    pub fn end_on_error(&self, handle: CK_SESSION_HANDLE, flags: CK_FLAGS, result: &Result<()>) {
+        if let Err(e) = result
+            && e.rv() != CKR_BUFFER_TOO_SMALL
+        {
+            let _ = self.end_operations(handle, flags);
         }
     }
 

@@ -312,6 +312,17 @@ impl Token {
                 .reopen(self.style, &self.reader)
                 .and_then(|()| link.run_once(self.style, &mut op));
         }
+        // A failed exchange with a card that is no longer there is a removal, whatever the
+        // transport called it.
+        if let Err(e) = &result
+            && e.rv() == CKR_DEVICE_ERROR
+            && !link.conn.as_mut().is_some_and(|c| c.is_present())
+        {
+            result = Err(Error::new(
+                CKR_DEVICE_REMOVED,
+                format!("{} (the card is no longer present)", e.detail()),
+            ));
+        }
         if let Err(e) = &result
             && e.rv() == CKR_DEVICE_REMOVED
         {
@@ -625,9 +636,12 @@ impl Slot {
                 Ok(Some(token))
             }
             Ok(None) => Ok(None),
+            // Gone while being read: simply no token.
+            Err(e) if e.rv() == CKR_DEVICE_REMOVED => Ok(None),
+            // A card that is there but fails is a device error, not a missing token.
             Err(e) => {
                 warn!("{}: reading the IoT SAFE applet failed: {e}", self.reader);
-                Ok(None)
+                Err(Error::new(CKR_DEVICE_ERROR, e.detail().to_string()))
             }
         }
     }

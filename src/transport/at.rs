@@ -199,12 +199,10 @@ impl AtPort {
 
     /// Throws away whatever arrived unasked (late answers, URCs).
     fn drain(&mut self) -> Result<(), AtError> {
+        // Only what has already arrived: never wait here (a read would block for POLL).
         let deadline = Instant::now() + POLL;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && self.port.bytes_to_read().unwrap_or(0) > 0 {
             self.read_some()?;
-            if self.port.bytes_to_read().unwrap_or(0) == 0 {
-                break;
-            }
         }
         if !self.pending.is_empty() {
             trace!(

@@ -132,8 +132,25 @@ struct TxPipe<'a> {
 impl Transmit for TxPipe<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
         let mut buf = [0u8; MAX_BUFFER_SIZE];
-        let response = self.card.transmit(command, &mut buf).map_err(map_err)?;
-        Ok(response.to_vec())
+        match self.card.transmit(command, &mut buf) {
+            Ok(response) => Ok(response.to_vec()),
+            Err(e) => {
+                let mapped = map_err(e);
+                // pcsc-lite reports a card pulled while an APDU is in flight as
+                // SCARD_E_NOT_TRANSACTED; the card's state tells what really happened.
+                if let TransportError::Other(_) = mapped {
+                    let present = self
+                        .card
+                        .status2_owned()
+                        .map(|s| s.status().contains(pcsc::Status::PRESENT))
+                        .unwrap_or(false);
+                    if !present {
+                        return Err(TransportError::CardRemoved);
+                    }
+                }
+                Err(mapped)
+            }
+        }
     }
 }
 
