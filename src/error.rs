@@ -36,6 +36,14 @@ impl Error {
         self.card_reset
     }
 
+    /// The module's logical channel is gone (the card was reset or power-cycled without the
+    /// transport saying so): like a reset, the channel is reopened and the operation retried.
+    pub fn channel_lost(detail: impl Into<String>) -> Self {
+        let mut e = Error::new(CKR_DEVICE_ERROR, detail);
+        e.card_reset = true;
+        e
+    }
+
     pub fn rv(&self) -> CK_RV {
         self.rv
     }

@@ -578,7 +578,14 @@ fn steady_state_signature_is_two_apdus_and_size_queries_none() {
             ),
             CKR_ARGUMENTS_BAD
         );
+        // A failed C_Sign ends the operation (PKCS#11 §5.12): sign again from C_SignInit.
         let mut sig = [0u8; 64];
+        assert_eq!(
+            C_Sign(s, data.as_ptr() as *mut _, 6, sig.as_mut_ptr(), &mut len),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        assert_eq!(h.apdus(), 0, "nothing was sent for the failed calls");
+        assert_eq!(C_SignInit(s, &mut m, key), CKR_OK);
         assert_eq!(
             C_Sign(s, data.as_ptr() as *mut _, 6, sig.as_mut_ptr(), &mut len),
             CKR_OK

@@ -183,7 +183,7 @@ fn vpcd_signature_update_bad_tlv() {
 }
 
 #[test]
-#[ignore = "module issue 5: a card pulled mid-signature and put back leaves the module on a dead channel (tests/MODULE-ISSUES-robustness.md); needs the pcscd+vpcd stack"]
-fn vpcd_card_pulled_between_signature_init_and_update_module_issue_5() {
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn vpcd_card_pulled_between_signature_init_and_update() {
     fault_row("remove ins=2A", RvError::DeviceRemoved, false);
 }

@@ -70,6 +70,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Maps a status word to the PKCS#11 error a caller should see.
 pub fn sw_error(sw: u16, what: &str) -> Error {
+    if sw == 0x6881 {
+        // Our logical channel is not open any more: the card was reset or power-cycled.
+        return Error::channel_lost(format!(
+            "{what}: card answered SW 6881 (logical channel not open)"
+        ));
+    }
     let (rv, meaning) = match sw {
         0x6984 => (
             crate::error::CKR_IOTSAFE_OBJECT_BEING_UPDATED,

@@ -147,6 +147,10 @@ impl Transmit for TxPipe<'_> {
                     if !present {
                         return Err(TransportError::CardRemoved);
                     }
+                    // Present, but the exchange broke (pcsc-lite's SCARD_E_NOT_TRANSACTED when
+                    // the card went away and came back): treat it as a reset, so the channel is
+                    // reopened and the operation retried.
+                    return Err(TransportError::CardReset);
                 }
                 Err(mapped)
             }
