@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
-use crate::token::{self, SIGNATURE_LEN, module, object::AttrValue};
+use crate::token::{self, module, object::AttrValue};
 use util::{
     entry, in_bytes, output_buffer, padded, read, template, template_values, to_usize, write,
 };
@@ -1037,6 +1037,3 @@ not_supported!(C_VerifyMessageNext(
     ul_signature_len: CK_ULONG,
 ));
 not_supported!(C_MessageVerifyFinal(h_session: CK_SESSION_HANDLE));
-
-/// Signature length for P-256 (raw r‖s), exported for tests.
-pub const P256_SIGNATURE_LEN: usize = SIGNATURE_LEN;

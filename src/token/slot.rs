@@ -21,7 +21,6 @@ static NEXT_OBJECT_HANDLE: AtomicU64 = AtomicU64::new(1);
 pub fn allocate_object_handle() -> CK_OBJECT_HANDLE {
     NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
 }
-static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
 /// The card link of a token. Its lock is held for the whole APDU sequence of one operation
 /// (one PC/SC transaction): the card is a serial device, and this keeps the sequences of two
@@ -39,7 +38,7 @@ struct Link {
 impl Link {
     /// A link without a connection (only if the pool was emptied by `close`): every operation
     /// on it reports the token removed.
-    fn closed(_links: &[Arc<Mutex<Link>>]) -> Link {
+    fn closed() -> Link {
         Link {
             conn: None,
             route: ChannelRoute::Cla(0),
@@ -193,8 +192,6 @@ struct Cache {
 }
 
 pub struct Token {
-    /// Changes with every new connection; sessions of an older epoch are stale.
-    pub epoch: u64,
     reader: String,
     /// The channel pool: one link (connection + logical channel) per channel, opened on demand
     /// up to `max_channels` while operations wait for each other.
@@ -380,7 +377,7 @@ impl Token {
         let i = NEXT.fetch_add(1, Ordering::Relaxed) as usize % links.len().max(1);
         match links.get(i) {
             Some(link) => link.lock_arc(),
-            None => Arc::new(Mutex::new(Link::closed(&self.links.read()))).lock_arc(),
+            None => Arc::new(Mutex::new(Link::closed())).lock_arc(),
         }
     }
 
@@ -538,7 +535,6 @@ impl Token {
             card_objects.len()
         );
         let token = Token {
-            epoch: NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
             reader: reader.to_string(),
             links: RwLock::new(vec![Arc::new(Mutex::new(Link {
                 conn: Some(conn),
