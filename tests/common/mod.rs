@@ -551,3 +551,38 @@ pub fn client_certificate_on_status_page(page: &str) -> Option<Vec<u8>> {
     let at = page.find("Client certificate")?;
     first_pem_certificate_der(&page[at..])
 }
+
+// --- a child whose stdin stays open ----------------------------------------------------------
+
+impl Proc {
+    /// Starts `cmd` with its stdin on a pipe that nothing is written to and that stays open until
+    /// the returned handle is dropped. For programs that stop at end of input, such as
+    /// `openssl s_server` without `-www` (over DTLS it reads stdin from the start, and quits at
+    /// EOF before any client has connected).
+    pub fn spawn_with_open_stdin(cmd: &mut Command) -> (Proc, std::process::ChildStdin) {
+        let what = describe(cmd);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx)),
+            collect(child.stderr.take().unwrap(), stderr.clone(), None),
+        ];
+        let proc = Proc {
+            what,
+            child,
+            stdout,
+            stderr,
+            readers,
+            lines,
+        };
+        (proc, stdin)
+    }
+}
