@@ -17,8 +17,38 @@
 #define CKA_IOTSAFE_OBJECT_STATE       (CKA_VENDOR_DEFINED | 0x49530003UL)
 /* Access conditions (tag 60): bit 1 read, bit 2 update. */
 #define CKA_IOTSAFE_ACCESS_CONDITIONS  (CKA_VENDOR_DEFINED | 0x49530004UL)
-/* Key type (tag 4B): 0x13 P-256 persistent, 0x14 P-256 volatile. */
+/* Key type (tag 4B): 0x13 P-256 persistent, 0x14 P-256 volatile, 0xA0 secret (PSK). */
 #define CKA_IOTSAFE_KEY_TYPE           (CKA_VENDOR_DEFINED | 0x49530005UL)
+/* PSKs: key-derivation algorithms the card allows with the key (tag 94): bit 1 TLS 1.2 PRF,
+ * bit 2 HKDF. */
+#define CKA_IOTSAFE_KEY_DERIVATION     (CKA_VENDOR_DEFINED | 0x49530006UL)
+
+/* Vendor mechanisms: the TLS 1.2 PRF keyed by the pre-master secret the card builds from a PSK
+ * it stores (COMPUTE PRF modes 01 and 02). The base key is a PSK on the card (CKO_SECRET_KEY,
+ * CKA_TOKEN true; its CKA_LABEL is the PSK identity); the result is a session
+ * CKO_SECRET_KEY of CKA_VALUE_LEN bytes (default 48, at most 255), e.g. the master secret
+ * with label "master secret" and seed client_random || server_random, or with label
+ * "extended master secret" and seed = the session hash (RFC 7627).
+ *   CKM_IOTSAFE_TLS12_PSK_KDF        RFC 4279 plain PSK:
+ *                                    pre-master = uint16 N || N zero bytes || uint16 N || PSK
+ *   CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF  RFC 5489 ECDHE-PSK (pOtherSecret = the ECDHE secret):
+ *                                    pre-master = uint16 len || other || uint16 N || PSK
+ * Standard mechanisms the card also computes: CKM_TLS12_MASTER_KEY_DERIVE(_DH),
+ * CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE(_DH) and CKM_TLS12_KDF with a session secret key as
+ * base (COMPUTE PRF mode 00), CKM_HKDF_DERIVE with a PSK on the card or a session key. */
+#define CKM_IOTSAFE_TLS12_PSK_KDF        (CKM_VENDOR_DEFINED | 0x49530001UL)
+#define CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF  (CKM_VENDOR_DEFINED | 0x49530002UL)
+
+typedef struct CK_IOTSAFE_TLS12_PSK_KDF_PARAMS {
+  CK_MECHANISM_TYPE prfHashMechanism; /* CKM_SHA256 (TLS 1.2 default) or CKM_SHA384 */
+  CK_BYTE_PTR pLabel;                 /* e.g. "master secret", not empty */
+  CK_ULONG ulLabelLen;
+  CK_BYTE_PTR pSeed;                  /* e.g. client_random || server_random */
+  CK_ULONG ulSeedLen;
+  CK_BYTE_PTR pOtherSecret;           /* ECDHE-PSK: the ECDHE shared secret; PSK: NULL */
+  CK_ULONG ulOtherSecretLen;          /* label + seed + other secret: at most ~240 bytes
+                                         (one short APDU) */
+} CK_IOTSAFE_TLS12_PSK_KDF_PARAMS;
 
 /* Vendor return values. */
 /* The object is being updated by a remote-management session of the card's security service
@@ -66,18 +96,23 @@
 #define IOTSAFE_ACCESS_UPDATE           0x02
 #define IOTSAFE_KEY_TYPE_P256           0x13 /* CKA_IOTSAFE_KEY_TYPE: NIST P-256, persistent */
 #define IOTSAFE_KEY_TYPE_P256_VOLATILE  0x14 /* NIST P-256, volatile */
+#define IOTSAFE_KEY_TYPE_SECRET         0xA0 /* secret key (PSK, HMAC-capable) */
+#define IOTSAFE_KEY_DERIVATION_PRF      0x01 /* CKA_IOTSAFE_KEY_DERIVATION: TLS 1.2 PRF */
+#define IOTSAFE_KEY_DERIVATION_HKDF     0x02 /* HKDF (RFC 5869) */
 
 /* Interfaces (C_GetInterfaceList / C_GetInterface): "PKCS 11" 3.0 (the default, also what a
  * NULL name returns) and "PKCS 11" 2.40 (the same table C_GetFunctionList returns). */
 #define IOTSAFE_PKCS11_INTERFACE_NAME   "PKCS 11"
 
-/* Return values: the module defines no vendor CK_RV; it uses the standard ones. Those that
- * carry an IoT SAFE meaning:
+/* Standard return values that carry an IoT SAFE meaning (the vendor ones are above):
  *   CKR_TOKEN_WRITE_PROTECTED   a write (C_SetAttributeValue, C_DestroyObject, C_CreateObject
  *                               of a token object) in a R/W session: the applet has no write
  *                               command for these objects
  *   CKR_SESSION_READ_ONLY       the same writes in a R/O session
- *   CKR_ACTION_PROHIBITED       C_CopyObject (card keys cannot be copied)
+ *   CKR_ACTION_PROHIBITED       C_CopyObject (card keys cannot be copied); C_DestroyObject and
+ *                               C_SetAttributeValue of a secret key (a PSK never changes or
+ *                               goes through the device, IoT.04 I9)
+ *   CKR_ATTRIBUTE_SENSITIVE     CKA_VALUE of a PSK or of any private key
  *   CKR_USER_TYPE_INVALID       C_Login(CKU_SO): there is no security officer (no PIN at all;
  *                               C_Login(CKU_USER) accepts any PIN and only changes the state)
  *   CKR_RANDOM_SEED_NOT_SUPPORTED  C_SeedRandom (the card's RNG cannot be seeded)
@@ -86,8 +121,8 @@
  *                               CKR_SESSION_HANDLE_INVALID
  *   CKR_TOKEN_NOT_PRESENT       a reader without an IoT SAFE card
  *   CKR_GENERAL_ERROR           C_Initialize: the configuration (file or pReserved) is invalid
- *   CKR_FUNCTION_NOT_SUPPORTED  functions the token does not offer (encryption, wrapping, key
- *                               generation and derivation for now, PIN management)
+ *   CKR_FUNCTION_NOT_SUPPORTED  functions the token does not offer (encryption, wrapping,
+ *                               secret-key generation, PIN management)
  */
 
 #endif /* IOTSAFE_PKCS11_H */

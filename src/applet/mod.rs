@@ -490,6 +490,138 @@ impl AppletChannel<'_> {
     }
 }
 
+/// Where COMPUTE PRF takes its secret from (P1 = mode).
+pub enum PrfSecret<'a> {
+    /// Mode `00`: the secret travels in the command (`D1`).
+    Explicit(&'a [u8]),
+    /// Mode `01`: a stored PSK; the card builds the RFC 4279 plain-PSK pre-master.
+    Psk(&'a ObjectInfo),
+    /// Mode `02`: a stored PSK and the ECDHE secret (`D4`); RFC 5489 pre-master.
+    EcdhePsk(&'a ObjectInfo, &'a [u8]),
+}
+
+/// COMPUTE HKDF steps (P1): `00` extract, `01` expand, `02` both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HkdfStep {
+    Extract,
+    Expand,
+    ExtractAndExpand,
+}
+
+/// The input key of COMPUTE HKDF: IKM (extract) or PRK (expand only).
+pub enum HkdfKey<'a> {
+    Explicit(&'a [u8]),
+    Stored(&'a ObjectInfo),
+}
+
+impl AppletChannel<'_> {
+    fn checked_length(&self, data: &[u8], what: &str) -> Result<()> {
+        let room = self.pipe.max_command_data().min(MAX_APDU_DATA);
+        if data.len() > room {
+            return Err(Error::new(
+                CKR_MECHANISM_PARAM_INVALID,
+                format!("{what}: {} data bytes exceed one APDU ({room})", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// COMPUTE PRF: TLS 1.2 PRF (P_SHA256, or P_SHA384 with `hash` = [`HASH_SHA384`]) of
+    /// `label_and_seed`, `len` bytes. Command and answer are traced redacted.
+    pub fn compute_prf(
+        &mut self,
+        secret: PrfSecret<'_>,
+        label_and_seed: &[u8],
+        hash: u16,
+        len: u8,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let mut data = zeroize::Zeroizing::new(Vec::new());
+        let mode = match secret {
+            PrfSecret::Explicit(s) => {
+                tlv::push(&mut data, 0xD1, s);
+                0x00
+            }
+            PrfSecret::Psk(key) => {
+                data.extend_from_slice(&key.reference());
+                0x01
+            }
+            PrfSecret::EcdhePsk(key, other) => {
+                data.extend_from_slice(&key.reference());
+                tlv::push(&mut data, 0xD4, other);
+                0x02
+            }
+        };
+        tlv::push(&mut data, 0xD2, label_and_seed);
+        tlv::push(&mut data, 0xD3, &[len]);
+        if hash != objects::HASH_SHA256 {
+            tlv::push(&mut data, 0x91, &hash.to_be_bytes());
+        }
+        self.checked_length(&data, "COMPUTE PRF")?;
+        let resp = self.exchange(0x48, mode, 0x00, &data, Some(0x00), Trace::Redacted)?;
+        let out = zeroize::Zeroizing::new(resp.data);
+        if resp.sw != SW_OK {
+            return Err(sw_error(resp.sw, "COMPUTE PRF"));
+        }
+        if out.len() != len as usize {
+            return Err(Error::new(
+                CKR_DEVICE_ERROR,
+                format!("COMPUTE PRF: {} bytes instead of {len}", out.len()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// COMPUTE HKDF (RFC 5869) with hash `hash` (tag `91` mask). Extract answers the PRK (hash
+    /// length), expand `len` bytes. Command and answer are traced redacted.
+    pub fn compute_hkdf(
+        &mut self,
+        step: HkdfStep,
+        key: HkdfKey<'_>,
+        salt: &[u8],
+        info: &[u8],
+        len: u8,
+        hash: u16,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let mut data = zeroize::Zeroizing::new(Vec::new());
+        match key {
+            HkdfKey::Explicit(k) => tlv::push(&mut data, 0xD1, k),
+            HkdfKey::Stored(o) => data.extend_from_slice(&o.reference()),
+        }
+        if step != HkdfStep::Expand && !salt.is_empty() {
+            tlv::push(&mut data, 0xD5, salt);
+        }
+        if step != HkdfStep::Extract {
+            tlv::push(&mut data, 0xD2, info);
+            tlv::push(&mut data, 0xD3, &[len]);
+        }
+        tlv::push(&mut data, 0x91, &hash.to_be_bytes());
+        self.checked_length(&data, "COMPUTE HKDF")?;
+        let p1 = match step {
+            HkdfStep::Extract => 0x00,
+            HkdfStep::Expand => 0x01,
+            HkdfStep::ExtractAndExpand => 0x02,
+        };
+        let resp = self.exchange(0x4A, p1, 0x00, &data, Some(0x00), Trace::Redacted)?;
+        let out = zeroize::Zeroizing::new(resp.data);
+        if resp.sw != SW_OK {
+            return Err(sw_error(resp.sw, "COMPUTE HKDF"));
+        }
+        let want = match (step, hash) {
+            (HkdfStep::Extract, objects::HASH_SHA384) => 48,
+            (HkdfStep::Extract, objects::HASH_SHA512) => 64,
+            (HkdfStep::Extract, _) => 32,
+            _ => len as usize,
+        };
+        if out.len() != want {
+            return Err(Error::new(
+                CKR_DEVICE_ERROR,
+                format!("COMPUTE HKDF: {} bytes instead of {want}", out.len()),
+            ));
+        }
+        Ok(out)
+    }
+}
+
 /// Largest data field of one short APDU.
 const MAX_APDU_DATA: usize = 255;
 
@@ -587,12 +719,21 @@ pub struct AppInfo {
     /// Cryptographic functions (tag `90`, or `61` on some applets): bit 1 signature, 2 key
     /// generation, 4 key agreement, 8 key derivation.
     pub functions: Option<u8>,
+    /// Key-derivation algorithms (tag `94`): bit 1 TLS 1.2 PRF, 2 HKDF.
+    pub key_derivation: Option<u8>,
 }
 
 impl AppInfo {
     /// Whether the applet offers a function (unknown: assume it does).
     pub fn offers(&self, function_bit: u8) -> bool {
         self.functions.is_none_or(|f| f & function_bit != 0)
+    }
+
+    /// Whether the applet offers a key-derivation algorithm (tag `94` bit), with the key
+    /// derivation function (unknown: assume it does).
+    pub fn offers_derivation(&self, algorithm_bit: u8) -> bool {
+        self.offers(objects::FUNCTION_KEY_DERIVATION)
+            && self.key_derivation.is_none_or(|k| k & algorithm_bit != 0)
     }
 }
 
@@ -607,6 +748,7 @@ impl AppInfo {
                 0x11 => info.identifier = t.value.to_vec(),
                 0xB7 => info.max_sessions = t.value.first().copied(),
                 0x90 | 0x61 => info.functions = t.value.first().copied(),
+                0x94 => info.key_derivation = t.value.first().copied(),
                 _ => {}
             }
             rest = &rest[used..];

@@ -55,6 +55,10 @@ pub const KEY_TYPE_P256_VOLATILE: u8 = 0x14;
 pub const FUNCTION_SIGNATURE: u8 = 0x01;
 pub const FUNCTION_KEY_GENERATION: u8 = 0x02;
 pub const FUNCTION_KEY_AGREEMENT: u8 = 0x04;
+pub const FUNCTION_KEY_DERIVATION: u8 = 0x08;
+/// Key-derivation algorithm bits (tag `94`).
+pub const KEY_DERIVATION_PRF: u8 = 0x01;
+pub const KEY_DERIVATION_HKDF: u8 = 0x02;
 /// Signature algorithm bit for ECDSA (tag `92`).
 pub const SIGNATURE_ECDSA: u8 = 0x04;
 /// Hash algorithm bits (tag `91`).
@@ -115,6 +119,13 @@ impl ObjectInfo {
     pub fn can_derive(&self) -> bool {
         self.functions
             .is_some_and(|f| f & FUNCTION_KEY_AGREEMENT != 0)
+    }
+
+    /// A secret key (PSK) usable for the key-derivation algorithm `algorithm_bit` (tag `94`).
+    pub fn can_derive_with(&self, algorithm_bit: u8) -> bool {
+        self.functions
+            .is_none_or(|f| f & FUNCTION_KEY_DERIVATION != 0)
+            && self.key_derivation.is_some_and(|k| k & algorithm_bit != 0)
     }
 
     pub fn is_p256(&self) -> bool {

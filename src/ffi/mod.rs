@@ -474,7 +474,14 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         template(p_template, ul_count)?;
-        m.object(h_session, h_object)?;
+        let object = m.object(h_session, h_object)?;
+        if object.class == CKO_SECRET_KEY {
+            // PSKs never change through the device (IoT.04 I9); derived keys are not modifiable.
+            return Err(Error::new(
+                CKR_ACTION_PROHIBITED,
+                "secret keys cannot be modified",
+            ));
+        }
         Err(m.refuse_write(h_session))
     }
 );
@@ -839,6 +846,19 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let mechanism = read(p_mechanism as *const CK_MECHANISM)?;
+        if token::kdf::is_kdf_mechanism(mechanism.mechanism) {
+            let (params, version_out) = kdf_params(&mechanism)?;
+            let wanted = template_values(template(p_template, ul_count)?)?;
+            if ph_key.is_null() {
+                return Err(CKR_ARGUMENTS_BAD.into());
+            }
+            let derived =
+                m.derive_with_secret(h_session, mechanism.mechanism, params, h_base_key, &wanted)?;
+            if let Some(version) = derived.version {
+                write(version_out, version)?;
+            }
+            return write(ph_key, derived.key);
+        }
         let params = ecdh_params(&mechanism)?;
         let wanted = template_values(template(p_template, ul_count)?)?;
         if ph_key.is_null() {
@@ -848,6 +868,190 @@ pkcs11_fn!(
         write(ph_key, key)
     }
 );
+
+/// `CK_IOTSAFE_TLS12_PSK_KDF_PARAMS` (include/iotsafe_pkcs11.h).
+#[repr(C)]
+#[allow(non_snake_case)]
+struct IotsafeTls12PskKdfParams {
+    prfHashMechanism: CK_MECHANISM_TYPE,
+    pLabel: CK_BYTE_PTR,
+    ulLabelLen: CK_ULONG,
+    pSeed: CK_BYTE_PTR,
+    ulSeedLen: CK_ULONG,
+    pOtherSecret: CK_BYTE_PTR,
+    ulOtherSecretLen: CK_ULONG,
+}
+
+/// The caller's parameter structure `T` (checked size and pointer).
+///
+/// # Safety
+/// The mechanism's parameter pointer must be valid for its stated length.
+unsafe fn mechanism_param<T>(mechanism: &CK_MECHANISM, name: &str) -> Result<T> {
+    if mechanism.pParameter.is_null()
+        || to_usize(mechanism.ulParameterLen)? != std::mem::size_of::<T>()
+    {
+        return Err(Error::new(
+            CKR_MECHANISM_PARAM_INVALID,
+            format!("{name} expected"),
+        ));
+    }
+    // SAFETY: size checked above; the caller guarantees the pointer.
+    unsafe { read(mechanism.pParameter as *const T) }
+}
+
+/// Copies caller bytes of a mechanism parameter (`CKR_MECHANISM_PARAM_INVALID` when bad).
+///
+/// # Safety
+/// `ptr` must be valid for `len` bytes (or NULL with 0).
+unsafe fn param_bytes(ptr: *const u8, len: CK_ULONG, what: &str) -> Result<Vec<u8>> {
+    // SAFETY: the caller guarantees the pointer and length.
+    unsafe { in_bytes(ptr, len) }
+        .map(<[u8]>::to_vec)
+        .map_err(|_| Error::new(CKR_MECHANISM_PARAM_INVALID, what.to_string()))
+}
+
+/// Copies the parameters of a PRF / HKDF mechanism out of the caller's memory; also returns
+/// where the pre-master's version goes (`pVersion`, NULL when not asked for).
+///
+/// # Safety
+/// The mechanism's parameter and the pointers inside must be valid for their stated lengths.
+unsafe fn kdf_params(mechanism: &CK_MECHANISM) -> Result<(token::kdf::KdfParams, *mut CK_VERSION)> {
+    use token::kdf::{HkdfSalt, KdfParams};
+    // SAFETY (whole body): the caller guarantees every pointer with its length.
+    unsafe {
+        match mechanism.mechanism {
+            CKM_TLS12_MASTER_KEY_DERIVE | CKM_TLS12_MASTER_KEY_DERIVE_DH => {
+                let p: CK_TLS12_MASTER_KEY_DERIVE_PARAMS =
+                    mechanism_param(mechanism, "CK_TLS12_MASTER_KEY_DERIVE_PARAMS")?;
+                let r = p.RandomInfo;
+                // The DH form has no version to report (PKCS#11 §2.41).
+                let version_out = if mechanism.mechanism == CKM_TLS12_MASTER_KEY_DERIVE {
+                    p.pVersion
+                } else {
+                    std::ptr::null_mut()
+                };
+                Ok((
+                    KdfParams::Tls12Master {
+                        client_random: param_bytes(
+                            r.pClientRandom,
+                            r.ulClientRandomLen,
+                            "client random",
+                        )?,
+                        server_random: param_bytes(
+                            r.pServerRandom,
+                            r.ulServerRandomLen,
+                            "server random",
+                        )?,
+                        prf_hash: p.prfHashMechanism,
+                        wants_version: !version_out.is_null(),
+                    },
+                    version_out,
+                ))
+            }
+            CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE | CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH => {
+                let p: CK_TLS12_EXTENDED_MASTER_KEY_DERIVE_PARAMS =
+                    mechanism_param(mechanism, "CK_TLS12_EXTENDED_MASTER_KEY_DERIVE_PARAMS")?;
+                let version_out = if mechanism.mechanism == CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE {
+                    p.pVersion
+                } else {
+                    std::ptr::null_mut()
+                };
+                Ok((
+                    KdfParams::Tls12ExtendedMaster {
+                        session_hash: param_bytes(
+                            p.pSessionHash,
+                            p.ulSessionHashLen,
+                            "session hash",
+                        )?,
+                        prf_hash: p.prfHashMechanism,
+                        wants_version: !version_out.is_null(),
+                    },
+                    version_out,
+                ))
+            }
+            CKM_TLS12_KDF => {
+                let p: CK_TLS_KDF_PARAMS = mechanism_param(mechanism, "CK_TLS_KDF_PARAMS")?;
+                let r = p.RandomInfo;
+                let context = if p.pContextData.is_null() {
+                    None
+                } else {
+                    Some(param_bytes(
+                        p.pContextData,
+                        p.ulContextDataLength,
+                        "context data",
+                    )?)
+                };
+                let label = param_bytes(p.pLabel, p.ulLabelLength, "label")?;
+                if label.is_empty() {
+                    return Err(Error::new(CKR_MECHANISM_PARAM_INVALID, "empty PRF label"));
+                }
+                Ok((
+                    KdfParams::Tls12Kdf {
+                        prf_hash: p.prfMechanism,
+                        label,
+                        client_random: param_bytes(
+                            r.pClientRandom,
+                            r.ulClientRandomLen,
+                            "client random",
+                        )?,
+                        server_random: param_bytes(
+                            r.pServerRandom,
+                            r.ulServerRandomLen,
+                            "server random",
+                        )?,
+                        context,
+                    },
+                    std::ptr::null_mut(),
+                ))
+            }
+            token::object::CKM_IOTSAFE_TLS12_PSK_KDF
+            | token::object::CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF => {
+                let p: IotsafeTls12PskKdfParams =
+                    mechanism_param(mechanism, "CK_IOTSAFE_TLS12_PSK_KDF_PARAMS")?;
+                let other = param_bytes(p.pOtherSecret, p.ulOtherSecretLen, "other secret")?;
+                Ok((
+                    KdfParams::Tls12Psk {
+                        prf_hash: p.prfHashMechanism,
+                        label: param_bytes(p.pLabel, p.ulLabelLen, "label")?,
+                        seed: param_bytes(p.pSeed, p.ulSeedLen, "seed")?,
+                        other_secret: (!other.is_empty()).then(|| zeroize::Zeroizing::new(other)),
+                    },
+                    std::ptr::null_mut(),
+                ))
+            }
+            CKM_HKDF_DERIVE => {
+                let p: CK_HKDF_PARAMS = mechanism_param(mechanism, "CK_HKDF_PARAMS")?;
+                let salt = match p.ulSaltType {
+                    CKF_HKDF_SALT_NULL => HkdfSalt::Null,
+                    CKF_HKDF_SALT_DATA => {
+                        HkdfSalt::Data(param_bytes(p.pSalt, p.ulSaltLen, "salt")?)
+                    }
+                    CKF_HKDF_SALT_KEY => HkdfSalt::Key(p.hSaltKey),
+                    other => {
+                        return Err(Error::new(
+                            CKR_MECHANISM_PARAM_INVALID,
+                            format!("HKDF salt type 0x{other:x}"),
+                        ));
+                    }
+                };
+                Ok((
+                    KdfParams::Hkdf {
+                        extract: p.bExtract != 0,
+                        expand: p.bExpand != 0,
+                        prf_hash: p.prfHashMechanism,
+                        salt,
+                        info: param_bytes(p.pInfo, p.ulInfoLen, "info")?,
+                    },
+                    std::ptr::null_mut(),
+                ))
+            }
+            other => Err(Error::new(
+                CKR_MECHANISM_INVALID,
+                format!("mechanism 0x{other:x}"),
+            )),
+        }
+    }
+}
 
 /// Copies `CK_ECDH1_DERIVE_PARAMS` out of the caller's mechanism (checked size and pointers).
 ///

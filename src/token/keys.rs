@@ -25,13 +25,13 @@ const P256_PRINTABLE: &[u8] = b"\x13\x0aprime256v1";
 
 type Template = [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
 
-fn find_attr(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
+pub(super) fn find_attr(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
     t.iter()
         .find(|(a, _)| *a == attr)
         .map(|(_, v)| v.as_slice())
 }
 
-fn template_bool(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
+pub(super) fn template_bool(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
     match find_attr(t, attr) {
         None => Ok(None),
         Some([b]) => Ok(Some(*b != 0)),
@@ -42,7 +42,7 @@ fn template_bool(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> 
     }
 }
 
-fn template_ulong(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<CK_ULONG>> {
+pub(super) fn template_ulong(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<CK_ULONG>> {
     match find_attr(t, attr) {
         None => Ok(None),
         Some(v) => v
@@ -459,72 +459,17 @@ impl Module {
                 "the key does not allow derivation",
             ));
         }
-        // The template of the new key.
-        if let Some((a, _)) = template
-            .iter()
-            .find(|(a, _)| !DERIVED_KEY_ATTRIBUTES.contains(a))
-        {
-            return Err(Error::new(
-                CKR_ATTRIBUTE_TYPE_INVALID,
-                format!("attribute 0x{a:x} in a derived-key template"),
-            ));
-        }
-        if template_ulong(template, CKA_CLASS)?.is_some_and(|c| c != CKO_SECRET_KEY) {
-            return Err(Error::new(
-                CKR_TEMPLATE_INCONSISTENT,
-                "ECDH derives secret keys",
-            ));
-        }
-        if template_bool(template, CKA_TOKEN)? == Some(true) {
-            return Err(Error::new(
-                CKR_TEMPLATE_INCONSISTENT,
-                "derived keys are session objects",
-            ));
-        }
-        let key_type = template_ulong(template, CKA_KEY_TYPE)?.unwrap_or(CKK_GENERIC_SECRET);
-        let len = template_ulong(template, CKA_VALUE_LEN)?.map(|l| l as usize);
-        let len = match (key_type, len) {
-            (CKK_GENERIC_SECRET, Some(l)) if l > 0 => l,
-            (CKK_GENERIC_SECRET, None) if params.kdf == CKD_NULL => 32,
-            (CKK_AES, Some(l)) if [16, 24, 32].contains(&l) => l,
-            (CKK_GENERIC_SECRET | CKK_AES, None) => {
-                return Err(Error::new(
-                    CKR_TEMPLATE_INCOMPLETE,
-                    "CKA_VALUE_LEN is required",
-                ));
-            }
-            (CKK_GENERIC_SECRET | CKK_AES, Some(_)) => {
-                return Err(Error::new(
-                    CKR_ATTRIBUTE_VALUE_INVALID,
-                    "CKA_VALUE_LEN does not fit the key type",
-                ));
-            }
-            _ => {
-                return Err(Error::new(
-                    CKR_TEMPLATE_INCONSISTENT,
-                    "key type not supported for derivation",
-                ));
-            }
-        };
+        let NewSecretKey {
+            key_type,
+            len,
+            flags,
+        } = new_secret_key(template, (params.kdf == CKD_NULL).then_some(32))?;
         if params.kdf == CKD_NULL && len > 32 {
             return Err(Error::new(
                 CKR_TEMPLATE_INCONSISTENT,
                 "CKD_NULL gives at most the 32-byte shared secret",
             ));
         }
-        let flag = |attr, default| template_bool(template, attr).map(|v| v.unwrap_or(default));
-        let flags = SecretKeyFlags {
-            private: flag(CKA_PRIVATE, false)?,
-            sensitive: flag(CKA_SENSITIVE, false)?,
-            extractable: flag(CKA_EXTRACTABLE, true)?,
-            encrypt: flag(CKA_ENCRYPT, false)?,
-            decrypt: flag(CKA_DECRYPT, false)?,
-            sign: flag(CKA_SIGN, false)?,
-            verify: flag(CKA_VERIFY, false)?,
-            wrap: flag(CKA_WRAP, false)?,
-            unwrap: flag(CKA_UNWRAP, false)?,
-            derive: flag(CKA_DERIVE, false)?,
-        };
         let container = peer_key_container(&token, &key.card)?;
         let private = key.card.clone();
         let z = self.on_card(handle, &token, |ch| {
@@ -550,6 +495,87 @@ impl Module {
         );
         Ok(self.add_session_object(handle, slot_id, object))
     }
+}
+
+/// What a derivation template asks of the new session secret key.
+pub(super) struct NewSecretKey {
+    pub key_type: CK_KEY_TYPE,
+    pub len: usize,
+    pub flags: SecretKeyFlags,
+}
+
+/// Checks a derived-key template: secret-key class, session object, a generic secret (or HKDF)
+/// key of `CKA_VALUE_LEN` bytes (`default_len` when the template has none) or an AES key.
+pub(super) fn new_secret_key(
+    template: &Template,
+    default_len: Option<usize>,
+) -> Result<NewSecretKey> {
+    if let Some((a, _)) = template
+        .iter()
+        .find(|(a, _)| !DERIVED_KEY_ATTRIBUTES.contains(a))
+    {
+        return Err(Error::new(
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            format!("attribute 0x{a:x} in a derived-key template"),
+        ));
+    }
+    if template_ulong(template, CKA_CLASS)?.is_some_and(|c| c != CKO_SECRET_KEY) {
+        return Err(Error::new(
+            CKR_TEMPLATE_INCONSISTENT,
+            "derivation makes secret keys",
+        ));
+    }
+    if template_bool(template, CKA_TOKEN)? == Some(true) {
+        return Err(Error::new(
+            CKR_TEMPLATE_INCONSISTENT,
+            "derived keys are session objects",
+        ));
+    }
+    let key_type = template_ulong(template, CKA_KEY_TYPE)?.unwrap_or(CKK_GENERIC_SECRET);
+    let len = template_ulong(template, CKA_VALUE_LEN)?.map(|l| l as usize);
+    let len = match (key_type, len) {
+        (CKK_GENERIC_SECRET | CKK_HKDF, Some(l)) if l > 0 => l,
+        (CKK_GENERIC_SECRET | CKK_HKDF, None) if default_len.is_some() => {
+            default_len.unwrap_or_default()
+        }
+        (CKK_AES, Some(l)) if [16, 24, 32].contains(&l) => l,
+        (CKK_GENERIC_SECRET | CKK_HKDF | CKK_AES, None) => {
+            return Err(Error::new(
+                CKR_TEMPLATE_INCOMPLETE,
+                "CKA_VALUE_LEN is required",
+            ));
+        }
+        (CKK_GENERIC_SECRET | CKK_HKDF | CKK_AES, Some(_)) => {
+            return Err(Error::new(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                "CKA_VALUE_LEN does not fit the key type",
+            ));
+        }
+        _ => {
+            return Err(Error::new(
+                CKR_TEMPLATE_INCONSISTENT,
+                "key type not supported for derivation",
+            ));
+        }
+    };
+    let flag = |attr, default| template_bool(template, attr).map(|v| v.unwrap_or(default));
+    let flags = SecretKeyFlags {
+        private: flag(CKA_PRIVATE, false)?,
+        sensitive: flag(CKA_SENSITIVE, false)?,
+        extractable: flag(CKA_EXTRACTABLE, true)?,
+        encrypt: flag(CKA_ENCRYPT, false)?,
+        decrypt: flag(CKA_DECRYPT, false)?,
+        sign: flag(CKA_SIGN, false)?,
+        verify: flag(CKA_VERIFY, false)?,
+        wrap: flag(CKA_WRAP, false)?,
+        unwrap: flag(CKA_UNWRAP, false)?,
+        derive: flag(CKA_DERIVE, false)?,
+    };
+    Ok(NewSecretKey {
+        key_type,
+        len,
+        flags,
+    })
 }
 
 /// The public-key container that receives the peer's point: P-256, writable (access condition

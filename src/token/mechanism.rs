@@ -13,7 +13,7 @@ pub struct MechanismEntry {
 const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 
 /// Signing happens on the card (`CKF_HW`); verification and hashing on the host.
-pub const MECHANISMS: [MechanismEntry; 9] = [
+pub const MECHANISMS: [MechanismEntry; 17] = [
     MechanismEntry {
         mechanism: CKM_ECDSA,
         min_key_bits: 256,
@@ -49,6 +49,56 @@ pub const MECHANISMS: [MechanismEntry; 9] = [
         min_key_bits: 256,
         max_key_bits: 256,
         flags: CKF_HW | CKF_DERIVE | EC_FLAGS,
+    },
+    // Secret-keyed derivations computed by the card (COMPUTE PRF / COMPUTE HKDF); key sizes
+    // in bytes (generic secrets), the card's one-byte length limit.
+    MechanismEntry {
+        mechanism: CKM_TLS12_MASTER_KEY_DERIVE,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: CKM_TLS12_MASTER_KEY_DERIVE_DH,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: CKM_TLS12_KDF,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: super::object::CKM_IOTSAFE_TLS12_PSK_KDF,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: super::object::CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
+    },
+    MechanismEntry {
+        mechanism: CKM_HKDF_DERIVE,
+        min_key_bits: 1,
+        max_key_bits: 255,
+        flags: CKF_HW | CKF_DERIVE,
     },
     MechanismEntry {
         mechanism: CKM_SHA256,

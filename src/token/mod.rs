@@ -2,6 +2,7 @@
 //! objects, operations. Global state is an `Arc<Module>` behind a `RwLock` that is only held
 //! long enough to clone the `Arc`; card I/O never happens under a global lock.
 
+pub mod kdf;
 pub mod keys;
 pub mod mechanism;
 pub mod object;
@@ -323,6 +324,9 @@ impl Module {
                 CKM_ECDH1_DERIVE => token
                     .app_info
                     .offers(crate::applet::objects::FUNCTION_KEY_AGREEMENT),
+                m if kdf::is_kdf_mechanism(m) => {
+                    token.app_info.offers_derivation(kdf::card_algorithm(m))
+                }
                 _ => true,
             })
             .collect())

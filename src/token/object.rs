@@ -5,6 +5,7 @@ use cryptoki_sys::*;
 use der::{Decode, Encode};
 use log::warn;
 use x509_cert::Certificate;
+use zeroize::Zeroizing;
 
 use crate::applet::{ObjectClass, ObjectInfo, objects as card};
 
@@ -22,6 +23,7 @@ pub const CKA_IOTSAFE_KEY_USAGE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953
 pub const CKA_IOTSAFE_OBJECT_STATE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0003;
 pub const CKA_IOTSAFE_ACCESS_CONDITIONS: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0004;
 pub const CKA_IOTSAFE_KEY_TYPE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0005;
+pub const CKA_IOTSAFE_KEY_DERIVATION: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0006;
 
 /// `CKA_CHECK_VALUE` of a certificate: the first 3 bytes of the SHA-1 of its value.
 fn check_value(value: &[u8]) -> Vec<u8> {
@@ -78,6 +80,9 @@ pub struct Object {
     pub card: ObjectInfo,
     /// The public point, where known.
     pub point: Option<[u8; 65]>,
+    /// The value of a session secret key (derived or created), whatever its attributes allow
+    /// the caller to read; the base of later derivations. Wiped when the object goes.
+    pub secret: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl Drop for Object {
@@ -156,6 +161,7 @@ impl Object {
             attrs,
             card: ObjectInfo::default(),
             point: None,
+            secret: Some(Zeroizing::new(value.to_vec())),
         }
     }
 
@@ -328,6 +334,67 @@ fn key_attrs(a: &mut Vec<(CK_ATTRIBUTE_TYPE, AttrValue)>, info: &ObjectInfo, id:
     }
 }
 
+/// Vendor mechanisms (include/iotsafe_pkcs11.h): TLS 1.2 PRF keyed by the pre-master the card
+/// builds from a stored PSK — RFC 4279 plain PSK (COMPUTE PRF mode 01) and RFC 5489 ECDHE-PSK
+/// (mode 02).
+pub const CKM_IOTSAFE_TLS12_PSK_KDF: CK_MECHANISM_TYPE = CKM_VENDOR_DEFINED | 0x4953_0001;
+pub const CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF: CK_MECHANISM_TYPE = CKM_VENDOR_DEFINED | 0x4953_0002;
+
+/// A PSK on the card (IoT.04 I2/I9): usable for derivation only, never readable, changeable or
+/// deletable. `CKA_LABEL` is the card's label, which holds the PSK identity.
+fn psk_object(info: &ObjectInfo, handle: CK_OBJECT_HANDLE) -> Object {
+    let prf = info.can_derive_with(card::KEY_DERIVATION_PRF);
+    let hkdf = info.can_derive_with(card::KEY_DERIVATION_HKDF);
+    let mut allowed = Vec::new();
+    if prf {
+        allowed.extend([CKM_IOTSAFE_TLS12_PSK_KDF, CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF]);
+    }
+    if hkdf {
+        allowed.push(CKM_HKDF_DERIVE);
+    }
+    let mut a = common_attrs(CKO_SECRET_KEY, info);
+    a.extend([
+        (CKA_KEY_TYPE, ulong_attr(CKK_GENERIC_SECRET)),
+        (CKA_ID, bytes_attr(info.id.as_deref().unwrap_or_default())),
+        (CKA_START_DATE, bytes_attr(&[])),
+        (CKA_END_DATE, bytes_attr(&[])),
+        (CKA_LOCAL, bool_attr(false)),
+        (
+            CKA_KEY_GEN_MECHANISM,
+            ulong_attr(CK_UNAVAILABLE_INFORMATION),
+        ),
+        (CKA_ALLOWED_MECHANISMS, mechanisms_attr(&allowed)),
+        (CKA_SENSITIVE, bool_attr(true)),
+        (CKA_EXTRACTABLE, bool_attr(false)),
+        (CKA_ALWAYS_SENSITIVE, bool_attr(true)),
+        (CKA_NEVER_EXTRACTABLE, bool_attr(true)),
+        (CKA_ENCRYPT, bool_attr(false)),
+        (CKA_DECRYPT, bool_attr(false)),
+        (CKA_SIGN, bool_attr(false)),
+        (CKA_VERIFY, bool_attr(false)),
+        (CKA_WRAP, bool_attr(false)),
+        (CKA_UNWRAP, bool_attr(false)),
+        (CKA_DERIVE, bool_attr(prf || hkdf)),
+        (CKA_WRAP_WITH_TRUSTED, bool_attr(false)),
+        (CKA_TRUSTED, bool_attr(false)),
+        (CKA_VALUE, AttrValue::Sensitive),
+    ]);
+    if let Some(t) = info.key_type {
+        a.push((CKA_IOTSAFE_KEY_TYPE, bytes_attr(&[t])));
+    }
+    if let Some(k) = info.key_derivation {
+        a.push((CKA_IOTSAFE_KEY_DERIVATION, bytes_attr(&[k])));
+    }
+    Object {
+        handle,
+        class: CKO_SECRET_KEY,
+        attrs: a,
+        card: info.clone(),
+        point: None,
+        secret: None,
+    }
+}
+
 /// Builds the PKCS#11 view of a card's objects. `next_handle` hands out object handles.
 ///
 /// Pairing: a key pair shares its applet ID across the private- and public-key classes; a
@@ -426,6 +493,7 @@ pub fn build_objects(
                     attrs: a,
                     card: info.clone(),
                     point,
+                    secret: None,
                 });
             }
             ObjectClass::PublicKey if info.is_p256() => {
@@ -444,7 +512,9 @@ pub fn build_objects(
                     (CKA_VERIFY, bool_attr(true)),
                     (CKA_VERIFY_RECOVER, bool_attr(false)),
                     (CKA_WRAP, bool_attr(false)),
-                    (CKA_DERIVE, bool_attr(false)),
+                    // The public half of a key-agreement pair says so too (as the card's info
+                    // for it does); PKCS#11 consumers expect the flag on both halves.
+                    (CKA_DERIVE, bool_attr(info.can_derive())),
                     (CKA_TRUSTED, bool_attr(false)),
                     (CKA_EC_POINT, bytes_attr(&ec_point_der(&point))),
                     (CKA_PUBLIC_KEY_INFO, bytes_attr(&spki_from_point(&point))),
@@ -456,8 +526,10 @@ pub fn build_objects(
                     attrs: a,
                     card: info.clone(),
                     point: Some(point),
+                    secret: None,
                 });
             }
+            ObjectClass::SecretKey => out.push(psk_object(info, next_handle(CKO_SECRET_KEY, info))),
             _ => {}
         }
     }
@@ -513,6 +585,7 @@ pub fn build_objects(
                     attrs: a,
                     card: info.clone(),
                     point: f.point,
+                    secret: None,
                 });
             }
             None => {
@@ -529,6 +602,7 @@ pub fn build_objects(
                     attrs: a,
                     card: info.clone(),
                     point: None,
+                    secret: None,
                 });
             }
         }

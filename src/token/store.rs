@@ -157,6 +157,9 @@ impl Module {
         self.check_session(handle)?;
         let token_object =
             find_attr(template, CKA_TOKEN).is_some_and(|v| v.first().is_some_and(|b| *b != 0));
+        if !token_object && ulong(template, CKA_CLASS)? == Some(CKO_SECRET_KEY) {
+            return self.create_session_secret(handle, template);
+        }
         if !token_object {
             return Err(Error::new(
                 CKR_FUNCTION_NOT_SUPPORTED,

@@ -206,9 +206,9 @@ impl AtPort {
         }
         if !self.pending.is_empty() {
             trace!(
-                "modem {}: discarding {:?}",
+                "modem {}: discarding {} unasked bytes",
                 self.name,
-                String::from_utf8_lossy(&self.pending)
+                self.pending.len()
             );
             self.pending.clear();
         }
@@ -246,7 +246,9 @@ impl AtPort {
         } else {
             self.drain()?;
         }
-        trace!("modem {} > {cmd}", self.name);
+        // APDUs are traced (redacted where they carry secrets) by the applet layer; the AT
+        // layer shows only the command and the length of a quoted APDU.
+        trace!("modem {} > {}", self.name, without_payload(cmd));
         self.port
             .write_all(format!("{cmd}\r").as_bytes())
             .map_err(|e| {
@@ -266,7 +268,7 @@ impl AtPort {
                 self.needs_resync = true;
                 return Err(AtError::Timeout);
             };
-            trace!("modem {} < {line}", self.name);
+            trace!("modem {} < {}", self.name, without_payload(&line));
             if line == cmd {
                 continue; // echo
             }
@@ -310,6 +312,21 @@ impl AtPort {
             }
         }
     }
+}
+
+/// An AT line with its APDU hex (a quoted string, or the data after `+CSIM:`/`+CGLA:`) replaced
+/// by its length, so that no secret in a command or answer reaches the log.
+fn without_payload(line: &str) -> String {
+    if let Some(start) = line.find('"') {
+        let payload = line[start + 1..].trim_end_matches('"');
+        return format!("{}\"<{} hex digits>\"", &line[..start], payload.len());
+    }
+    for prefix in ["+CSIM:", "+CGLA:"] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return format!("{prefix} <{} characters>", rest.trim().len());
+        }
+    }
+    line.to_string()
 }
 
 fn short(cmd: &str) -> &str {
@@ -433,6 +450,25 @@ impl CardConnection for ModemConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traced_at_lines_never_show_apdu_bytes() {
+        let secret = "0123456789ABCDEF";
+        for line in [
+            format!("AT+CGLA=1,26,\"80460000{secret}\""),
+            format!("AT+CSIM=26,\"80460000{secret}\""),
+            format!("+CGLA: 20,\"{secret}9000\""),
+            format!("+CSIM: 20,{secret}9000"),
+        ] {
+            let traced = without_payload(&line);
+            assert!(!traced.contains(secret), "{traced}");
+        }
+        assert_eq!(
+            without_payload("AT+CGLA=1,8,\"00A40400\""),
+            "AT+CGLA=1,8,\"<8 hex digits>\""
+        );
+        assert_eq!(without_payload("OK"), "OK");
+    }
 
     #[test]
     fn apdu_answers_with_and_without_quotes() {
