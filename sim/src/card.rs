@@ -13,8 +13,11 @@ use crate::hash::{self, HashAlg, Hasher};
 use crate::profile::*;
 use crate::tlv::{self, Tlv};
 
+mod derive;
 mod remote;
 mod store;
+
+pub use derive::{KD_HKDF, KD_TLS12_PRF};
 
 use remote::RemoteSession;
 use store::{Selected, StoreState};
@@ -48,6 +51,8 @@ pub mod sw {
     pub const NO_MEMORY: u16 = 0x6A84;
     /// Incorrect P1/P2.
     pub const WRONG_P1P2: u16 = 0x6A86;
+    /// Referenced data not found (COMPUTE PRF / HKDF: no such secret key).
+    pub const REF_NOT_FOUND: u16 = 0x6A88;
     /// Instruction not supported (or applet not selected on the channel).
     pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
     /// VERIFY SIGNATURE: signature does not match.
@@ -206,11 +211,22 @@ impl Session {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Pending {
     data: Vec<u8>,
     offset: usize,
     final_sw: u16,
+}
+
+/// Pending response data may be a derived secret (COMPUTE PRF / HKDF): never printed.
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("len", &self.data.len())
+            .field("offset", &self.offset)
+            .field("final_sw", &self.final_sw)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -744,6 +760,8 @@ impl Card {
             0xD8 => self.put_key_update(ch, a),
             0xB9 => self.generate_key_pair(a),
             0x46 => self.compute_dh(a),
+            0x48 => self.compute_prf(a),
+            0x4A => self.compute_hkdf(a),
             0xE2 => self.store_data(ch, a),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
@@ -1755,6 +1773,22 @@ impl SharedCard {
         content: Vec<u8>,
     ) -> Result<(), String> {
         self.lock().remote_add_file(id, label, usage, content)
+    }
+
+    /// See [`Card::remote_add_secret`].
+    pub fn remote_add_secret(
+        &self,
+        id: &[u8],
+        label: Option<Vec<u8>>,
+        kd: u8,
+        value: Vec<u8>,
+    ) -> Result<(), String> {
+        self.lock().remote_add_secret(id, label, kd, value)
+    }
+
+    /// See [`Card::remote_replace_secret`].
+    pub fn remote_replace_secret(&self, id: &[u8], value: Vec<u8>) -> Result<(), String> {
+        self.lock().remote_replace_secret(id, value)
     }
 
     /// See [`Card::remote_end`].

@@ -130,6 +130,16 @@ pub const COMMANDS: &[(&str, &str, Handler)] = &[
         cmd_remote_add_file,
     ),
     (
+        "remote-add-secret",
+        "remote-add-secret <id-hex> <label|-> <kd 1|2|3> <value-hex>: add a secret key (PSK; label = PSK identity; kd 1 TLS 1.2 PRF, 2 HKDF, 3 both; 1..64 bytes)",
+        cmd_remote_add_secret,
+    ),
+    (
+        "remote-replace-secret",
+        "remote-replace-secret <id-hex> <value-hex>: new value (1..64 bytes) for a secret key",
+        cmd_remote_replace_secret,
+    ),
+    (
         "remote-end",
         "end the remote session: changes applied, next successful command per open channel answers 63CF",
         cmd_remote_end,
@@ -409,6 +419,49 @@ fn cmd_remote_add_file(ctx: &Context, args: &str) -> Value {
         let content = read_der_or_pem(path.trim())?;
         let size = content.len();
         ctx.card.remote_add_file(&id, label, kind, content)?;
+        Ok(json!({"ok": true, "size": size}))
+    })())
+}
+
+/// A secret value in hex; errors never repeat the input.
+fn parse_secret(s: &str) -> Result<Vec<u8>, String> {
+    hexutil::decode(s).map_err(|_| "secret value: invalid hex".to_string())
+}
+
+fn cmd_remote_add_secret(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let usage = "usage: remote-add-secret <id-hex> <label|-> <kd 1|2|3> <value-hex>";
+        let mut w = args.split_whitespace();
+        let (Some(id), Some(label), Some(kd), Some(value), None) =
+            (w.next(), w.next(), w.next(), w.next(), w.next())
+        else {
+            return Err(usage.into());
+        };
+        let id = parse_id(id)?;
+        let label = (label != "-").then(|| label.as_bytes().to_vec());
+        let kd: u8 = match kd {
+            "1" | "01" => 1,
+            "2" | "02" => 2,
+            "3" | "03" => 3,
+            _ => return Err(usage.into()),
+        };
+        let value = parse_secret(value)?;
+        let size = value.len();
+        ctx.card.remote_add_secret(&id, label, kd, value)?;
+        Ok(json!({"ok": true, "size": size}))
+    })())
+}
+
+fn cmd_remote_replace_secret(ctx: &Context, args: &str) -> Value {
+    result((|| {
+        let mut w = args.split_whitespace();
+        let (Some(id), Some(value), None) = (w.next(), w.next(), w.next()) else {
+            return Err("usage: remote-replace-secret <id-hex> <value-hex>".into());
+        };
+        let id = parse_id(id)?;
+        let value = parse_secret(value)?;
+        let size = value.len();
+        ctx.card.remote_replace_secret(&id, value)?;
         Ok(json!({"ok": true, "size": size}))
     })())
 }

@@ -9,9 +9,11 @@
 
 pub mod hash;
 pub mod hexutil;
+pub mod kdf;
 pub mod pki;
 pub mod profile;
 pub mod tlv;
+pub mod trace;
 
 pub use pki::{
     DefaultBundle, bundle_from_seed, default_bundle, default_profile,

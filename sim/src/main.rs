@@ -339,10 +339,12 @@ fn cmd_apdu(mut args: Args) -> Result<(), String> {
         }
     }
     let mut card = content.card(opts)?;
+    // COMPUTE PRF / HKDF data and answers are not printed (secrets, derived keys).
+    let mut tracer = iotsafe_sim::trace::Tracer::new();
     for apdu in apdus {
         let r = card.transmit(&apdu);
-        println!("> {}", hexutil::encode(&apdu));
-        println!("< {}", hexutil::encode(&r));
+        println!("> {}", tracer.command(&apdu));
+        println!("< {}", tracer.response(&r));
     }
     Ok(())
 }

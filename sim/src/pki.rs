@@ -112,6 +112,50 @@ pub fn derive_key(seed: &[u8], name: &str) -> p256::SecretKey {
     }
 }
 
+/// Derives `len` secret bytes deterministically from `seed` and `name`:
+/// `T(i) = SHA-256("iotsafe-sim secret derivation\0" ‖ u32be(len(seed)) ‖ seed ‖ name ‖
+/// u32be(i))` for `i = 0, 1, …`, concatenated and truncated to `len`.
+pub fn derive_secret(seed: &[u8], name: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut ctr: u32 = 0;
+    while out.len() < len {
+        let mut h = Sha256::new();
+        h.update(b"iotsafe-sim secret derivation\0");
+        h.update((seed.len() as u32).to_be_bytes());
+        h.update(seed);
+        h.update(name.as_bytes());
+        h.update(ctr.to_be_bytes());
+        out.extend_from_slice(&h.finalize());
+        ctr = ctr.wrapping_add(1);
+    }
+    out.truncate(len);
+    out
+}
+
+/// The pre-shared keys of the default profile: `(ID, label = PSK identity, length in
+/// bytes, key-derivation algorithms (tag 94))`. The value of each is
+/// [`derive_secret`]`(seed, "psk-<ID as 2 lowercase hex digits>", length)`, e.g.
+/// `derive_secret(DEFAULT_SEED, "psk-10", 32)`; see also [`default_psk`].
+pub const DEFAULT_PSKS: [(u8, &str, usize, u8); 4] = [
+    (0x10, "device-psk", 32, 0x03),
+    (0x11, "urn:imei:359000000000001", 16, 0x01),
+    (0x12, "tls13-psk", 48, 0x02),
+    (0x13, "psk-64", 64, 0x03),
+];
+
+/// The value of default PSK `id` for `seed` (`None` for an ID not in [`DEFAULT_PSKS`]).
+pub fn psk_from_seed(seed: &[u8], id: u8) -> Option<Vec<u8>> {
+    DEFAULT_PSKS
+        .iter()
+        .find(|p| p.0 == id)
+        .map(|p| derive_secret(seed, &format!("psk-{id:02x}"), p.2))
+}
+
+/// The value of default PSK `id` in [`default_profile`] (`10`, `11`, `12`, `13`).
+pub fn default_psk(id: u8) -> Option<Vec<u8>> {
+    psk_from_seed(DEFAULT_SEED, id)
+}
+
 fn serial(seed: &[u8], name: &str) -> Result<SerialNumber, PkiError> {
     let mut h = Sha256::new();
     h.update(b"iotsafe-sim serial\0");
@@ -319,6 +363,19 @@ pub fn bundle_from_seed(seed: &[u8]) -> Result<DefaultBundle, PkiError> {
                 point: Some(point(&client_key)),
             },
             PublicKey {
+                id: vec![0x04],
+                label: Some(b"ecdh".to_vec()),
+                key_type: KEY_TYPE_P256_VOLATILE,
+                state: ObjectState::Activated,
+                access: ACCESS_READ,
+                usage: 0x01,
+                crypto_functions: CF_KEY_GENERATION | CF_KEY_AGREEMENT,
+                signature_algos: 0x00,
+                hash_algos: 0x0000,
+                key_agreement_algos: KA_ECKA,
+                point: Some(point(&ecdh_key)),
+            },
+            PublicKey {
                 id: vec![0x05],
                 label: Some(b"peer".to_vec()),
                 key_type: KEY_TYPE_P256_PERSISTENT,
@@ -350,6 +407,19 @@ pub fn bundle_from_seed(seed: &[u8]) -> Result<DefaultBundle, PkiError> {
                 content: pem_to_der(&ca_pem)?,
             },
         ],
+        secret_keys: DEFAULT_PSKS
+            .iter()
+            .map(|&(id, label, _, kd)| SecretKey {
+                id: vec![id],
+                label: Some(label.as_bytes().to_vec()),
+                key_type: KEY_TYPE_SECRET_HMAC,
+                state: ObjectState::Activated,
+                access: ACCESS_READ | ACCESS_UPDATE,
+                crypto_functions: CF_KEY_DERIVATION,
+                key_derivation_algos: kd,
+                value: psk_from_seed(seed, id),
+            })
+            .collect(),
         ..Profile::default()
     };
     profile.validate().map_err(e)?;

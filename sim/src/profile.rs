@@ -17,6 +17,9 @@ pub const KEY_TYPE_P256_VOLATILE: u8 = 0x14;
 /// Key type `A0`: HMAC-capable secret.
 pub const KEY_TYPE_SECRET_HMAC: u8 = 0xA0;
 
+/// Longest secret-key value (512 bits, IoT.04 J3).
+pub const MAX_SECRET_LEN: usize = 64;
+
 /// Crypto-function bit: signature generation / verification.
 pub const CF_SIGNATURE: u8 = 0x01;
 /// Crypto-function bit: key generation.
@@ -196,11 +199,14 @@ impl Default for AppInfo {
             max_private_keys: 10,
             max_public_keys: 10,
             max_secret_keys: 10,
-            crypto_functions: CF_SIGNATURE | CF_KEY_GENERATION | CF_KEY_AGREEMENT,
+            crypto_functions: CF_SIGNATURE
+                | CF_KEY_GENERATION
+                | CF_KEY_AGREEMENT
+                | CF_KEY_DERIVATION,
             hash_algos: 0x0007,
             signature_algos: SIG_ECDSA,
             key_agreement_algos: KA_ECKA,
-            key_derivation_algos: 0x00,
+            key_derivation_algos: 0x03,
         }
     }
 }
@@ -366,14 +372,17 @@ impl From<File> for FileToml {
     }
 }
 
-/// A secret-key object (class `C4`, tags `76`/`86`). Listed only; no command uses it yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret-key object (class `C4`, tags `76`/`86`): a pre-shared key used by COMPUTE PRF
+/// (`48`) and COMPUTE HKDF (`4A`). Its value never leaves the card (IoT.04 I2/I9): GET DATA
+/// shows only the information structure, no device command reads, changes or deletes it,
+/// and `Debug` prints its length only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKey {
     /// Object ID.
     #[serde(with = "hex_bytes")]
     pub id: Vec<u8>,
-    /// Optional label.
+    /// Optional label. This project stores the PSK identity as the label (`76`).
     #[serde(default, with = "label_serde", skip_serializing_if = "Option::is_none")]
     pub label: Option<Vec<u8>>,
     /// Key type (tag `4B`), e.g. `A0`.
@@ -391,9 +400,30 @@ pub struct SecretKey {
     /// Key derivation algorithms (tag `94`).
     #[serde(with = "hexnum", default)]
     pub key_derivation_algos: u8,
-    /// Secret value if filled.
+    /// Secret value (1..64 bytes) if filled.
     #[serde(default, with = "hex_opt", skip_serializing_if = "Option::is_none")]
     pub value: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKey")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .field("key_type", &self.key_type)
+            .field("state", &self.state)
+            .field("access", &self.access)
+            .field("crypto_functions", &self.crypto_functions)
+            .field("key_derivation_algos", &self.key_derivation_algos)
+            .field(
+                "value",
+                &self
+                    .value
+                    .as_ref()
+                    .map(|v| format!("<redacted, {} bytes>", v.len())),
+            )
+            .finish()
+    }
 }
 
 /// The whole card content.
@@ -649,6 +679,16 @@ impl Profile {
             {
                 return bad(format!(
                     "public_key {}: point must be an uncompressed P-256 point",
+                    hexutil::encode(&k.id)
+                ));
+            }
+        }
+        for k in &self.secret_keys {
+            if let Some(v) = &k.value
+                && (v.is_empty() || v.len() > MAX_SECRET_LEN)
+            {
+                return bad(format!(
+                    "secret_key {}: value must be 1..{MAX_SECRET_LEN} bytes",
                     hexutil::encode(&k.id)
                 ));
             }

@@ -500,13 +500,26 @@ fn cli_init_profile_and_apdu() {
             "qt",
             "00A4040007A0000005590010",
             "80CB000000",
+            "8048010009 860110 D20141 D30120 00",
+            "804A00000D D108 0102030405060708 D501 AA 00",
         ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("< 9000"));
-    assert!(text.contains("610107"), "{text}");
+    assert!(text.contains("61010F"), "{text}");
+    // COMPUTE PRF / HKDF: data and derived keys are not traced.
+    assert!(
+        text.contains("> 8048010009 <9 bytes redacted> 00"),
+        "{text}"
+    );
+    assert!(text.contains("< <32 bytes redacted> 9000"), "{text}");
+    assert!(
+        text.contains("> 804A00000D <13 bytes redacted> 00"),
+        "{text}"
+    );
+    assert!(!text.contains("0102030405060708"), "{text}");
     assert!(!bin().args(["apdu", "--bogus"]).status().unwrap().success());
     assert!(
         !bin()

@@ -161,6 +161,13 @@ fn check_ref(what: &str, v: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+fn check_secret(value: &[u8]) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_SECRET_LEN {
+        return Err(format!("secret value must be 1..{MAX_SECRET_LEN} bytes"));
+    }
+    Ok(())
+}
+
 impl RemoteSession {
     fn add_target(&mut self, class: ObjectClass, id: &[u8]) {
         if !self.targets.iter().any(|(c, i)| *c == class && i == id) {
@@ -371,6 +378,66 @@ impl Card {
             content,
         });
         rs.add_target(ObjectClass::File, id);
+        Ok(())
+    }
+
+    /// Adds a secret key (IoT.04 K1–K3): key type `A0`, activated, access `03`, crypto
+    /// function key derivation (`08`), key-derivation algorithms `kd` (`01` TLS 1.2 PRF, `02`
+    /// HKDF, `03` both); `label` is the PSK identity. `value`: 1..64 bytes.
+    pub fn remote_add_secret(
+        &mut self,
+        id: &[u8],
+        label: Option<Vec<u8>>,
+        kd: u8,
+        value: Vec<u8>,
+    ) -> Result<(), String> {
+        check_ref("id", id)?;
+        if let Some(l) = &label {
+            check_ref("label", l)?;
+        }
+        check_secret(&value)?;
+        if kd == 0 || kd & !0x03 != 0 {
+            return Err("key derivation algorithms must be 1, 2 or 3".into());
+        }
+        let live = self.profile.clone();
+        let rs = self.remote_mut()?;
+        for p in [&live, &rs.staged] {
+            for (oid, olabel) in object_refs(p, ObjectClass::SecretKey) {
+                if oid == id {
+                    return Err(format!("secret key {} exists", hexutil::encode(id)));
+                }
+                if label.is_some() && olabel == label.as_deref() {
+                    return Err("a secret key with that label exists".into());
+                }
+            }
+        }
+        rs.staged.secret_keys.push(SecretKey {
+            id: id.to_vec(),
+            label,
+            key_type: KEY_TYPE_SECRET_HMAC,
+            state: ObjectState::Activated,
+            access: ACCESS_READ | ACCESS_UPDATE,
+            crypto_functions: CF_KEY_DERIVATION,
+            key_derivation_algos: kd,
+            value: Some(value),
+        });
+        rs.add_target(ObjectClass::SecretKey, id);
+        Ok(())
+    }
+
+    /// Gives secret key `id` a new value (1..64 bytes; activated). Other attributes stay.
+    pub fn remote_replace_secret(&mut self, id: &[u8], value: Vec<u8>) -> Result<(), String> {
+        check_secret(&value)?;
+        let rs = self.remote_mut()?;
+        let k = rs
+            .staged
+            .secret_keys
+            .iter_mut()
+            .find(|k| k.id == id)
+            .ok_or_else(|| format!("no secret key {}", hexutil::encode(id)))?;
+        k.value = Some(value);
+        k.state = ObjectState::Activated;
+        rs.add_target(ObjectClass::SecretKey, id);
         Ok(())
     }
 

@@ -654,7 +654,7 @@ impl Card {
         Ok(Reply::data(point))
     }
 
-    /// `7F`: back to the installed state (`clearall`).
+    /// `7F`: back to the installed state (`clearall`); secret keys are left alone.
     fn sd_reset_store(&mut self, ch: usize, value: &[u8]) -> CmdResult {
         if value != b"clearall" {
             return Err(sw::WRONG_DATA);
@@ -667,7 +667,7 @@ impl Card {
         self.profile.private_keys = inst.private_keys.clone();
         self.profile.public_keys = inst.public_keys.clone();
         self.profile.files = inst.files.clone();
-        self.profile.secret_keys = inst.secret_keys.clone();
+        // Secret keys are not the device's to change (IoT.04 I9): they stay as they are.
         self.profile.device_objects.clear();
         let changed = changed_objects(&before, &self.profile);
         self.mark_interrupted(&changed, Some(ch));
