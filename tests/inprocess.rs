@@ -209,6 +209,14 @@ fn slot_and_token_info_are_blank_padded_and_exact() {
                 CKM_ECDSA_SHA512,
                 CKM_EC_KEY_PAIR_GEN,
                 CKM_ECDH1_DERIVE,
+                CKM_TLS12_MASTER_KEY_DERIVE,
+                CKM_TLS12_MASTER_KEY_DERIVE_DH,
+                CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE,
+                CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH,
+                CKM_TLS12_KDF,
+                CKM_VENDOR_DEFINED | 0x4953_0001, // CKM_IOTSAFE_TLS12_PSK_KDF
+                CKM_VENDOR_DEFINED | 0x4953_0002, // CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF
+                CKM_HKDF_DERIVE,
                 CKM_SHA256,
                 CKM_SHA384,
                 CKM_SHA512
@@ -377,13 +385,17 @@ fn objects_pair_key_and_certificate_under_one_id() {
             sha1::Sha1::digest(&der)[..3].to_vec()
         );
     }
-    // A private key whose public key is not on the card: CKA_PUBLIC_KEY_INFO is empty.
+    // The ECDH container: its public half is on the card too, and both halves derive.
     let ecdh = object_by_label(s, CKO_PRIVATE_KEY, "ecdh");
+    let ecdh_public = object_by_label(s, CKO_PUBLIC_KEY, "ecdh");
+    assert_eq!(get_attr(s, ecdh, CKA_PUBLIC_KEY_INFO).unwrap().len(), 91);
     assert_eq!(
         get_attr(s, ecdh, CKA_PUBLIC_KEY_INFO).unwrap(),
-        Vec::<u8>::new()
+        get_attr(s, ecdh_public, CKA_PUBLIC_KEY_INFO).unwrap()
     );
     assert_eq!(get_attr(s, ecdh, CKA_SIGN).unwrap(), vec![0]);
+    assert_eq!(get_attr(s, ecdh, CKA_DERIVE).unwrap(), vec![1]);
+    assert_eq!(get_attr(s, ecdh_public, CKA_DERIVE).unwrap(), vec![1]);
     // The CA certificate keeps its own file ID and is an authority.
     let ca = object_by_label(s, CKO_CERTIFICATE, "ca");
     assert_eq!(get_attr(s, ca, CKA_ID).unwrap(), vec![0x03]);
@@ -889,12 +901,13 @@ fn first_session_apdu_count_is_reported() {
     h.apdus();
     let _s = h.init_and_open();
     let stats = h.card().stats();
-    // MANAGE CHANNEL + SELECT + GET DATA (app) + GET DATA (list) + READ PUBLIC KEY + READ FILEs.
+    // MANAGE CHANNEL + SELECT + GET DATA (app) + GET DATA (list, two pages on the default card)
+    // + READ PUBLIC KEYs + READ FILEs.
     assert_eq!(stats.by_ins.get(&0x70), Some(&1));
     assert_eq!(stats.by_ins.get(&0xA4), Some(&1));
-    assert_eq!(stats.by_ins.get(&0xCB), Some(&2));
+    assert_eq!(stats.by_ins.get(&0xCB), Some(&3));
     assert!(
-        stats.total <= 12,
+        stats.total <= 14,
         "first session took {} APDUs",
         stats.total
     );

@@ -303,14 +303,35 @@ fn ecdh_matches_an_independent_computation() {
     )
     .unwrap();
     assert_eq!(get_attr(s, k3, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE));
+    // The three derived keys (session objects; the card's PSKs are token objects).
     let mut secret_class = CKO_SECRET_KEY;
-    assert_eq!(find(s, &mut [class_attr(&mut secret_class)]).len(), 3);
+    let mut session_only = [0u8];
+    assert_eq!(
+        find(
+            s,
+            &mut [
+                class_attr(&mut secret_class),
+                attr(CKA_TOKEN, &mut session_only)
+            ]
+        )
+        .len(),
+        3
+    );
     unsafe { assert_eq!(C_DestroyObject(s, k3), CKR_OK) };
     assert_eq!(get_attr(s, k3, CKA_CLASS), Err(CKR_OBJECT_HANDLE_INVALID));
     // Session objects go with their session.
     unsafe { assert_eq!(C_CloseSession(s), CKR_OK) };
     let s2 = open_session(0);
-    assert!(find(s2, &mut [class_attr(&mut secret_class)]).is_empty());
+    assert!(
+        find(
+            s2,
+            &mut [
+                class_attr(&mut secret_class),
+                attr(CKA_TOKEN, &mut session_only)
+            ]
+        )
+        .is_empty()
+    );
     assert_eq!(get_attr(s2, k, CKA_CLASS), Err(CKR_OBJECT_HANDLE_INVALID));
 }
 

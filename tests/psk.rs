@@ -135,12 +135,14 @@ fn derive<P>(
     let mut fals = [0u8];
     let mut tru = [1u8];
     let mut fals2 = [0u8];
+    let mut tru2 = [1u8];
     let mut t = vec![
         class_attr(&mut class),
         attr(CKA_KEY_TYPE, &mut key_type),
         attr(CKA_SENSITIVE, &mut fals),
         attr(CKA_EXTRACTABLE, &mut tru),
         attr(CKA_TOKEN, &mut fals2),
+        attr(CKA_DERIVE, &mut tru2),
     ];
     if len.is_some() {
         t.push(attr(CKA_VALUE_LEN, &mut value_len));
@@ -859,7 +861,7 @@ fn secrets_never_reach_the_trace_log() {
     assert!(out.status.success(), "child failed:\n{stdout}\n{log}");
     assert!(log.contains("redacted"), "trace log on:\n{log}");
     assert!(
-        log.contains("80480100") || log.contains("00480100"),
+        log.contains("480100") && log.contains("4a0200"),
         "COMPUTE PRF traced:\n{log}"
     );
     let derived: Vec<&str> = stdout
@@ -884,4 +886,53 @@ fn secrets_never_reach_the_trace_log() {
             );
         }
     }
+}
+
+#[test]
+fn a_psk_replaced_by_remote_management_is_used_after_the_card_reports_completion() {
+    use iotsafe_pkcs11::error::CKR_IOTSAFE_OBJECT_BEING_UPDATED;
+    use iotsafe_sim::ObjectClass;
+    let h = Harness::default();
+    let s = h.init_and_open();
+    let k = psk_handle(s, "device-psk");
+    let other = psk_handle(s, "psk-64");
+    let mut label = b"master secret".to_vec();
+    let mut seed = random_bytes(64);
+    let mut p = psk_params(CKM_SHA256, &mut label, &mut seed);
+    let before = value(
+        s,
+        derive(s, CKM_IOTSAFE_TLS12_PSK_KDF, &mut p, k, None).unwrap(),
+    );
+
+    h.card()
+        .remote_begin(ObjectClass::SecretKey, &[0x10])
+        .unwrap();
+    assert_eq!(
+        derive(s, CKM_IOTSAFE_TLS12_PSK_KDF, &mut p, k, None),
+        Err(CKR_IOTSAFE_OBJECT_BEING_UPDATED),
+        "the PSK being updated"
+    );
+    assert!(
+        derive(s, CKM_IOTSAFE_TLS12_PSK_KDF, &mut p, other, None).is_ok(),
+        "another PSK keeps working"
+    );
+    let new_psk = random_bytes(32);
+    h.card()
+        .remote_replace_secret(&[0x10], new_psk.clone())
+        .unwrap();
+    h.card().remote_end().unwrap();
+
+    let after = value(
+        s,
+        derive(s, CKM_IOTSAFE_TLS12_PSK_KDF, &mut p, k, None).unwrap(),
+    );
+    assert_ne!(hex(&after), hex(&before));
+    let want = tls1_prf(
+        "SHA256",
+        &plain_psk_pre_master(&new_psk),
+        &[&b"master secret"[..], &seed].concat(),
+        48,
+    );
+    assert_eq!(hex(&after), hex(&want), "made with the new PSK");
+    assert_eq!(psk_handle(s, "device-psk"), k, "same object, same handle");
 }
