@@ -229,6 +229,7 @@ fn psks_are_secret_keys_that_derive_and_are_never_readable_changeable_or_deletab
             );
         }
         assert_eq!(get_attr(s, k, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE));
+        assert_eq!(ulong_attr(s, k, CKA_VALUE_LEN), 0, "the card does not tell");
         assert_eq!(get_attr(s, k, CKA_IOTSAFE_KEY_DERIVATION), Ok(vec![kd]));
         let mut want = Vec::new();
         if kd & 1 != 0 {

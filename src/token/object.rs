@@ -378,6 +378,9 @@ fn psk_object(info: &ObjectInfo, handle: CK_OBJECT_HANDLE) -> Object {
         (CKA_WRAP_WITH_TRUSTED, bool_attr(false)),
         (CKA_TRUSTED, bool_attr(false)),
         (CKA_VALUE, AttrValue::Sensitive),
+        // IoT.05 does not tell a secret key's length: 0 = unknown (consumers read the
+        // attribute unconditionally, so it is present).
+        (CKA_VALUE_LEN, ulong_attr(0)),
     ]);
     if let Some(t) = info.key_type {
         a.push((CKA_IOTSAFE_KEY_TYPE, bytes_attr(&[t])));
@@ -509,7 +512,8 @@ pub fn build_objects(
                 a.extend([
                     (CKA_SUBJECT, bytes_attr(&subject.unwrap_or_default())),
                     (CKA_ENCRYPT, bool_attr(false)),
-                    (CKA_VERIFY, bool_attr(true)),
+                    // A key-agreement-only pair (the ECDH container) does not verify.
+                    (CKA_VERIFY, bool_attr(info.can_sign())),
                     (CKA_VERIFY_RECOVER, bool_attr(false)),
                     (CKA_WRAP, bool_attr(false)),
                     // The public half of a key-agreement pair says so too (as the card's info
@@ -518,7 +522,14 @@ pub fn build_objects(
                     (CKA_TRUSTED, bool_attr(false)),
                     (CKA_EC_POINT, bytes_attr(&ec_point_der(&point))),
                     (CKA_PUBLIC_KEY_INFO, bytes_attr(&spki_from_point(&point))),
-                    (CKA_ALLOWED_MECHANISMS, mechanisms_attr(&SIGN_MECHANISMS)),
+                    (
+                        CKA_ALLOWED_MECHANISMS,
+                        mechanisms_attr(if info.can_sign() {
+                            &SIGN_MECHANISMS
+                        } else {
+                            &[]
+                        }),
+                    ),
                 ]);
                 out.push(Object {
                     handle: next_handle(CKO_PUBLIC_KEY, info),
