@@ -116,5 +116,36 @@ fn main() {
         C_GenerateRandom(s, buf.as_mut_ptr(), 1024);
         let detail = by_ins(&h);
         row("C_GenerateRandom, 1 KiB", h.apdus(), "4", detail);
+
+        // A derivation keyed by a PSK that never leaves the card (HKDF extract, TLS 1.3 early
+        // secret); the PRF mechanisms take the same one command.
+        let psk = object_by_label(s, CKO_SECRET_KEY, "tls13-psk");
+        let mut p = CK_HKDF_PARAMS {
+            bExtract: 1,
+            bExpand: 0,
+            prfHashMechanism: CKM_SHA384,
+            ulSaltType: CKF_HKDF_SALT_NULL,
+            pSalt: std::ptr::null_mut(),
+            ulSaltLen: 0,
+            hSaltKey: CK_INVALID_HANDLE,
+            pInfo: std::ptr::null_mut(),
+            ulInfoLen: 0,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_HKDF_DERIVE,
+            pParameter: &mut p as *mut CK_HKDF_PARAMS as *mut _,
+            ulParameterLen: std::mem::size_of::<CK_HKDF_PARAMS>() as CK_ULONG,
+        };
+        let mut derived = 0;
+        h.apdus();
+        let rv = C_DeriveKey(s, &mut m, psk, std::ptr::null_mut(), 0, &mut derived);
+        assert_eq!(rv, CKR_OK);
+        let detail = by_ins(&h);
+        row(
+            "C_DeriveKey with a PSK on the card (CKM_HKDF_DERIVE extract)",
+            h.apdus(),
+            "1",
+            detail,
+        );
     }
 }

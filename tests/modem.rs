@@ -356,3 +356,68 @@ fn long_writes_are_split_to_fit_the_modems_command_line() {
         "many small blocks"
     );
 }
+
+#[test]
+fn a_psk_derivation_over_the_modem_with_every_quirk_on() {
+    use iotsafe_sim::kdf::{psk_premaster_plain, tls12_prf};
+    let rig = rig(
+        CardOptions {
+            t0_style: true,
+            ..Default::default()
+        },
+        every_quirk(AtDialect::Both),
+        "at_mode = \"csim\"\nmax_command_len = 300",
+    );
+    let s = open_session(0);
+    let psk = object_by_label(s, CKO_SECRET_KEY, "device-psk");
+    // CK_IOTSAFE_TLS12_PSK_KDF_PARAMS: hash, label, seed, other secret (none).
+    #[repr(C)]
+    struct Params(
+        CK_MECHANISM_TYPE,
+        *mut u8,
+        CK_ULONG,
+        *mut u8,
+        CK_ULONG,
+        *mut u8,
+        CK_ULONG,
+    );
+    let mut label = b"master secret".to_vec();
+    let mut seed = [0x42u8; 64];
+    let mut p = Params(
+        CKM_SHA256,
+        label.as_mut_ptr(),
+        label.len() as CK_ULONG,
+        seed.as_mut_ptr(),
+        64,
+        std::ptr::null_mut(),
+        0,
+    );
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_VENDOR_DEFINED | 0x4953_0001,
+        pParameter: &mut p as *mut Params as *mut _,
+        ulParameterLen: std::mem::size_of::<Params>() as CK_ULONG,
+    };
+    let (mut fals, mut tru) = ([0u8], [1u8]);
+    let mut t = [
+        attr(CKA_SENSITIVE, &mut fals),
+        attr(CKA_EXTRACTABLE, &mut tru),
+    ];
+    let mut key = 0;
+    let rv = unsafe { C_DeriveKey(s, &mut m, psk, t.as_mut_ptr(), 2, &mut key) };
+    assert_eq!(rv, CKR_OK);
+    let value = get_attr(s, key, CKA_VALUE).unwrap();
+    let stored = rig
+        .modem
+        .card()
+        .profile()
+        .secret_key(&[0x10])
+        .and_then(|k| k.value.clone())
+        .unwrap();
+    let want = tls12_prf(
+        iotsafe_sim::hash::HashAlg::Sha256,
+        &psk_premaster_plain(&stored),
+        &[&label[..], &seed].concat(),
+        48,
+    );
+    assert_eq!(value, want);
+}
