@@ -910,6 +910,48 @@ unsafe fn param_bytes(ptr: *const u8, len: CK_ULONG, what: &str) -> Result<Vec<u
         .map_err(|_| Error::new(CKR_MECHANISM_PARAM_INVALID, what.to_string()))
 }
 
+/// client random ‖ server random.
+///
+/// # Safety
+/// The pointers must be valid for their stated lengths.
+unsafe fn randoms(r: &CK_SSL3_RANDOM_DATA) -> Result<Vec<u8>> {
+    // SAFETY: the caller guarantees the pointers and lengths.
+    unsafe {
+        let client = param_bytes(r.pClientRandom, r.ulClientRandomLen, "client random")?;
+        let server = param_bytes(r.pServerRandom, r.ulServerRandomLen, "server random")?;
+        Ok([client, server].concat())
+    }
+}
+
+/// A master-secret derivation; only the non-DH forms report the pre-master's version
+/// (PKCS#11 3.0 §2.41), and only when `pVersion` is set.
+fn tls12_master(
+    mechanism: &CK_MECHANISM,
+    label: &'static [u8],
+    seed: Vec<u8>,
+    prf_hash: CK_MECHANISM_TYPE,
+    version_out: *mut CK_VERSION,
+) -> Result<(token::kdf::KdfParams, *mut CK_VERSION)> {
+    let dh = matches!(
+        mechanism.mechanism,
+        CKM_TLS12_MASTER_KEY_DERIVE_DH | CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH
+    );
+    let version_out = if dh {
+        std::ptr::null_mut()
+    } else {
+        version_out
+    };
+    Ok((
+        token::kdf::KdfParams::Tls12Master {
+            label,
+            seed,
+            prf_hash,
+            wants_version: !version_out.is_null(),
+        },
+        version_out,
+    ))
+}
+
 /// Copies the parameters of a PRF / HKDF mechanism out of the caller's memory; also returns
 /// where the pre-master's version goes (`pVersion`, NULL when not asked for).
 ///
@@ -923,55 +965,24 @@ unsafe fn kdf_params(mechanism: &CK_MECHANISM) -> Result<(token::kdf::KdfParams,
             CKM_TLS12_MASTER_KEY_DERIVE | CKM_TLS12_MASTER_KEY_DERIVE_DH => {
                 let p: CK_TLS12_MASTER_KEY_DERIVE_PARAMS =
                     mechanism_param(mechanism, "CK_TLS12_MASTER_KEY_DERIVE_PARAMS")?;
-                let r = p.RandomInfo;
-                // The DH form has no version to report (PKCS#11 §2.41).
-                let version_out = if mechanism.mechanism == CKM_TLS12_MASTER_KEY_DERIVE {
-                    p.pVersion
-                } else {
-                    std::ptr::null_mut()
-                };
-                Ok((
-                    KdfParams::Tls12Master {
-                        client_random: param_bytes(
-                            r.pClientRandom,
-                            r.ulClientRandomLen,
-                            "client random",
-                        )?,
-                        server_random: param_bytes(
-                            r.pServerRandom,
-                            r.ulServerRandomLen,
-                            "server random",
-                        )?,
-                        prf_hash: p.prfHashMechanism,
-                        wants_version: !version_out.is_null(),
-                    },
-                    version_out,
-                ))
+                let seed = randoms(&p.RandomInfo)?;
+                tls12_master(
+                    mechanism,
+                    b"master secret",
+                    seed,
+                    p.prfHashMechanism,
+                    p.pVersion,
+                )
             }
             CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE | CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH => {
                 let p: CK_TLS12_EXTENDED_MASTER_KEY_DERIVE_PARAMS =
                     mechanism_param(mechanism, "CK_TLS12_EXTENDED_MASTER_KEY_DERIVE_PARAMS")?;
-                let version_out = if mechanism.mechanism == CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE {
-                    p.pVersion
-                } else {
-                    std::ptr::null_mut()
-                };
-                Ok((
-                    KdfParams::Tls12ExtendedMaster {
-                        session_hash: param_bytes(
-                            p.pSessionHash,
-                            p.ulSessionHashLen,
-                            "session hash",
-                        )?,
-                        prf_hash: p.prfHashMechanism,
-                        wants_version: !version_out.is_null(),
-                    },
-                    version_out,
-                ))
+                let seed = param_bytes(p.pSessionHash, p.ulSessionHashLen, "session hash")?;
+                let label = b"extended master secret";
+                tls12_master(mechanism, label, seed, p.prfHashMechanism, p.pVersion)
             }
             CKM_TLS12_KDF => {
                 let p: CK_TLS_KDF_PARAMS = mechanism_param(mechanism, "CK_TLS_KDF_PARAMS")?;
-                let r = p.RandomInfo;
                 let context = if p.pContextData.is_null() {
                     None
                 } else {
@@ -989,16 +1000,7 @@ unsafe fn kdf_params(mechanism: &CK_MECHANISM) -> Result<(token::kdf::KdfParams,
                     KdfParams::Tls12Kdf {
                         prf_hash: p.prfMechanism,
                         label,
-                        client_random: param_bytes(
-                            r.pClientRandom,
-                            r.ulClientRandomLen,
-                            "client random",
-                        )?,
-                        server_random: param_bytes(
-                            r.pServerRandom,
-                            r.ulServerRandomLen,
-                            "server random",
-                        )?,
+                        randoms: randoms(&p.RandomInfo)?,
                         context,
                     },
                     std::ptr::null_mut(),

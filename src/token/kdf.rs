@@ -35,27 +35,21 @@ pub enum HkdfSalt {
 /// The parameters of a secret-keyed derivation, copied out of the caller's memory.
 #[derive(Debug, Clone)]
 pub enum KdfParams {
-    /// `CKM_TLS12_MASTER_KEY_DERIVE(_DH)`: "master secret", client ‖ server random.
+    /// `CKM_TLS12_MASTER_KEY_DERIVE(_DH)` ("master secret", client ‖ server random) and
+    /// `CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE(_DH)` (RFC 7627: "extended master secret", the
+    /// session hash): a 48-byte master secret from the base key as pre-master.
     Tls12Master {
-        client_random: Vec<u8>,
-        server_random: Vec<u8>,
+        label: &'static [u8],
+        seed: Vec<u8>,
         prf_hash: CK_MECHANISM_TYPE,
-        /// The caller wants the pre-master's version (non-DH form with `pVersion` set).
-        wants_version: bool,
-    },
-    /// `CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE(_DH)` (RFC 7627): "extended master secret",
-    /// session hash.
-    Tls12ExtendedMaster {
-        session_hash: Vec<u8>,
-        prf_hash: CK_MECHANISM_TYPE,
+        /// The caller wants the pre-master's version (non-DH forms with `pVersion` set).
         wants_version: bool,
     },
     /// `CKM_TLS12_KDF`: label, client ‖ server random [‖ uint16 length ‖ context] (RFC 5705).
     Tls12Kdf {
         prf_hash: CK_MECHANISM_TYPE,
         label: Vec<u8>,
-        client_random: Vec<u8>,
-        server_random: Vec<u8>,
+        randoms: Vec<u8>,
         context: Option<Vec<u8>>,
     },
     /// The vendor PSK mechanisms: label, seed and, for ECDHE-PSK, the ECDHE secret.
@@ -238,8 +232,8 @@ impl Module {
 
         let value = match params {
             KdfParams::Tls12Master {
-                client_random,
-                server_random,
+                label,
+                seed,
                 prf_hash,
                 wants_version,
             } => {
@@ -250,37 +244,17 @@ impl Module {
                 if wants_version {
                     version = Some(pre_master_version(pre_master)?);
                 }
-                let seed = [&b"master secret"[..], &client_random, &server_random].concat();
+                let label_and_seed = [label, &seed].concat();
                 let hash = prf_hash_mask(prf_hash)?;
                 let out = self.on_card(handle, &token, |ch| {
-                    ch.compute_prf(PrfSecret::Explicit(pre_master), &seed, hash, 48)
-                })?;
-                (new, out)
-            }
-            KdfParams::Tls12ExtendedMaster {
-                session_hash,
-                prf_hash,
-                wants_version,
-            } => {
-                let new = master_secret_template(template)?;
-                let BaseSecret::Held(pre_master) = &base else {
-                    return Err(CKR_KEY_TYPE_INCONSISTENT.into());
-                };
-                if wants_version {
-                    version = Some(pre_master_version(pre_master)?);
-                }
-                let seed = [&b"extended master secret"[..], &session_hash].concat();
-                let hash = prf_hash_mask(prf_hash)?;
-                let out = self.on_card(handle, &token, |ch| {
-                    ch.compute_prf(PrfSecret::Explicit(pre_master), &seed, hash, 48)
+                    ch.compute_prf(PrfSecret::Explicit(pre_master), &label_and_seed, hash, 48)
                 })?;
                 (new, out)
             }
             KdfParams::Tls12Kdf {
                 prf_hash,
                 label,
-                client_random,
-                server_random,
+                randoms,
                 context,
             } => {
                 let new = new_secret_key(template, None)?;
@@ -288,7 +262,7 @@ impl Module {
                 let BaseSecret::Held(secret) = &base else {
                     return Err(CKR_KEY_TYPE_INCONSISTENT.into());
                 };
-                let mut seed = [&label[..], &client_random, &server_random].concat();
+                let mut seed = [label, randoms].concat();
                 if let Some(context) = context {
                     let n = u16::try_from(context.len())
                         .map_err(|_| Error::new(CKR_MECHANISM_PARAM_INVALID, "context too long"))?;
