@@ -1110,6 +1110,9 @@ fn objects(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) -> Objects {
     let id01 = [1u8];
     let id99 = [0x99u8];
     let client = b"client";
+    let id10 = [0x10u8];
+    let generic = CKK_GENERIC_SECRET;
+    let secret_class = CKO_SECRET_KEY;
     let classes: [(CK_OBJECT_CLASS, &str); 8] = [
         (CKO_PRIVATE_KEY, "privkey"),
         (CKO_PUBLIC_KEY, "pubkey"),
@@ -1156,6 +1159,30 @@ fn objects(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) -> Objects {
             vec![attr(CKA_PRIVATE, &t)],
         ),
         ("find.sign_true", "SIGN=true", vec![attr(CKA_SIGN, &t)]),
+        (
+            "find.derive_true",
+            "DERIVE=true",
+            vec![attr(CKA_DERIVE, &t)],
+        ),
+        ("find.id10", "ID=10", vec![attr_bytes(CKA_ID, &id10)]),
+        (
+            "find.label_psk_identity",
+            "LABEL=urn:imei:359000000000001",
+            vec![attr_bytes(CKA_LABEL, b"urn:imei:359000000000001")],
+        ),
+        (
+            "find.label_psk_secret",
+            "LABEL=tls13-psk CLASS=secret",
+            vec![
+                attr_bytes(CKA_LABEL, b"tls13-psk"),
+                attr(CKA_CLASS, &secret_class),
+            ],
+        ),
+        (
+            "find.key_type_generic_secret",
+            "KEY_TYPE=GENERIC_SECRET",
+            vec![attr(CKA_KEY_TYPE, &generic)],
+        ),
         (
             "find.bogus_attribute",
             "attribute 0x7FFFFFF0",
@@ -1278,6 +1305,30 @@ const PUBLIC: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_TRUSTED, "TRUSTED"),
     (CKA_VALUE, "VALUE"),
 ];
+const SECRET: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
+    (CKA_KEY_TYPE, "KEY_TYPE"),
+    (CKA_START_DATE, "START_DATE"),
+    (CKA_END_DATE, "END_DATE"),
+    (CKA_DERIVE, "DERIVE"),
+    (CKA_LOCAL, "LOCAL"),
+    (CKA_KEY_GEN_MECHANISM, "KEY_GEN_MECHANISM"),
+    (CKA_ALLOWED_MECHANISMS, "ALLOWED_MECHANISMS"),
+    (CKA_SENSITIVE, "SENSITIVE"),
+    (CKA_ENCRYPT, "ENCRYPT"),
+    (CKA_DECRYPT, "DECRYPT"),
+    (CKA_SIGN, "SIGN"),
+    (CKA_VERIFY, "VERIFY"),
+    (CKA_WRAP, "WRAP"),
+    (CKA_UNWRAP, "UNWRAP"),
+    (CKA_EXTRACTABLE, "EXTRACTABLE"),
+    (CKA_ALWAYS_SENSITIVE, "ALWAYS_SENSITIVE"),
+    (CKA_NEVER_EXTRACTABLE, "NEVER_EXTRACTABLE"),
+    (CKA_WRAP_WITH_TRUSTED, "WRAP_WITH_TRUSTED"),
+    (CKA_TRUSTED, "TRUSTED"),
+    (CKA_CHECK_VALUE, "CHECK_VALUE"),
+    (CKA_VALUE, "VALUE"),
+    (CKA_VALUE_LEN, "VALUE_LEN"),
+];
 const CERT: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_CERTIFICATE_TYPE, "CERTIFICATE_TYPE"),
     (CKA_TRUSTED, "TRUSTED"),
@@ -1334,6 +1385,7 @@ fn render(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> String {
         CKA_UNIQUE_ID => format!("{} bytes", v.len()),
         CKA_CLASS => as_ulong(v).map(class_name).unwrap_or_else(|| bytes(v)),
         CKA_KEY_TYPE
+        | CKA_VALUE_LEN
         | CKA_CERTIFICATE_TYPE
         | CKA_CERTIFICATE_CATEGORY
         | CKA_JAVA_MIDP_SECURITY_DOMAIN => as_ulong(v)
@@ -1373,6 +1425,7 @@ fn attributes(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut Report) 
                 list.extend_from_slice(KEY);
                 list.extend_from_slice(PUBLIC);
             }
+            CKO_SECRET_KEY => list.extend_from_slice(SECRET),
             CKO_CERTIFICATE => list.extend_from_slice(CERT),
             _ => {}
         }
@@ -1499,6 +1552,35 @@ fn attributes(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut Report) 
     r.check("attr.null_template", "C_GetAttributeValue(NULL, 1)", rv, "");
     let rv = call!(m, C_GetAttributeValue, s, k, t.as_mut_ptr(), 0);
     r.check("attr.zero_count", "C_GetAttributeValue(count 0)", rv, "");
+
+    // The same for a PSK (a sensitive secret key).
+    if let Some(psk) = objs.get("secret.device-psk") {
+        let mut t = [
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE,
+                pValue: value.as_mut_ptr() as *mut c_void,
+                ulValueLen: 64,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: label.as_mut_ptr() as *mut c_void,
+                ulValueLen: 64,
+            },
+        ];
+        let rv = call!(m, C_GetAttributeValue, s, psk, t.as_mut_ptr(), 2);
+        r.check(
+            "attr.secret.sensitive_mixed",
+            "C_GetAttributeValue(VALUE of secret key device-psk, LABEL)",
+            rv,
+            format!("lens {} {}", ulong(t[0].ulValueLen), ulong(t[1].ulValueLen)),
+        );
+    } else {
+        r.fact(
+            "attr.secret.special",
+            "secret key labelled device-psk",
+            "NOT FOUND",
+        );
+    }
 
     // Consistency: the public key and the certificate carry the same key.
     if let (Some(p), Some(c)) = (objs.get("pubkey.client"), objs.get("cert.client")) {
@@ -2753,6 +2835,49 @@ fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Report) {
             "",
         );
     }
+    // A PSK (IoT.04 I9: never changed or deleted by the device), in both sessions for the label
+    // (rewriting the same label changes nothing), copied to a session object and destroyed in
+    // the R/O session only.
+    if let Some(psk) = objs.get("secret.device-psk") {
+        for (id, s, kind) in [
+            ("write.psk.set_label.ro", ro, "ro"),
+            ("write.psk.set_label.rw", rw, "rw"),
+        ] {
+            let mut t = [attr_bytes(CKA_LABEL, b"device-psk")];
+            let rv = call!(m, C_SetAttributeValue, s, psk, t.as_mut_ptr(), 1);
+            r.check(
+                id,
+                &format!(
+                    "C_SetAttributeValue(secret device-psk, LABEL=device-psk) in {kind} session"
+                ),
+                rv,
+                "",
+            );
+        }
+        let f = CK_FALSE;
+        let mut tpl = [attr(CKA_TOKEN, &f)];
+        let mut h = 0;
+        let rv = call!(m, C_CopyObject, ro, psk, tpl.as_mut_ptr(), 1, &mut h);
+        if rv == CKR_OK {
+            call!(m, C_DestroyObject, ro, h);
+        }
+        r.check(
+            "write.psk.copy_object",
+            "C_CopyObject(secret device-psk, TOKEN=false)",
+            rv,
+            "",
+        );
+        let rv = call!(m, C_DestroyObject, ro, psk);
+        r.check(
+            "write.psk.destroy.ro",
+            "C_DestroyObject(secret device-psk) in RO session",
+            rv,
+            "",
+        );
+    } else {
+        r.fact("write.psk", "secret key labelled device-psk", "NOT FOUND");
+    }
+
     let t = CK_TRUE;
     let f = CK_FALSE;
     let data = CKO_DATA;
@@ -2775,6 +2900,64 @@ fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Report) {
         }
         r.check(id, "C_CreateObject(DATA, label tmp)", rv, "");
     }
+    // Secret keys: a session one (a key the application brings, e.g. an imported PSK), and a
+    // token one in the R/O session (must fail with CKR_SESSION_READ_ONLY).
+    let secret = CKO_SECRET_KEY;
+    let generic = CKK_GENERIC_SECRET;
+    let value: Vec<u8> = (1..=32).collect();
+    for (id, token) in [
+        ("write.create_session_secret.ro", &f),
+        ("write.create_token_secret.ro", &t),
+    ] {
+        let mut tpl = [
+            attr(CKA_CLASS, &secret),
+            attr(CKA_KEY_TYPE, &generic),
+            attr(CKA_TOKEN, token),
+            attr(CKA_PRIVATE, &f),
+            attr(CKA_DERIVE, &t),
+            attr_bytes(CKA_LABEL, b"tmp-secret"),
+            attr_bytes(CKA_VALUE, &value),
+        ];
+        let mut h = 0;
+        let rv = call!(
+            m,
+            C_CreateObject,
+            ro,
+            tpl.as_mut_ptr(),
+            tpl.len() as CK_ULONG,
+            &mut h
+        );
+        let mut out = String::new();
+        if rv == CKR_OK {
+            let shown: Vec<String> = [
+                (CKA_CLASS, "CLASS"),
+                (CKA_KEY_TYPE, "KEY_TYPE"),
+                (CKA_TOKEN, "TOKEN"),
+                (CKA_PRIVATE, "PRIVATE"),
+                (CKA_DERIVE, "DERIVE"),
+                (CKA_SENSITIVE, "SENSITIVE"),
+                (CKA_EXTRACTABLE, "EXTRACTABLE"),
+                (CKA_LABEL, "LABEL"),
+                (CKA_VALUE_LEN, "VALUE_LEN"),
+                (CKA_VALUE, "VALUE"),
+            ]
+            .iter()
+            .map(|&(a, name)| match get(m, ro, h, a) {
+                (CKR_OK, _, Some(v)) => format!("{name}={}", render(a, &v)),
+                (rv, _, _) => format!("{name}:{}", rv_name(rv)),
+            })
+            .collect();
+            let drv = call!(m, C_DestroyObject, ro, h);
+            out = format!("{}; C_DestroyObject {}", shown.join(" "), rv_name(drv));
+        }
+        r.check(
+            id,
+            "C_CreateObject(SECRET_KEY GENERIC_SECRET, DERIVE, 32-byte VALUE)",
+            rv,
+            out,
+        );
+    }
+
     let mut tpl = [attr(CKA_TOKEN, &f)];
     let mut h = 0;
     let rv = call!(m, C_CopyObject, ro, k, tpl.as_mut_ptr(), 1, &mut h);

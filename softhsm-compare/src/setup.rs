@@ -7,7 +7,11 @@
 //! - `[[private_key]]` with `private` → `CKO_PRIVATE_KEY`, EC P-256, `CKA_PRIVATE=false` (the
 //!   card has no PIN), sensitive, not extractable, `CKA_SIGN` when the key's crypto functions
 //!   include signature (bit 0x01), `CKA_DERIVE` when they include key agreement (bit 0x04);
-//! - `[[public_key]]` with a `point` → `CKO_PUBLIC_KEY` with `CKA_VERIFY`;
+//! - `[[public_key]]` with a `point` → `CKO_PUBLIC_KEY`, `CKA_VERIFY` when its crypto functions
+//!   include signature (bit 0x01), `CKA_DERIVE` when they include key agreement (bit 0x04);
+//! - `[[secret_key]]` with a `value` (a PSK) → `CKO_SECRET_KEY`, `CKK_GENERIC_SECRET`, the same
+//!   value, `CKA_PRIVATE=false`, sensitive, not extractable, `CKA_DERIVE` (a PSK on the card is
+//!   only used for key derivation) and no other usage;
 //! - `[[file]]` holding an X.509 certificate → `CKO_CERTIFICATE` with the `CKA_ID` of the key
 //!   pair whose public key it certifies (category "token user"), else its file ID (category
 //!   "authority" for a CA certificate, else unspecified).
@@ -189,6 +193,9 @@ fn objects_from_profile(profile: &Path) -> Result<Vec<Obj>, String> {
         let mut wrapped = vec![0x04, point.len() as u8];
         wrapped.extend_from_slice(&point);
         let label = text(&k, "label").unwrap_or("").as_bytes().to_vec();
+        let functions = flag(&k, "crypto_functions");
+        let verify = functions & 0x01 != 0;
+        let derive = functions & 0x04 != 0;
         out.push(Obj {
             what: format!("public key {:?}", String::from_utf8_lossy(&label)),
             attrs: vec![
@@ -196,16 +203,45 @@ fn objects_from_profile(profile: &Path) -> Result<Vec<Obj>, String> {
                 (CKA_KEY_TYPE, ul(CKK_EC)),
                 (CKA_TOKEN, b(true)),
                 (CKA_PRIVATE, b(false)),
-                (CKA_VERIFY, b(true)),
+                (CKA_VERIFY, b(verify)),
                 (CKA_ENCRYPT, b(false)),
                 (CKA_WRAP, b(false)),
                 (CKA_VERIFY_RECOVER, b(false)),
-                (CKA_DERIVE, b(false)),
+                (CKA_DERIVE, b(derive)),
                 (CKA_ID, id),
                 (CKA_LABEL, label),
                 (CKA_EC_PARAMS, P256_PARAMS.to_vec()),
                 (CKA_SUBJECT, subject_of(&point)),
                 (CKA_EC_POINT, wrapped),
+            ],
+        });
+    }
+    for k in list("secret_key") {
+        let (Some(id), Some(value)) = (text(&k, "id"), text(&k, "value")) else {
+            continue;
+        };
+        let id = unhex(id)?;
+        let value = unhex(value)?;
+        let label = text(&k, "label").unwrap_or("").as_bytes().to_vec();
+        out.push(Obj {
+            what: format!("secret key {:?}", String::from_utf8_lossy(&label)),
+            attrs: vec![
+                (CKA_CLASS, ul(CKO_SECRET_KEY)),
+                (CKA_KEY_TYPE, ul(CKK_GENERIC_SECRET)),
+                (CKA_TOKEN, b(true)),
+                (CKA_PRIVATE, b(false)),
+                (CKA_SENSITIVE, b(true)),
+                (CKA_EXTRACTABLE, b(false)),
+                (CKA_DERIVE, b(true)),
+                (CKA_SIGN, b(false)),
+                (CKA_VERIFY, b(false)),
+                (CKA_ENCRYPT, b(false)),
+                (CKA_DECRYPT, b(false)),
+                (CKA_WRAP, b(false)),
+                (CKA_UNWRAP, b(false)),
+                (CKA_ID, id),
+                (CKA_LABEL, label),
+                (CKA_VALUE, value),
             ],
         });
     }
