@@ -367,7 +367,8 @@ pkcs11_fn!(
         ph_object: CK_OBJECT_HANDLE_PTR,
     ) {
         let m = module()?;
-        let attrs = template_values(template(p_template, ul_count)?)?;
+        // The copy may hold a secret (a session secret key's CKA_VALUE): wiped after use.
+        let attrs = zeroize::Zeroizing::new(template_values(template(p_template, ul_count)?)?);
         if ph_object.is_null() {
             return Err(CKR_ARGUMENTS_BAD.into());
         }
