@@ -557,6 +557,56 @@ not_supported!(C_DecryptUpdate(
 ));
 not_supported!(C_DecryptFinal(h_session: CK_SESSION_HANDLE, p_last: CK_BYTE_PTR, pul_last_len: CK_ULONG_PTR));
 
+/// The last call of a digest or signing operation, single-part (`data`) or final (`None`): the
+/// PKCS#11 output-buffer rules — a size query or a short buffer does no card work and keeps the
+/// operation — then the result copied out; any other error ends the operation.
+///
+/// # Safety
+/// The data and output pointers must be valid for their stated lengths.
+unsafe fn finish_into<R: AsRef<[u8]>>(
+    m: &token::Module,
+    (h_session, operation): (CK_SESSION_HANDLE, CK_FLAGS),
+    data: Option<(CK_BYTE_PTR, CK_ULONG)>,
+    (out, out_len, needed): (CK_BYTE_PTR, CK_ULONG_PTR, usize),
+    finish: impl FnOnce(Option<&[u8]>) -> Result<R>,
+) -> Result<()> {
+    let result = (|| {
+        // SAFETY: the caller guarantees the pointers and lengths.
+        let data = unsafe { data.map(|(p, len)| in_bytes(p, len)).transpose()? };
+        // SAFETY: as above.
+        if let Some(buf) = unsafe { output_buffer(out, out_len, needed)? } {
+            buf.copy_from_slice(finish(data)?.as_ref());
+        }
+        Ok(())
+    })();
+    m.end_on_error(h_session, operation, &result);
+    result
+}
+
+/// C_Verify (`data`) and C_VerifyFinal (`None`): the operation ends whatever the outcome.
+///
+/// # Safety
+/// The data and signature pointers must be valid for their stated lengths.
+unsafe fn verify_into(
+    m: &token::Module,
+    h_session: CK_SESSION_HANDLE,
+    data: Option<(CK_BYTE_PTR, CK_ULONG)>,
+    (signature, signature_len): (CK_BYTE_PTR, CK_ULONG),
+) -> Result<()> {
+    let result = (|| {
+        // SAFETY: the caller guarantees the pointers and lengths.
+        let data = unsafe { data.map(|(p, len)| in_bytes(p, len)).transpose()? };
+        // SAFETY: as above.
+        let signature_bytes = unsafe { in_bytes(signature, signature_len)? };
+        if signature.is_null() {
+            return Err(CKR_ARGUMENTS_BAD.into());
+        }
+        m.verify_finish(h_session, data, signature_bytes)
+    })();
+    m.end_on_error(h_session, CKF_VERIFY, &result);
+    result
+}
+
 pkcs11_fn!(
     fn C_DigestInit(h_session: CK_SESSION_HANDLE, p_mechanism: CK_MECHANISM_PTR) {
         let m = module()?;
@@ -575,15 +625,13 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.digest_len(h_session)?;
-        let result = (|| {
-            let data = in_bytes(p_data, ul_data_len)?;
-            if let Some(out) = output_buffer(p_digest, pul_digest_len, needed)? {
-                out.copy_from_slice(&m.digest_finish(h_session, Some(data))?);
-            }
-            Ok(())
-        })();
-        m.end_on_error(h_session, CKF_DIGEST, &result);
-        result
+        finish_into(
+            &m,
+            (h_session, CKF_DIGEST),
+            Some((p_data, ul_data_len)),
+            (p_digest, pul_digest_len, needed),
+            |data| m.digest_finish(h_session, data),
+        )
     }
 );
 
@@ -606,14 +654,13 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.digest_len(h_session)?;
-        let result = (|| {
-            if let Some(out) = output_buffer(p_digest, pul_digest_len, needed)? {
-                out.copy_from_slice(&m.digest_finish(h_session, None)?);
-            }
-            Ok(())
-        })();
-        m.end_on_error(h_session, CKF_DIGEST, &result);
-        result
+        finish_into(
+            &m,
+            (h_session, CKF_DIGEST),
+            None,
+            (p_digest, pul_digest_len, needed),
+            |data| m.digest_finish(h_session, data),
+        )
     }
 );
 
@@ -639,16 +686,13 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.sign_len(h_session)?;
-        let result = (|| {
-            let data = in_bytes(p_data, ul_data_len)?;
-            // Size query or short buffer: no APDU, the operation stays active.
-            if let Some(out) = output_buffer(p_signature, pul_signature_len, needed)? {
-                out.copy_from_slice(&m.sign_finish(h_session, Some(data))?);
-            }
-            Ok(())
-        })();
-        m.end_on_error(h_session, CKF_SIGN, &result);
-        result
+        finish_into(
+            &m,
+            (h_session, CKF_SIGN),
+            Some((p_data, ul_data_len)),
+            (p_signature, pul_signature_len, needed),
+            |data| m.sign_finish(h_session, data),
+        )
     }
 );
 
@@ -669,14 +713,13 @@ pkcs11_fn!(
     ) {
         let m = module()?;
         let needed = m.sign_len(h_session)?;
-        let result = (|| {
-            if let Some(out) = output_buffer(p_signature, pul_signature_len, needed)? {
-                out.copy_from_slice(&m.sign_finish(h_session, None)?);
-            }
-            Ok(())
-        })();
-        m.end_on_error(h_session, CKF_SIGN, &result);
-        result
+        finish_into(
+            &m,
+            (h_session, CKF_SIGN),
+            None,
+            (p_signature, pul_signature_len, needed),
+            |data| m.sign_finish(h_session, data),
+        )
     }
 );
 
@@ -710,16 +753,12 @@ pkcs11_fn!(
         ul_signature_len: CK_ULONG,
     ) {
         let m = module()?;
-        let result = (|| {
-            let data = in_bytes(p_data, ul_data_len)?;
-            let signature = in_bytes(p_signature, ul_signature_len)?;
-            if p_signature.is_null() {
-                return Err(CKR_ARGUMENTS_BAD.into());
-            }
-            m.verify_finish(h_session, Some(data), signature)
-        })();
-        m.end_on_error(h_session, CKF_VERIFY, &result);
-        result
+        verify_into(
+            &m,
+            h_session,
+            Some((p_data, ul_data_len)),
+            (p_signature, ul_signature_len),
+        )
     }
 );
 
@@ -739,15 +778,7 @@ pkcs11_fn!(
         ul_signature_len: CK_ULONG,
     ) {
         let m = module()?;
-        let result = (|| {
-            let signature = in_bytes(p_signature, ul_signature_len)?;
-            if p_signature.is_null() {
-                return Err(CKR_ARGUMENTS_BAD.into());
-            }
-            m.verify_finish(h_session, None, signature)
-        })();
-        m.end_on_error(h_session, CKF_VERIFY, &result);
-        result
+        verify_into(&m, h_session, None, (p_signature, ul_signature_len))
     }
 );
 

@@ -607,37 +607,17 @@ impl Module {
         if s.sign.is_some() {
             return Err(CKR_OPERATION_ACTIVE.into());
         }
-        let entry = mechanism::find(mech)
-            .filter(|m| m.flags & CKF_SIGN != 0)
-            .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
-        if has_param {
-            return Err(Error::new(
-                CKR_MECHANISM_PARAM_INVALID,
-                "ECDSA takes no parameter",
-            ));
-        }
-        let key = s
-            .token
-            .object(key)
-            .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
-        // Objects that cannot sign (public keys, certificates) are refused as SoftHSM and
-        // OpenSC do: the object does not permit the function.
-        if key.class != CKO_PRIVATE_KEY {
-            return Err(Error::new(
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "signing needs a private key",
-            ));
-        }
-        if !key.bool_attribute(CKA_SIGN) {
-            return Err(Error::new(
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "the key does not allow signing",
-            ));
-        }
-        s.sign = Some(SignOperation {
-            mechanism: entry.mechanism,
+        let (mechanism, key) = operation_key(
+            &s.token,
+            mech,
+            has_param,
             key,
-            input: MessageInput::new(entry.mechanism),
+            (CKF_SIGN, CKO_PRIVATE_KEY, CKA_SIGN),
+        )?;
+        s.sign = Some(SignOperation {
+            mechanism,
+            key,
+            input: MessageInput::new(mechanism),
         });
         Ok(())
     }
@@ -699,35 +679,20 @@ impl Module {
         if s.verify.is_some() {
             return Err(CKR_OPERATION_ACTIVE.into());
         }
-        let entry = mechanism::find(mech)
-            .filter(|m| m.flags & CKF_VERIFY != 0)
-            .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
-        if has_param {
-            return Err(Error::new(
-                CKR_MECHANISM_PARAM_INVALID,
-                "ECDSA takes no parameter",
-            ));
-        }
-        let key = s
-            .token
-            .object(key)
-            .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
-        if key.class != CKO_PUBLIC_KEY {
-            return Err(Error::new(
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "verification needs a public key",
-            ));
-        }
-        if !key.bool_attribute(CKA_VERIFY) {
-            return Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into());
-        }
+        let (mechanism, key) = operation_key(
+            &s.token,
+            mech,
+            has_param,
+            key,
+            (CKF_VERIFY, CKO_PUBLIC_KEY, CKA_VERIFY),
+        )?;
         let point = key
             .point
             .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
         s.verify = Some(VerifyOperation {
-            mechanism: entry.mechanism,
+            mechanism,
             point,
-            input: MessageInput::new(entry.mechanism),
+            input: MessageInput::new(mechanism),
         });
         Ok(())
     }
@@ -882,6 +847,49 @@ impl Module {
             ),
         }
     }
+}
+
+/// What C_SignInit and C_VerifyInit both check: a mechanism the token offers for `function`
+/// (ECDSA takes no parameter) and a key of `class` whose `permission` attribute is set. Objects
+/// of another class (a public key to sign with, a certificate) are refused as SoftHSM and
+/// OpenSC do: the object does not permit the function.
+fn operation_key(
+    token: &Token,
+    mech: CK_MECHANISM_TYPE,
+    has_param: bool,
+    key: CK_OBJECT_HANDLE,
+    (function, class, permission): (CK_FLAGS, CK_OBJECT_CLASS, CK_ATTRIBUTE_TYPE),
+) -> Result<(CK_MECHANISM_TYPE, Arc<Object>)> {
+    let entry = mechanism::find(mech)
+        .filter(|m| m.flags & function != 0)
+        .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+    if has_param {
+        return Err(Error::new(
+            CKR_MECHANISM_PARAM_INVALID,
+            "ECDSA takes no parameter",
+        ));
+    }
+    let key = token
+        .object(key)
+        .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+    let kind = if class == CKO_PRIVATE_KEY {
+        "private"
+    } else {
+        "public"
+    };
+    if key.class != class {
+        return Err(Error::new(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            format!("this operation needs a {kind} key"),
+        ));
+    }
+    if !key.bool_attribute(permission) {
+        return Err(Error::new(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            "the key does not allow this operation",
+        ));
+    }
+    Ok((entry.mechanism, key))
 }
 
 /// Chooses what the card signs in pad-and-sign mode: the input fitted to 32 bytes declared as
