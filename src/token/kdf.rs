@@ -14,10 +14,9 @@ use crate::applet::{HkdfKey, HkdfStep, ObjectClass, PrfSecret};
 use crate::error::{Error, Result};
 
 use super::Module;
-use super::keys::{NewSecretKey, find_attr, new_secret_key};
+use super::keys::{NewSecretKey, new_secret_key};
 use super::object::{CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF, CKM_IOTSAFE_TLS12_PSK_KDF, Object};
-
-type Template = [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
+use super::template::{Template, find_attr};
 
 /// The length of a TLS master secret.
 const MASTER_SECRET_LEN: usize = 48;

@@ -10,6 +10,7 @@ use crate::applet::{ObjectClass, ObjectInfo, objects as card};
 use crate::error::{Error, Result};
 
 use super::object::{CardObject, Object, P256_EC_PARAMS, SecretKeyFlags};
+use super::template::{Template, find_attr, template_bool, template_ulong};
 use super::{Module, Token};
 
 /// `CK_ECDH1_DERIVE_PARAMS`, copied out of the caller's memory.
@@ -22,40 +23,6 @@ pub struct EcdhParams {
 
 /// `prime256v1` as a PrintableString, which some callers put in `CKA_EC_PARAMS` instead of the OID.
 const P256_PRINTABLE: &[u8] = b"\x13\x0aprime256v1";
-
-type Template = [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
-
-pub(super) fn find_attr(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-    t.iter()
-        .find(|(a, _)| *a == attr)
-        .map(|(_, v)| v.as_slice())
-}
-
-pub(super) fn template_bool(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
-    match find_attr(t, attr) {
-        None => Ok(None),
-        Some([b]) => Ok(Some(*b != 0)),
-        Some(_) => Err(Error::new(
-            CKR_ATTRIBUTE_VALUE_INVALID,
-            format!("attribute 0x{attr:x} is not a CK_BBOOL"),
-        )),
-    }
-}
-
-pub(super) fn template_ulong(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<CK_ULONG>> {
-    match find_attr(t, attr) {
-        None => Ok(None),
-        Some(v) => v
-            .try_into()
-            .map(|b| Some(CK_ULONG::from_ne_bytes(b)))
-            .map_err(|_| {
-                Error::new(
-                    CKR_ATTRIBUTE_VALUE_INVALID,
-                    format!("attribute 0x{attr:x} is not a CK_ULONG"),
-                )
-            }),
-    }
-}
 
 /// The one value both templates agree on (`CKR_TEMPLATE_INCONSISTENT` when they differ).
 fn agreed<'a>(

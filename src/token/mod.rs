@@ -9,6 +9,7 @@ pub mod object;
 pub mod session;
 pub mod slot;
 pub mod store;
+pub mod template;
 
 use std::collections::HashMap;
 use std::sync::Arc;

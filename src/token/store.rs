@@ -14,6 +14,7 @@ use crate::applet::{AppletChannel, ObjectClass, ObjectInfo, objects as card, tlv
 use crate::error::{Error, Result};
 
 use super::object::{Object, P256_EC_PARAMS};
+use super::template::{Template, find_attr, template_ulong};
 use super::{Module, Token};
 
 /// Provisioning sub-commands (STORE DATA tags), see the provisioning profile.
@@ -24,29 +25,6 @@ const DELETE_OBJECT: u8 = 0x76;
 const UPDATE_FILE: u8 = 0x77;
 /// Key-type tag inside "create ECC key pair", and the persistent P-256 type (key made at once).
 const KEY_TYPE_TAG: u8 = 0x48;
-
-type Template = [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
-
-fn find_attr(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-    t.iter()
-        .find(|(a, _)| *a == attr)
-        .map(|(_, v)| v.as_slice())
-}
-
-fn ulong(t: &Template, attr: CK_ATTRIBUTE_TYPE) -> Result<Option<CK_ULONG>> {
-    match find_attr(t, attr) {
-        None => Ok(None),
-        Some(v) => v
-            .try_into()
-            .map(|b| Some(CK_ULONG::from_ne_bytes(b)))
-            .map_err(|_| {
-                Error::new(
-                    CKR_ATTRIBUTE_VALUE_INVALID,
-                    format!("attribute 0x{attr:x} is not a CK_ULONG"),
-                )
-            }),
-    }
-}
 
 /// Attributes a certificate or data-object template may carry.
 const FILE_OBJECT_ATTRIBUTES: &[CK_ATTRIBUTE_TYPE] = &[
@@ -157,7 +135,7 @@ impl Module {
         self.check_session(handle)?;
         let token_object =
             find_attr(template, CKA_TOKEN).is_some_and(|v| v.first().is_some_and(|b| *b != 0));
-        if !token_object && ulong(template, CKA_CLASS)? == Some(CKO_SECRET_KEY) {
+        if !token_object && template_ulong(template, CKA_CLASS)? == Some(CKO_SECRET_KEY) {
             return self.create_session_secret(handle, template);
         }
         if !token_object {
@@ -168,7 +146,7 @@ impl Module {
         }
         // Write protection (or a read-only session) comes before the template's details.
         let token = self.writable_token(handle)?;
-        let class = ulong(template, CKA_CLASS)?
+        let class = template_ulong(template, CKA_CLASS)?
             .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is required"))?;
         if !matches!(class, CKO_CERTIFICATE | CKO_DATA) {
             return Err(Error::new(
@@ -194,7 +172,7 @@ impl Module {
             ));
         }
         let usage = if class == CKO_CERTIFICATE {
-            if ulong(template, CKA_CERTIFICATE_TYPE)?.is_some_and(|t| t != CKC_X_509) {
+            if template_ulong(template, CKA_CERTIFICATE_TYPE)?.is_some_and(|t| t != CKC_X_509) {
                 return Err(Error::new(
                     CKR_ATTRIBUTE_VALUE_INVALID,
                     "only X.509 certificates",
