@@ -1474,6 +1474,23 @@ fn parse_tlvs(data: &[u8]) -> Result<Vec<Tlv<'_>>, u16> {
     tlv::parse(data, &[]).map_err(|_| sw::WRONG_DATA)
 }
 
+/// The TLVs of a command or STORE DATA value: only `allowed` tags, each at most once (else
+/// `6A80`).
+fn fields<'a>(data: &'a [u8], allowed: &[u8]) -> Result<Vec<Tlv<'a>>, u16> {
+    let t = parse_tlvs(data)?;
+    for (i, x) in t.iter().enumerate() {
+        if !allowed.contains(&x.tag) || t[..i].iter().any(|y| y.tag == x.tag) {
+            return Err(sw::WRONG_DATA);
+        }
+    }
+    Ok(t)
+}
+
+/// The value of the first `tag` among `t`.
+fn get<'a>(t: &[Tlv<'a>], tag: u8) -> Option<&'a [u8]> {
+    t.iter().find(|x| x.tag == tag).map(|x| x.value)
+}
+
 fn need<'a>(tlvs: &[Tlv<'a>], tag: u8) -> Result<&'a [u8], u16> {
     tlv::single(tlvs, tag)
         .map_err(|_| sw::WRONG_DATA)?

@@ -15,21 +15,6 @@ pub const KD_TLS12_PRF: u8 = 0x01;
 /// Key-derivation algorithm bit (tag `94`): HKDF.
 pub const KD_HKDF: u8 = 0x02;
 
-/// The TLVs of a command: only `allowed` tags, each at most once (else `6A80`).
-fn fields<'a>(data: &'a [u8], allowed: &[u8]) -> Result<Vec<Tlv<'a>>, u16> {
-    let t = tlv::parse(data, &[]).map_err(|_| sw::WRONG_DATA)?;
-    for (i, x) in t.iter().enumerate() {
-        if !allowed.contains(&x.tag) || t[..i].iter().any(|y| y.tag == x.tag) {
-            return Err(sw::WRONG_DATA);
-        }
-    }
-    Ok(t)
-}
-
-fn get<'a>(t: &[Tlv<'a>], tag: u8) -> Option<&'a [u8]> {
-    t.iter().find(|x| x.tag == tag).map(|x| x.value)
-}
-
 /// An optional value of `min..=255` bytes.
 fn sized<'a>(t: &[Tlv<'a>], tag: u8, min: usize) -> Result<Option<&'a [u8]>, u16> {
     match get(t, tag) {

@@ -60,21 +60,6 @@ fn header(data: &[u8]) -> Option<(u8, usize, usize)> {
     }
 }
 
-/// The TLVs of a value; only `allowed` tags, each at most once (else `6A80`).
-fn fields<'a>(value: &'a [u8], allowed: &[u8]) -> Result<Vec<Tlv<'a>>, u16> {
-    let t = tlv::parse(value, &[]).map_err(|_| sw::WRONG_DATA)?;
-    for (i, x) in t.iter().enumerate() {
-        if !allowed.contains(&x.tag) || t[..i].iter().any(|y| y.tag == x.tag) {
-            return Err(sw::WRONG_DATA);
-        }
-    }
-    Ok(t)
-}
-
-fn get<'a>(t: &[Tlv<'a>], tag: u8) -> Option<&'a [u8]> {
-    t.iter().find(|x| x.tag == tag).map(|x| x.value)
-}
-
 /// An optional one-byte field.
 fn byte(t: &[Tlv<'_>], tag: u8) -> Result<Option<u8>, u16> {
     match get(t, tag) {
