@@ -147,21 +147,7 @@ impl Module {
         mechanism: CK_MECHANISM_TYPE,
         base: CK_OBJECT_HANDLE,
     ) -> Result<BaseSecret> {
-        let key = self
-            .object(handle, base)
-            .map_err(|_| Error::from(CKR_KEY_HANDLE_INVALID))?;
-        if key.class != CKO_SECRET_KEY {
-            return Err(Error::new(
-                CKR_KEY_TYPE_INCONSISTENT,
-                "the base key of a PRF or HKDF derivation is a secret key",
-            ));
-        }
-        if !key.bool_attribute(CKA_DERIVE) {
-            return Err(Error::new(
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "the base key does not allow derivation",
-            ));
-        }
+        let key = self.derivation_base(handle, base, CKO_SECRET_KEY)?;
         let stored = key.card.class == Some(ObjectClass::SecretKey);
         let psk_only = matches!(
             mechanism,

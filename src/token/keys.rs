@@ -370,6 +370,32 @@ impl Module {
         ))
     }
 
+    /// The base key of a derivation: an object of `class` (`CKR_KEY_TYPE_INCONSISTENT`
+    /// otherwise) that allows derivation (`CKR_KEY_FUNCTION_NOT_PERMITTED`).
+    pub(super) fn derivation_base(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        base: CK_OBJECT_HANDLE,
+        class: CK_OBJECT_CLASS,
+    ) -> Result<std::sync::Arc<Object>> {
+        let key = self
+            .object(handle, base)
+            .map_err(|_| Error::from(CKR_KEY_HANDLE_INVALID))?;
+        if key.class != class {
+            return Err(Error::new(
+                CKR_KEY_TYPE_INCONSISTENT,
+                format!("this derivation takes a base key of class 0x{class:x}"),
+            ));
+        }
+        if !key.bool_attribute(CKA_DERIVE) {
+            return Err(Error::new(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "the base key does not allow derivation",
+            ));
+        }
+        Ok(key)
+    }
+
     /// `C_DeriveKey` with `CKM_ECDH1_DERIVE`: the peer point goes into a writable public-key
     /// container (PUT PUBLIC KEY), the card computes the shared secret (COMPUTE DH), the host
     /// applies the KDF; the result is a session secret key.
@@ -411,21 +437,7 @@ impl Module {
             ));
         }
         let peer = peer_point(&params.public_data)?;
-        let key = self
-            .object(handle, base)
-            .map_err(|_| Error::from(CKR_KEY_HANDLE_INVALID))?;
-        if key.class != CKO_PRIVATE_KEY {
-            return Err(Error::new(
-                CKR_KEY_TYPE_INCONSISTENT,
-                "ECDH needs a private key",
-            ));
-        }
-        if !key.bool_attribute(CKA_DERIVE) {
-            return Err(Error::new(
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "the key does not allow derivation",
-            ));
-        }
+        let key = self.derivation_base(handle, base, CKO_PRIVATE_KEY)?;
         let NewSecretKey {
             key_type,
             len,
