@@ -233,14 +233,28 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with `stdin` written to it and then closed (or /dev/null when `None`).
     pub fn spawn(cmd: &mut Command, stdin: Option<&[u8]>) -> Proc {
+        let mut proc = Proc::start(
+            cmd,
+            if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            },
+        );
+        if let Some(input) = stdin {
+            let mut pipe = proc.child.stdin.take().unwrap();
+            // The child may exit without reading; that shows up in its status, not here.
+            let _ = pipe.write_all(input);
+        }
+        proc
+    }
+
+    /// Starts `cmd` with `stdin` as its standard input, collecting stdout and stderr.
+    fn start(cmd: &mut Command, stdin: Stdio) -> Proc {
         let what = describe(cmd);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
@@ -251,11 +265,6 @@ impl Proc {
             collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx)),
             collect(child.stderr.take().unwrap(), stderr.clone(), None),
         ];
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            // The child may exit without reading; that shows up in its status, not here.
-            let _ = pipe.write_all(input);
-        }
         Proc {
             what,
             child,
@@ -560,29 +569,8 @@ impl Proc {
     /// `openssl s_server` without `-www` (over DTLS it reads stdin from the start, and quits at
     /// EOF before any client has connected).
     pub fn spawn_with_open_stdin(cmd: &mut Command) -> (Proc, std::process::ChildStdin) {
-        let what = describe(cmd);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
-        let stdin = child.stdin.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx)),
-            collect(child.stderr.take().unwrap(), stderr.clone(), None),
-        ];
-        let proc = Proc {
-            what,
-            child,
-            stdout,
-            stderr,
-            readers,
-            lines,
-        };
+        let mut proc = Proc::start(cmd, Stdio::piped());
+        let stdin = proc.child.stdin.take().unwrap();
         (proc, stdin)
     }
 }
