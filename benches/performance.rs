@@ -370,7 +370,7 @@ fn card_bound(r: &mut Report) {
 /// pseudo-terminal, the module configured with only that modem.
 fn modem_rate(apdu_ms: f64, signature_ms: f64, total: usize) -> (f64, f64) {
     let _guard = module_lock();
-    iotsafe_pkcs11::token::set_reader_source_override(None);
+    iotsafe_pkcs11::transport::set_reader_source_override(None);
     let dir = root().join("target/bench/modem");
     std::fs::create_dir_all(&dir).expect("target/bench/modem");
     let link = dir.join("tty");

@@ -3,16 +3,28 @@
 //! `/etc/iotsafe-pkcs11/config.toml`, else defaults. A string passed in `C_Initialize`'s
 //! `pReserved` (as p11-kit's `x-init-reserved` does) is read as TOML too and wins.
 
+//!
+//! Plain data: it imports no layer of the module; the layers read what they need from it.
+
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use cryptoki_sys::*;
 use serde::Deserialize;
-
-use crate::applet::{ClassStyle, GSMA_AID};
-use crate::error::{Error, Result};
 
 pub const ENV_CONFIG: &str = "IOTSAFE_PKCS11_CONFIG";
 pub const ENV_LOG: &str = "IOTSAFE_PKCS11_LOG";
+
+/// A configuration that cannot be read or used; the message names where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ConfigError>;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +51,30 @@ pub enum AtMode {
     Cgla,
     /// Only `AT+CSIM`, with MANAGE CHANNEL sent by the module.
     Csim,
+}
+
+/// The CLA class of IoT SAFE commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum CommandClass {
+    /// CLA `0x`/`4x`.
+    #[default]
+    #[serde(rename = "inter-industry")]
+    InterIndustry,
+    /// CLA `8x`/`Cx`.
+    #[serde(rename = "proprietary")]
+    Proprietary,
+}
+
+/// Whether the token takes writes through the STORE DATA provisioning profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Provisioning {
+    /// Probe the card once at connection.
+    #[default]
+    Auto,
+    On,
+    /// The token stays write-protected.
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,7 +145,7 @@ pub struct AppletConfig {
     /// AIDs to try, in order (hex). The GSMA AID is tried first unless listed otherwise.
     pub aids: Vec<String>,
     /// `"inter-industry"` (CLA 0x) or `"proprietary"` (CLA 8x) for IoT SAFE commands.
-    pub cla: String,
+    pub cla: CommandClass,
     /// Use a logical channel (MANAGE CHANNEL); `false` forces the basic channel.
     pub logical_channel: bool,
     /// Logical channels this process may open on one card (a pool that grows while operations
@@ -119,40 +155,35 @@ pub struct AppletConfig {
     pub token_label: Option<String>,
     /// Writes through the STORE DATA provisioning profile: `"auto"` (probe the card once at
     /// connection), `"on"`, `"off"` (the token stays write-protected).
-    pub provisioning: String,
+    pub provisioning: Provisioning,
 }
 
 impl Default for AppletConfig {
     fn default() -> Self {
         AppletConfig {
             aids: Vec::new(),
-            cla: "inter-industry".into(),
+            cla: CommandClass::InterIndustry,
             logical_channel: true,
             max_channels: 1,
             token_label: None,
-            provisioning: "auto".into(),
+            provisioning: Provisioning::Auto,
         }
     }
 }
 
+/// An AID as written in the file: hex, with optional spaces or colons between the bytes.
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    let s: String = s
+    let digits: String = s
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect();
-    if !s.len().is_multiple_of(2) || s.is_empty() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+    hex::decode(digits).ok().filter(|b| !b.is_empty())
 }
 
 impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let config: Config = toml::from_str(text)
-            .map_err(|e| Error::new(CKR_GENERAL_ERROR, format!("configuration {origin}: {e}")))?;
+            .map_err(|e| ConfigError(format!("configuration {origin}: {e}")))?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -162,55 +193,31 @@ impl Config {
             match parse_hex(aid) {
                 Some(b) if (5..=16).contains(&b.len()) => {}
                 _ => {
-                    return Err(Error::new(
-                        CKR_GENERAL_ERROR,
-                        format!(
-                            "configuration {origin}: applet.aids entry {aid:?} is not a 5..16-byte hex AID"
-                        ),
-                    ));
+                    return Err(ConfigError(format!(
+                        "configuration {origin}: applet.aids entry {aid:?} is not a 5..16-byte hex AID"
+                    )));
                 }
             }
         }
         if !(1..=19).contains(&self.applet.max_channels) {
-            return Err(Error::new(
-                CKR_GENERAL_ERROR,
-                format!("configuration {origin}: applet.max_channels must be 1..19"),
-            ));
-        }
-        if !matches!(self.applet.provisioning.as_str(), "auto" | "on" | "off") {
-            return Err(Error::new(
-                CKR_GENERAL_ERROR,
-                format!(
-                    "configuration {origin}: applet.provisioning must be \"auto\", \"on\" or \"off\""
-                ),
-            ));
-        }
-        if !matches!(self.applet.cla.as_str(), "inter-industry" | "proprietary") {
-            return Err(Error::new(
-                CKR_GENERAL_ERROR,
-                format!(
-                    "configuration {origin}: applet.cla must be \"inter-industry\" or \"proprietary\""
-                ),
-            ));
+            return Err(ConfigError(format!(
+                "configuration {origin}: applet.max_channels must be 1..19"
+            )));
         }
         for m in &self.modem {
             if m.max_command_len < 40 || m.timeout_ms == 0 || m.baud == 0 {
-                return Err(Error::new(
-                    CKR_GENERAL_ERROR,
-                    format!(
-                        "configuration {origin}: modem {}: max_command_len must be >= 40, timeout_ms and baud > 0",
-                        m.device
-                    ),
-                ));
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: max_command_len must be >= 40, timeout_ms and baud > 0",
+                    m.device
+                )));
             }
         }
         if let Some(label) = &self.applet.token_label
             && label.len() > 32
         {
-            return Err(Error::new(
-                CKR_GENERAL_ERROR,
-                format!("configuration {origin}: applet.token_label is longer than 32 bytes"),
-            ));
+            return Err(ConfigError(format!(
+                "configuration {origin}: applet.token_label is longer than 32 bytes"
+            )));
         }
         Ok(())
     }
@@ -240,48 +247,21 @@ impl Config {
         }
         match Config::default_path() {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    Error::new(
-                        CKR_GENERAL_ERROR,
-                        format!("configuration {}: {e}", path.display()),
-                    )
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError(format!("configuration {}: {e}", path.display())))?;
                 Config::parse(&text, &path.display().to_string())
             }
             None => Ok(Config::default()),
         }
     }
 
+    /// The configured AIDs, in order (empty: none configured).
     pub fn aids(&self) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = self
-            .applet
+        self.applet
             .aids
             .iter()
             .filter_map(|a| parse_hex(a))
-            .collect();
-        if out.is_empty() {
-            out.push(GSMA_AID.to_vec());
-        }
-        out
-    }
-
-    pub fn class_style(&self) -> ClassStyle {
-        if self.applet.cla == "proprietary" {
-            ClassStyle::Proprietary
-        } else {
-            ClassStyle::InterIndustry
-        }
-    }
-
-    pub fn reader_selected(&self, name: &str) -> bool {
-        let included = self.pcsc.readers.is_empty()
-            || self.pcsc.readers.iter().any(|r| name.contains(r.as_str()));
-        included
-            && !self
-                .pcsc
-                .exclude_readers
-                .iter()
-                .any(|r| name.contains(r.as_str()))
+            .collect()
     }
 }
 
@@ -315,10 +295,9 @@ label = "gateway modem 2"
         )
         .unwrap();
         assert_eq!(c.aids().len(), 2);
-        assert_eq!(c.class_style(), ClassStyle::Proprietary);
-        assert!(c.reader_selected("Virtual PCD 00 00"));
-        assert!(!c.reader_selected("Virtual PCD 00 01"));
-        assert!(!c.reader_selected("Other"));
+        assert_eq!(c.applet.cla, CommandClass::Proprietary);
+        assert_eq!(c.pcsc.readers, ["Virtual PCD"]);
+        assert_eq!(c.pcsc.exclude_readers, ["01"]);
         assert_eq!(c.modem.len(), 2);
         assert_eq!(c.modem[0].at_mode, AtMode::Csim);
         assert_eq!(c.modem[0].baud, 115_200);
@@ -338,12 +317,8 @@ label = "gateway modem 2"
             "[[modem]]\ndevice = \"/dev/x\"\nmax_command_len = 10",
         ] {
             let e = Config::parse(text, "t").unwrap_err();
-            assert_eq!(e.rv(), CKR_GENERAL_ERROR, "{text}");
-            assert!(e.detail().contains("configuration t"));
+            assert!(e.0.contains("configuration t"), "{text}: {e}");
         }
-        assert_eq!(
-            Config::parse("", "t").unwrap().aids(),
-            vec![GSMA_AID.to_vec()]
-        );
+        assert!(Config::parse("", "t").unwrap().aids().is_empty());
     }
 }

@@ -6,12 +6,12 @@
 
 pub mod applet;
 pub mod config;
-pub mod error;
 pub mod ffi;
 pub mod token;
 pub mod transport;
 
-pub use error::{Error, Result};
+pub use token::error;
+pub use token::error::{Error, Result};
 
 use std::sync::Once;
 

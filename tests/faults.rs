@@ -396,7 +396,7 @@ impl Drop for ModemRig {
 
 fn modem_rig(options: ModemOptions, at_mode: &str) -> ModemRig {
     let guard = module_lock();
-    iotsafe_pkcs11::token::set_reader_source_override(None);
+    iotsafe_pkcs11::transport::set_reader_source_override(None);
     unsafe { C_Finalize(NULL) };
     let dir = std::env::temp_dir().join(format!("iotsafe-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

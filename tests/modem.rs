@@ -53,7 +53,7 @@ fn rig_with_profile(
     module_modem: &str,
 ) -> ModemRig {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    iotsafe_pkcs11::token::set_reader_source_override(None);
+    iotsafe_pkcs11::transport::set_reader_source_override(None);
     unsafe { C_Finalize(NULL) };
     let dir = std::env::temp_dir().join(format!(
         "iotsafe-modem-test-{}-{:?}",
@@ -288,7 +288,7 @@ fn a_modem_that_goes_away_is_a_slot_without_token_until_it_returns() {
 #[test]
 fn a_missing_modem_is_a_slot_without_token_not_a_failed_initialize() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    iotsafe_pkcs11::token::set_reader_source_override(None);
+    iotsafe_pkcs11::transport::set_reader_source_override(None);
     unsafe { C_Finalize(NULL) };
     init_with_config("[pcsc]\nenabled = false\n[[modem]]\ndevice = \"/nonexistent/ttyACM9\"\n");
     let mut n: CK_ULONG = 0;

@@ -8,7 +8,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki_sys::*;
-use iotsafe_pkcs11::applet::{self, AppletChannel, ClassStyle, ObjectInfo, objects, tlv};
+use iotsafe_pkcs11::applet::{
+    self, AppletChannel, AppletSettings, ClassStyle, ConnectedCard, ObjectInfo, objects, tlv,
+};
 use iotsafe_pkcs11::config::Config;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_pkcs11::token::object::{CardObject, build_objects};
@@ -184,22 +186,38 @@ pub fn apdu_codec(data: &[u8]) {
 
 struct ScriptedConnection {
     data: Vec<u8>,
+    /// Bytes of `data` answered so far.
+    consumed: usize,
+}
+
+/// One transaction on the scripted card: answers continue where the last one stopped.
+struct ScriptedTransaction<'a> {
+    conn: &'a mut ScriptedConnection,
+    sent: usize,
+}
+
+impl Transmit for ScriptedTransaction<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let mut pipe = Scripted {
+            data: &self.conn.data[self.conn.consumed..],
+            sent: self.sent,
+        };
+        let answer = pipe.transmit(command);
+        self.sent = pipe.sent;
+        self.conn.consumed = self.conn.data.len() - pipe.data.len();
+        answer
+    }
 }
 
 impl CardConnection for ScriptedConnection {
-    fn with_transaction(
+    fn transaction(
         &mut self,
         _route: ChannelRoute,
-        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), iotsafe_pkcs11::Error>,
-    ) -> Result<(), iotsafe_pkcs11::Error> {
-        let mut pipe = Scripted {
-            data: &self.data,
+    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+        Ok(Box::new(ScriptedTransaction {
+            conn: self,
             sent: 0,
-        };
-        let r = f(&mut pipe);
-        let used = self.data.len() - pipe.data.len();
-        self.data.drain(..used);
-        r
+        }))
     }
     fn is_present(&mut self) -> bool {
         true
@@ -219,9 +237,12 @@ pub fn card_read_objects(data: &[u8]) -> usize {
     let config = CONFIG.get_or_init(|| Config::parse("", "fuzz").expect("default config"));
     let conn = Box::new(ScriptedConnection {
         data: data.to_vec(),
+        consumed: 0,
     });
-    match Token::connect(conn, config, "fuzz reader") {
-        Ok(Some(token)) => {
+    let settings = AppletSettings::from_config(config);
+    match ConnectedCard::open(conn, None, &settings, "fuzz reader") {
+        Ok(Some(card)) => {
+            let token = Token::new(card, config, "fuzz reader");
             let objects = token.objects();
             for o in &objects {
                 let _ = o.attribute(CKA_LABEL);
@@ -238,8 +259,7 @@ pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(c) = Config::parse(text, "fuzz")
     {
-        let _ = c.aids();
-        let _ = c.reader_selected("IoT SAFE sim 00 00");
+        let _ = AppletSettings::from_config(&c);
     }
 }
 
@@ -257,12 +277,11 @@ impl Transmit for SimPipe<'_> {
 }
 
 impl CardConnection for SimConnection {
-    fn with_transaction(
+    fn transaction(
         &mut self,
         _route: ChannelRoute,
-        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), iotsafe_pkcs11::Error>,
-    ) -> Result<(), iotsafe_pkcs11::Error> {
-        f(&mut SimPipe(&self.0))
+    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+        Ok(Box::new(SimPipe(&self.0)))
     }
     fn reconnect(&mut self) -> Result<(), TransportError> {
         Ok(())
@@ -298,7 +317,7 @@ fn module() -> &'static Mutex<Module> {
             iotsafe_sim::default_profile(),
             iotsafe_sim::CardOptions::default(),
         );
-        iotsafe_pkcs11::token::set_reader_source_override(Some(Arc::new(SimSource(card))));
+        iotsafe_pkcs11::transport::set_reader_source_override(Some(Arc::new(SimSource(card))));
         unsafe {
             assert_eq!(C_Initialize(std::ptr::null_mut()), CKR_OK);
             let mut ro = 0;

@@ -2,6 +2,7 @@
 //! objects, operations. Global state is an `Arc<Module>` behind a `RwLock` that is only held
 //! long enough to clone the `Arc`; card I/O never happens under a global lock.
 
+pub mod error;
 pub mod kdf;
 pub mod keys;
 pub mod mechanism;
@@ -25,8 +26,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::applet::objects::{HASH_SHA256, HASH_SHA384, HASH_SHA512};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::transport::ReaderSource;
-use crate::transport::sources::ConfiguredReaders;
+use crate::applet::Readers;
 
 use mechanism::{Hasher, fit_to_p256};
 use object::{AttrValue, Object};
@@ -35,20 +35,13 @@ use slot::{Slot, Token};
 
 pub const SIGNATURE_LEN: usize = 64;
 
-/// Replaces PC/SC as the source of slots (in-process tests with the simulator library).
-static READER_SOURCE_OVERRIDE: Mutex<Option<Arc<dyn ReaderSource>>> = Mutex::new(None);
-
-/// Installs (or removes) a reader source used by the next `C_Initialize` instead of PC/SC.
-pub fn set_reader_source_override(source: Option<Arc<dyn ReaderSource>>) {
-    *READER_SOURCE_OVERRIDE.lock() = source;
-}
-
 static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 
 pub struct Module {
     pid: u32,
     config: Config,
-    source: Arc<dyn ReaderSource>,
+    /// Where slots come from (PC/SC readers, modems).
+    readers: Readers,
     slots: RwLock<Vec<Arc<Slot>>>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
     next_session: AtomicU64,
@@ -94,14 +87,10 @@ pub fn initialize(inline_config: Option<&str>) -> Result<()> {
     }
     let config = Config::load(inline_config)?;
     crate::init_logging(config.log.as_deref());
-    let source: Arc<dyn ReaderSource> = match READER_SOURCE_OVERRIDE.lock().clone() {
-        Some(s) => s,
-        None => Arc::new(ConfiguredReaders::new(&config)),
-    };
     let module = Module {
         pid: std::process::id(),
+        readers: Readers::from_config(&config),
         config,
-        source,
         slots: RwLock::new(Vec::new()),
         sessions: RwLock::new(HashMap::new()),
         next_session: AtomicU64::new(1),
@@ -168,7 +157,7 @@ impl Module {
 
     /// Adds readers that appeared since the last look; slot IDs never change.
     fn refresh_slots(&self) {
-        let names = match self.source.reader_names() {
+        let names = match self.readers.names() {
             Ok(n) => n,
             Err(e) => {
                 debug!("listing readers: {e}");
@@ -193,7 +182,7 @@ impl Module {
         let mut reported = self.reported_presence.lock();
         let mut changed = Vec::new();
         for slot in slots {
-            let present = self.source.card_present(&slot.reader);
+            let present = self.readers.card_present(&slot.reader);
             if reported.insert(slot.id, present) != Some(present) {
                 changed.push(slot.id);
             }
@@ -245,7 +234,7 @@ impl Module {
     }
 
     fn token(&self, slot: &Slot) -> Result<Option<Arc<Token>>> {
-        slot.token(&self.source, &self.config)
+        slot.token(&self.readers, &self.config)
     }
 
     fn present_token(&self, slot_id: CK_SLOT_ID) -> Result<Arc<Token>> {
@@ -374,7 +363,7 @@ impl Module {
         &self,
         handle: CK_SESSION_HANDLE,
         token: &Token,
-        op: impl FnMut(&mut crate::applet::AppletChannel<'_>) -> Result<R>,
+        op: impl FnMut(&mut crate::applet::AppletChannel<'_>) -> crate::applet::Result<R>,
     ) -> Result<R> {
         let result = token.run(op);
         if let Err(e) = &result

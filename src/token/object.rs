@@ -11,11 +11,6 @@ use crate::applet::{ObjectClass, ObjectInfo, objects as card};
 
 /// DER of the named-curve OID prime256v1 (1.2.840.10045.3.1.7).
 pub const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-/// SubjectPublicKeyInfo prefix for an uncompressed P-256 point (id-ecPublicKey, prime256v1).
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A,
-    0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 
 /// Vendor-defined attributes (declared in include/iotsafe_pkcs11.h).
 pub const CKA_IOTSAFE_OBJECT_ID: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0001;
@@ -31,13 +26,22 @@ fn check_value(value: &[u8]) -> Vec<u8> {
     Sha1::digest(value)[..3].to_vec()
 }
 
+/// `CKA_PUBLIC_KEY_INFO`: the DER SubjectPublicKeyInfo of a P-256 point (empty when the card's
+/// point is not on the curve).
 pub fn spki_from_point(point: &[u8; 65]) -> Vec<u8> {
-    [&P256_SPKI_PREFIX[..], &point[..]].concat()
+    use p256::pkcs8::EncodePublicKey;
+    p256::PublicKey::from_sec1_bytes(point)
+        .ok()
+        .and_then(|key| key.to_public_key_der().ok())
+        .map(|der| der.into_vec())
+        .unwrap_or_default()
 }
 
 /// `CKA_EC_POINT`: the point as a DER OCTET STRING.
 pub fn ec_point_der(point: &[u8; 65]) -> Vec<u8> {
-    [&[0x04, 0x41][..], &point[..]].concat()
+    der::asn1::OctetStringRef::new(point)
+        .and_then(|octets| octets.to_der())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,24 +272,12 @@ fn parse_certificate(der_bytes: &[u8]) -> Option<CertFacts> {
     })
 }
 
-/// What the token read from the card for one object.
-#[derive(Debug, Clone)]
-pub struct CardObject {
-    pub info: ObjectInfo,
-    /// Public keys: the point from READ PUBLIC KEY.
-    pub point: Option<[u8; 65]>,
-    /// Files: the content from READ FILE.
-    pub content: Option<Vec<u8>>,
-}
+pub use crate::applet::CardObject;
 
 fn label_of(info: &ObjectInfo) -> Vec<u8> {
     match (&info.label, &info.id) {
         (Some(l), _) => l.clone(),
-        (None, Some(id)) => id
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-            .into_bytes(),
+        (None, Some(id)) => hex::encode(id).into_bytes(),
         (None, None) => Vec::new(),
     }
 }

@@ -10,7 +10,7 @@ use der::{Decode, Encode};
 use log::info;
 use x509_cert::Certificate;
 
-use crate::applet::{AppletChannel, ObjectClass, ObjectInfo, objects as card, tlv};
+use crate::applet::{self, AppletChannel, ObjectClass, ObjectInfo, objects as card, tlv};
 use crate::error::{Error, Result};
 
 use super::object::{Object, P256_EC_PARAMS};
@@ -116,7 +116,7 @@ impl Module {
         &self,
         handle: CK_SESSION_HANDLE,
         token: &Token,
-        mut write: impl FnMut(&mut AppletChannel<'_>) -> Result<()>,
+        mut write: impl FnMut(&mut AppletChannel<'_>) -> applet::Result<()>,
     ) -> Result<()> {
         self.on_card(handle, token, |ch| {
             let written = write(ch);
@@ -124,6 +124,7 @@ impl Module {
             let reloaded = token.reload(ch);
             written.and(reloaded)
         })
+        .map_err(prohibited_if_refused)
     }
 
     /// `C_CreateObject`: a certificate or data object stored as a file on the card.
@@ -220,13 +221,10 @@ impl Module {
                 tlv::push(&mut info, 0x83, &file_id);
                 tlv::push(&mut info, 0x21, &[usage]);
                 tlv::push(&mut info, 0x20, &size.to_be_bytes());
-                ch.store_data(CREATE_FILE, &info, false)
-                    .map_err(prohibited_if_refused)?;
+                ch.store_data(CREATE_FILE, &info, false)?;
             }
-            ch.store_data(SELECT_OBJECT, &reference(0x83, &file_id), false)
-                .map_err(prohibited_if_refused)?;
-            ch.store_data(UPDATE_FILE, value, false)
-                .map_err(prohibited_if_refused)?;
+            ch.store_data(SELECT_OBJECT, &reference(0x83, &file_id), false)?;
+            ch.store_data(UPDATE_FILE, value, false)?;
             Ok(())
         })?;
         info!(
@@ -298,8 +296,7 @@ impl Module {
         }
         self.write_and_reload(handle, &token, |ch| {
             for d in &deletions {
-                ch.store_data(DELETE_OBJECT, d, false)
-                    .map_err(prohibited_if_refused)?;
+                ch.store_data(DELETE_OBJECT, d, false)?;
             }
             Ok(())
         })?;
@@ -342,8 +339,7 @@ impl Module {
             &[card::KEY_TYPE_P256_PERSISTENT],
         );
         self.write_and_reload(handle, &token, |ch| {
-            ch.store_data(CREATE_KEY_PAIR, &command, false)
-                .map_err(prohibited_if_refused)?;
+            ch.store_data(CREATE_KEY_PAIR, &command, false)?;
             Ok(())
         })?;
         info!("created key pair container {id:02x?} with a new P-256 key");

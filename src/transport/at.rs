@@ -17,7 +17,31 @@ use log::{debug, trace, warn};
 use serialport::{SerialPort, TTYPort};
 
 use super::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError};
-use crate::config::{AtMode, ModemConfig};
+
+/// How APDUs reach the SIM through a modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtMode {
+    /// `AT+CCHO`/`AT+CGLA` when the modem has them, else `AT+CSIM`.
+    #[default]
+    Auto,
+    /// Only the logical-channel commands.
+    Cgla,
+    /// Only `AT+CSIM`, with MANAGE CHANNEL sent by the caller.
+    Csim,
+}
+
+/// One modem's AT port and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct ModemSettings {
+    /// The AT port, e.g. `/dev/ttyACM0`.
+    pub device: String,
+    pub baud: u32,
+    pub at_mode: AtMode,
+    /// Longest AT command line the modem accepts (characters).
+    pub max_command_len: usize,
+    /// Deadline for one AT command.
+    pub timeout: Duration,
+}
 
 /// How long one read waits before the deadline is checked again.
 const POLL: Duration = Duration::from_millis(20);
@@ -57,20 +81,6 @@ impl From<AtError> for TransportError {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
-}
-
 /// Fuzzing entry point: [`parse_apdu_answer`] with the error dropped.
 pub fn parse_apdu_answer_for_fuzzing(info: &str) -> Option<Vec<u8>> {
     parse_apdu_answer(info).ok()
@@ -82,7 +92,7 @@ fn parse_apdu_answer(info: &str) -> Result<Vec<u8>, AtError> {
         .split_once(',')
         .ok_or_else(|| AtError::Malformed(info.to_string()))?;
     let data = data.trim().trim_matches('"');
-    let bytes = unhex(data).ok_or_else(|| AtError::Malformed(info.to_string()))?;
+    let bytes = hex::decode(data).map_err(|_| AtError::Malformed(info.to_string()))?;
     match len.trim().parse::<usize>() {
         Ok(n) if n == data.len() => {}
         _ => debug!(
@@ -110,7 +120,7 @@ struct AtPort {
 }
 
 impl AtPort {
-    fn open(config: &ModemConfig) -> Result<AtPort, TransportError> {
+    fn open(config: &ModemSettings) -> Result<AtPort, TransportError> {
         let port = serialport::new(config.device.as_str(), config.baud)
             .timeout(POLL)
             .open_native()
@@ -134,7 +144,7 @@ impl AtPort {
             port,
             name: config.device.clone(),
             pending: Vec::new(),
-            timeout: Duration::from_millis(config.timeout_ms),
+            timeout: config.timeout,
             max_command_len: config.max_command_len,
             needs_resync: false,
             broken: None,
@@ -346,7 +356,7 @@ struct ModemPipe<'a> {
 
 impl Transmit for ModemPipe<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let hex_apdu = hex(command);
+        let hex_apdu = hex::encode_upper(command);
         let (cmd, prefix) = match self.route {
             ChannelRoute::Cla(_) => (
                 format!("AT+CSIM={},\"{hex_apdu}\"", hex_apdu.len()),
@@ -370,7 +380,7 @@ impl Transmit for ModemPipe<'_> {
 }
 
 impl ModemConnection {
-    pub fn open(config: &ModemConfig) -> Result<ModemConnection, TransportError> {
+    pub fn open(config: &ModemSettings) -> Result<ModemConnection, TransportError> {
         Ok(ModemConnection {
             port: AtPort::open(config)?,
             mode: config.at_mode,
@@ -379,16 +389,15 @@ impl ModemConnection {
 }
 
 impl CardConnection for ModemConnection {
-    fn with_transaction(
+    fn transaction(
         &mut self,
         route: ChannelRoute,
-        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), crate::Error>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
         // The serial line is ours alone (the port is opened exclusively): nothing to lock.
-        f(&mut ModemPipe {
+        Ok(Box::new(ModemPipe {
             port: &mut self.port,
             route,
-        })
+        }))
     }
 
     fn open_session(&mut self, aid: &[u8]) -> Result<SessionOpen, TransportError> {
@@ -397,7 +406,7 @@ impl CardConnection for ModemConnection {
         }
         match self
             .port
-            .command_retrying_busy(&format!("AT+CCHO=\"{}\"", hex(aid)), "+CCHO:")
+            .command_retrying_busy(&format!("AT+CCHO=\"{}\"", hex::encode_upper(aid)), "+CCHO:")
         {
             Ok(id) => id
                 .trim()
@@ -417,7 +426,7 @@ impl CardConnection for ModemConnection {
                 debug!(
                     "modem {}: AT+CCHO of {} refused (+CME ERROR: {n})",
                     self.port.name,
-                    hex(aid)
+                    hex::encode_upper(aid)
                 );
                 Ok(SessionOpen::NoApplet)
             }

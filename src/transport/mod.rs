@@ -5,6 +5,11 @@ pub mod at;
 pub mod pcsc;
 pub mod sources;
 
+pub use sources::{
+    ConfiguredReaders, ModemEndpoint, ReaderFilter, reader_source_override,
+    set_reader_source_override,
+};
+
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +24,23 @@ pub enum TransportError {
     ReaderUnavailable,
     /// No answer within the configured time.
     Timeout,
+    /// The transport cannot carry this route (e.g. a transport-managed channel on PC/SC).
+    UnsupportedRoute,
     /// Anything else the transport reports.
     Other(String),
+}
+
+impl TransportError {
+    /// The card (or the whole reader) is gone, as opposed to a failed exchange.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            TransportError::CardRemoved
+                | TransportError::NoCard
+                | TransportError::CardReset
+                | TransportError::ReaderUnavailable
+        )
+    }
 }
 
 impl fmt::Display for TransportError {
@@ -31,6 +51,9 @@ impl fmt::Display for TransportError {
             TransportError::CardReset => write!(f, "card was reset"),
             TransportError::ReaderUnavailable => write!(f, "reader unavailable"),
             TransportError::Timeout => write!(f, "card did not answer in time"),
+            TransportError::UnsupportedRoute => {
+                write!(f, "this transport has no transport-managed channels")
+            }
             TransportError::Other(s) => write!(f, "{s}"),
         }
     }
@@ -81,14 +104,10 @@ pub enum SessionOpen {
 
 /// An open connection to one card.
 pub trait CardConnection: Send {
-    /// Runs `f` inside one exclusive transaction (PC/SC: `SCardBeginTransaction` …
-    /// `SCardEndTransaction(LEAVE_CARD)`), with APDUs going to `route`, so no other process or
-    /// session interleaves with the sequence.
-    fn with_transaction(
-        &mut self,
-        route: ChannelRoute,
-        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), crate::Error>,
-    ) -> Result<(), crate::Error>;
+    /// Begins one exclusive transaction (PC/SC: `SCardBeginTransaction`), with APDUs going to
+    /// `route`, so no other process or session interleaves with the sequence. The transaction
+    /// ends when the guard is dropped (PC/SC: `SCardEndTransaction(LEAVE_CARD)`).
+    fn transaction(&mut self, route: ChannelRoute) -> Result<Box<dyn Transmit + '_>, TransportError>;
 
     /// Transports that manage logical channels themselves (AT+CCHO) open one here and select
     /// `aid` on it.

@@ -125,22 +125,34 @@ struct PcscConnection {
     card: Option<Card>,
 }
 
-struct TxPipe<'a> {
-    card: &'a Card,
+/// One PC/SC transaction: APDUs go to the card while it is held; dropping it ends the
+/// transaction and leaves the card as it is.
+struct PcscTransaction<'a> {
+    tx: Option<pcsc::Transaction<'a>>,
 }
 
-impl Transmit for TxPipe<'_> {
+impl Drop for PcscTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take()
+            && let Err((_tx, e)) = tx.end(Disposition::LeaveCard)
+        {
+            debug!("SCardEndTransaction: {e}");
+        }
+    }
+}
+
+impl Transmit for PcscTransaction<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let card: &Card = self.tx.as_ref().ok_or(TransportError::CardRemoved)?;
         let mut buf = [0u8; MAX_BUFFER_SIZE];
-        match self.card.transmit(command, &mut buf) {
+        match card.transmit(command, &mut buf) {
             Ok(response) => Ok(response.to_vec()),
             Err(e) => {
                 let mapped = map_err(e);
                 // pcsc-lite reports a card pulled while an APDU is in flight as
                 // SCARD_E_NOT_TRANSACTED; the card's state tells what really happened.
                 if let TransportError::Other(_) = mapped {
-                    let present = self
-                        .card
+                    let present = card
                         .status2_owned()
                         .map(|s| s.status().contains(pcsc::Status::PRESENT))
                         .unwrap_or(false);
@@ -159,27 +171,16 @@ impl Transmit for TxPipe<'_> {
 }
 
 impl CardConnection for PcscConnection {
-    fn with_transaction(
+    fn transaction(
         &mut self,
         route: ChannelRoute,
-        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), crate::Error>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
         if let ChannelRoute::Session(_) = route {
-            return Err(crate::Error::new(
-                cryptoki_sys::CKR_GENERAL_ERROR,
-                "PC/SC has no transport-managed channels",
-            ));
+            return Err(TransportError::UnsupportedRoute);
         }
-        let card = self
-            .card
-            .as_mut()
-            .ok_or_else(|| crate::Error::from(TransportError::CardRemoved))?;
+        let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
         let tx = card.transaction().map_err(map_err)?;
-        let result = f(&mut TxPipe { card: &tx });
-        if let Err((_tx, e)) = tx.end(Disposition::LeaveCard) {
-            debug!("SCardEndTransaction: {e}");
-        }
-        result
+        Ok(Box::new(PcscTransaction { tx: Some(tx) }))
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {

@@ -1,41 +1,79 @@
-//! The slots of a configuration: PC/SC readers (filtered by name) and configured modems.
+//! The card endpoints of a set-up: PC/SC readers (filtered by name) and modems, each a slot.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use super::at::ModemConnection;
+use parking_lot::Mutex;
+
+use super::at::{ModemConnection, ModemSettings};
 use super::pcsc::PcscReaders;
 use super::{CardConnection, ReaderSource, TransportError};
-use crate::config::{Config, ModemConfig};
 
-/// Every card endpoint the configuration names.
+static READER_SOURCE_OVERRIDE: Mutex<Option<Arc<dyn ReaderSource>>> = Mutex::new(None);
+
+/// Replaces the configured endpoints by `source` for tokens connected from now on (tests plug
+/// a simulated card in here); `None` restores the configured ones.
+pub fn set_reader_source_override(source: Option<Arc<dyn ReaderSource>>) {
+    *READER_SOURCE_OVERRIDE.lock() = source;
+}
+
+/// The source installed by [`set_reader_source_override`], if any.
+pub fn reader_source_override() -> Option<Arc<dyn ReaderSource>> {
+    READER_SOURCE_OVERRIDE.lock().clone()
+}
+
+/// Which PC/SC readers are slots, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ReaderFilter {
+    /// Only readers whose name contains one of these strings (empty: all readers).
+    pub include: Vec<String>,
+    /// Never readers whose name contains one of these strings.
+    pub exclude: Vec<String>,
+}
+
+impl ReaderFilter {
+    pub fn selects(&self, name: &str) -> bool {
+        let included = self.include.is_empty() || self.include.iter().any(|r| name.contains(r));
+        included && !self.exclude.iter().any(|r| name.contains(r))
+    }
+}
+
+/// A modem slot: its name (the slot description) and its port.
+#[derive(Debug, Clone)]
+pub struct ModemEndpoint {
+    pub name: String,
+    pub settings: ModemSettings,
+}
+
+/// Every card endpoint of the set-up.
 pub struct ConfiguredReaders {
-    pcsc: Option<PcscReaders>,
-    config: Config,
+    pcsc: Option<(PcscReaders, ReaderFilter)>,
+    modems: Vec<ModemEndpoint>,
 }
 
 impl ConfiguredReaders {
-    pub fn new(config: &Config) -> Self {
+    /// `pcsc`: use PC/SC readers (those the filter selects); `modems`: one slot each.
+    pub fn new(pcsc: Option<ReaderFilter>, modems: Vec<ModemEndpoint>) -> Self {
         ConfiguredReaders {
-            pcsc: config.pcsc.enabled.then(PcscReaders::new),
-            config: config.clone(),
+            pcsc: pcsc.map(|filter| (PcscReaders::new(), filter)),
+            modems,
         }
     }
 
-    fn modem(&self, reader: &str) -> Option<&ModemConfig> {
-        self.config.modem.iter().find(|m| m.slot_name() == reader)
+    fn modem(&self, reader: &str) -> Option<&ModemSettings> {
+        self.modems
+            .iter()
+            .find(|m| m.name == reader)
+            .map(|m| &m.settings)
     }
 }
 
 impl ReaderSource for ConfiguredReaders {
     fn reader_names(&self) -> Result<Vec<String>, TransportError> {
-        let mut names: Vec<String> = self.config.modem.iter().map(|m| m.slot_name()).collect();
-        if let Some(pcsc) = &self.pcsc {
+        let mut names: Vec<String> = self.modems.iter().map(|m| m.name.clone()).collect();
+        if let Some((pcsc, filter)) = &self.pcsc {
             match pcsc.reader_names() {
-                Ok(readers) => names.extend(
-                    readers
-                        .into_iter()
-                        .filter(|r| self.config.reader_selected(r)),
-                ),
+                Ok(readers) => names.extend(readers.into_iter().filter(|r| filter.selects(r))),
                 // No pcscd is not fatal when modems are configured.
                 Err(e) if !names.is_empty() => log::debug!("PC/SC: {e}"),
                 Err(e) => return Err(e),
@@ -53,7 +91,7 @@ impl ReaderSource for ConfiguredReaders {
             };
         }
         match &self.pcsc {
-            Some(pcsc) => pcsc.connect(reader),
+            Some((pcsc, _)) => pcsc.connect(reader),
             None => Err(TransportError::ReaderUnavailable),
         }
     }
@@ -62,6 +100,6 @@ impl ReaderSource for ConfiguredReaders {
         if let Some(modem) = self.modem(reader) {
             return Path::new(&modem.device).exists();
         }
-        self.pcsc.as_ref().is_some_and(|p| p.card_present(reader))
+        self.pcsc.as_ref().is_some_and(|(p, _)| p.card_present(reader))
     }
 }

@@ -72,12 +72,11 @@ impl Transmit for SimPipe<'_> {
 }
 
 impl CardConnection for SimConnection {
-    fn with_transaction(
+    fn transaction(
         &mut self,
         _route: ChannelRoute,
-        f: &mut dyn FnMut(&mut dyn Transmit) -> Result<(), iotsafe_pkcs11::Error>,
-    ) -> Result<(), iotsafe_pkcs11::Error> {
-        f(&mut SimPipe(self))
+    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+        Ok(Box::new(SimPipe(self)))
     }
     fn reconnect(&mut self) -> Result<(), TransportError> {
         if self.present() {
@@ -162,7 +161,7 @@ impl Harness {
                 }
             })
             .collect();
-        iotsafe_pkcs11::token::set_reader_source_override(Some(Arc::new(SimReaders(
+        iotsafe_pkcs11::transport::set_reader_source_override(Some(Arc::new(SimReaders(
             readers.clone(),
         ))));
         // Clean slate even if an earlier test failed half-way.
@@ -194,7 +193,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         unsafe { C_Finalize(std::ptr::null_mut()) };
-        iotsafe_pkcs11::token::set_reader_source_override(None);
+        iotsafe_pkcs11::transport::set_reader_source_override(None);
     }
 }
 

@@ -1,9 +1,12 @@
-//! The module's one error type. Every inner function returns `Result<T>`; the FFI layer turns
-//! the error into a `CK_RV` in exactly one place (`ffi::entry`).
+//! The token layer's error: a `CK_RV` and a detail for the log. Every inner function returns
+//! `Result<T>`; the FFI layer hands the `CK_RV` to the caller in exactly one place
+//! (`ffi::entry`). The one table from the lower layers' errors to `CK_RV` is here.
 
 use cryptoki_sys::*;
 use std::fmt;
 
+use crate::applet::{AppletError, StatusWord};
+use crate::config::ConfigError;
 use crate::transport::TransportError;
 
 /// Vendor return value: the object is being updated by a remote-management session of the
@@ -17,8 +20,6 @@ pub const CKR_IOTSAFE_OBJECT_CHANGED: CK_RV = CKR_VENDOR_DEFINED | 0x4953_0002;
 pub struct Error {
     rv: CK_RV,
     detail: String,
-    /// The card was reset under us: the operation may be retried after reopening the channel.
-    card_reset: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -28,20 +29,7 @@ impl Error {
         Error {
             rv,
             detail: detail.into(),
-            card_reset: false,
         }
-    }
-
-    pub fn is_card_reset(&self) -> bool {
-        self.card_reset
-    }
-
-    /// The module's logical channel is gone (the card was reset or power-cycled without the
-    /// transport saying so): like a reset, the channel is reopened and the operation retried.
-    pub fn channel_lost(detail: impl Into<String>) -> Self {
-        let mut e = Error::new(CKR_DEVICE_ERROR, detail);
-        e.card_reset = true;
-        e
     }
 
     pub fn rv(&self) -> CK_RV {
@@ -75,18 +63,40 @@ impl From<CK_RV> for Error {
     }
 }
 
-impl From<TransportError> for Error {
-    fn from(e: TransportError) -> Self {
-        let rv = match e {
-            TransportError::CardRemoved
-            | TransportError::NoCard
-            | TransportError::CardReset
-            | TransportError::ReaderUnavailable => CKR_DEVICE_REMOVED,
+/// What a card or transport failure means to a PKCS#11 caller.
+fn rv_of(e: &AppletError) -> CK_RV {
+    match e {
+        AppletError::Transport(t) if t.is_removal() => CKR_DEVICE_REMOVED,
+        AppletError::Transport(TransportError::UnsupportedRoute) => CKR_GENERAL_ERROR,
+        AppletError::Transport(_) => CKR_DEVICE_ERROR,
+        AppletError::Status { sw, .. } => match *sw {
+            StatusWord::OBJECT_BEING_UPDATED => CKR_IOTSAFE_OBJECT_BEING_UPDATED,
+            StatusWord::OBJECT_CHANGED => CKR_IOTSAFE_OBJECT_CHANGED,
+            StatusWord::NOT_ENOUGH_MEMORY => CKR_DEVICE_MEMORY,
+            StatusWord::SECURITY_STATUS_NOT_SATISFIED => CKR_FUNCTION_REJECTED,
+            StatusWord::CONDITIONS_OF_USE_NOT_SATISFIED => CKR_FUNCTION_FAILED,
+            StatusWord::NOT_FOUND | StatusWord::REFERENCED_DATA_NOT_FOUND => {
+                CKR_KEY_HANDLE_INVALID
+            }
             _ => CKR_DEVICE_ERROR,
-        };
-        let mut error = Error::new(rv, e.to_string());
-        error.card_reset = e == TransportError::CardReset;
-        error
+        },
+        AppletError::Malformed(_) => CKR_DEVICE_ERROR,
+        AppletError::ParameterTooLong(_) => CKR_MECHANISM_PARAM_INVALID,
+        AppletError::ObjectTooLarge => CKR_DATA_LEN_RANGE,
+        AppletError::CommandTooLong => CKR_GENERAL_ERROR,
+        AppletError::NotConnected | AppletError::AppletGone => CKR_DEVICE_REMOVED,
+    }
+}
+
+impl From<AppletError> for Error {
+    fn from(e: AppletError) -> Self {
+        Error::new(rv_of(&e), e.to_string())
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::new(CKR_GENERAL_ERROR, e.0)
     }
 }
 

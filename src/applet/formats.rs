@@ -1,0 +1,80 @@
+//! The card's encodings of public keys and signatures, in every form real applets send.
+
+use super::tlv;
+
+/// `34 45 49 43 86 41 04 X Y` (or a bare `04 X Y`) → the point.
+pub fn parse_public_key(data: &[u8]) -> Option<[u8; 65]> {
+    let point = if data.first() == Some(&0x34) {
+        let (outer, _) = tlv::read_one(data).ok()?;
+        let (inner, _) = tlv::read_one(outer.value).ok()?;
+        if inner.tag != 0x49 {
+            return None;
+        }
+        tlv::parse_all(inner.value)
+            .ok()?
+            .into_iter()
+            .find(|t| t.tag == 0x86)?
+            .value
+    } else {
+        data
+    };
+    if point.len() == 65 && point[0] == 0x04 {
+        point.try_into().ok()
+    } else {
+        None
+    }
+}
+
+/// `33 40 r s`, `33 00 40 r s`, or a DER ECDSA-Sig-Value inside `33` → raw `r‖s`.
+pub fn parse_signature(data: &[u8]) -> Option<[u8; 64]> {
+    if data.first() != Some(&0x33) {
+        return None;
+    }
+    let value: &[u8] = match data.get(1..3) {
+        // Two-byte length without the 82 prefix, as some cards send it.
+        Some([0x00, len]) if data.len() == 3 + *len as usize => &data[3..],
+        _ => tlv::read_one(data).ok()?.0.value,
+    };
+    if value.len() == 64 {
+        return value.try_into().ok();
+    }
+    let signature = p256::ecdsa::Signature::from_der(value).ok()?;
+    Some(signature.to_bytes().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_forms() {
+        let rs: Vec<u8> = (0..64).collect();
+        let one = [&[0x33, 0x40][..], &rs].concat();
+        let two = [&[0x33, 0x00, 0x40][..], &rs].concat();
+        let ber = [&[0x33, 0x81, 0x40][..], &rs].concat();
+        for form in [one, two, ber] {
+            assert_eq!(parse_signature(&form).unwrap().to_vec(), rs);
+        }
+        // DER with a leading zero on r and a short s.
+        let mut der = vec![0x30, 0x00, 0x02, 0x21, 0x00];
+        der.extend_from_slice(&[0x80; 32]);
+        der.extend_from_slice(&[0x02, 0x02, 0x01, 0x02]);
+        der[1] = (der.len() - 2) as u8;
+        let wrapped = [&[0x33, der.len() as u8][..], &der].concat();
+        let raw = parse_signature(&wrapped).unwrap();
+        assert_eq!(&raw[..32], &[0x80; 32]);
+        assert_eq!(&raw[62..], &[1, 2]);
+        assert!(parse_signature(&[0x33, 0x10, 1, 2]).is_none());
+        assert!(parse_signature(&[]).is_none());
+    }
+
+    #[test]
+    fn public_key_forms() {
+        let mut point = vec![0x04];
+        point.extend_from_slice(&[7u8; 64]);
+        let full = [&[0x34, 0x45, 0x49, 0x43, 0x86, 0x41][..], &point].concat();
+        assert_eq!(parse_public_key(&full).unwrap().to_vec(), point);
+        assert_eq!(parse_public_key(&point).unwrap().to_vec(), point);
+        assert!(parse_public_key(&full[..20]).is_none());
+    }
+}

@@ -1,0 +1,208 @@
+//! The card endpoints of the configuration (PC/SC readers, modems) and connecting to the applet
+//! on one of them: the link, the first card read and the provisioning probe, in one
+//! transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::debug;
+
+use super::GSMA_AID;
+use super::apdu::ClassStyle;
+use super::card_read::{CardContents, read_card};
+use super::error::Result;
+use super::link::Link;
+use super::pool::ChannelPool;
+use crate::config::{AtMode as ConfigAtMode, CommandClass, Config, ModemConfig, Provisioning};
+use crate::transport::at::{AtMode, ModemSettings};
+use crate::transport::{
+    CardConnection, ConfiguredReaders, ModemEndpoint, ReaderFilter, ReaderSource,
+    reader_source_override,
+};
+
+/// How to find and talk to the applet on a card.
+#[derive(Debug, Clone)]
+pub struct AppletSettings {
+    /// AIDs to try, in order.
+    pub aids: Vec<Vec<u8>>,
+    pub style: ClassStyle,
+    /// Use a logical channel (MANAGE CHANNEL / AT+CCHO); `false` forces the basic channel.
+    pub logical_channel: bool,
+    /// Logical channels this process may open on one card.
+    pub max_channels: usize,
+    pub provisioning: Provisioning,
+}
+
+impl AppletSettings {
+    pub fn from_config(config: &Config) -> AppletSettings {
+        let mut aids = config.aids();
+        if aids.is_empty() {
+            aids.push(GSMA_AID.to_vec());
+        }
+        AppletSettings {
+            aids,
+            style: match config.applet.cla {
+                CommandClass::InterIndustry => ClassStyle::InterIndustry,
+                CommandClass::Proprietary => ClassStyle::Proprietary,
+            },
+            logical_channel: config.applet.logical_channel,
+            max_channels: config.applet.max_channels,
+            provisioning: config.applet.provisioning,
+        }
+    }
+}
+
+/// A card with the applet selected and read.
+pub struct ConnectedCard {
+    pub channels: ChannelPool,
+    pub contents: CardContents,
+    /// The card takes writes through the STORE DATA provisioning profile.
+    pub writable: bool,
+}
+
+impl ConnectedCard {
+    /// Opens a channel on `conn`, selects the applet and reads everything the object cache
+    /// needs; more channels come from `source` when the pool grows. `Ok(None)` when the card
+    /// has no IoT SAFE applet.
+    pub fn open(
+        conn: Box<dyn CardConnection>,
+        source: Option<Arc<dyn ReaderSource>>,
+        settings: &AppletSettings,
+        reader: &str,
+    ) -> Result<Option<ConnectedCard>> {
+        let link = Link::open(
+            conn,
+            &settings.aids,
+            settings.logical_channel,
+            settings.style,
+            reader,
+        )?;
+        let Some(link) = link else {
+            return Ok(None);
+        };
+        let route = link.route;
+        let channels = ChannelPool::new(
+            link,
+            source,
+            settings.max_channels,
+            settings.style,
+            reader,
+        );
+        let (contents, writable) = {
+            let mut lease = channels.lease();
+            let read = lease.run_once(&mut |ch| {
+                let contents = read_card(ch, reader)?;
+                let writable = match settings.provisioning {
+                    Provisioning::On => true,
+                    Provisioning::Off => false,
+                    Provisioning::Auto => ch.supports_provisioning()?,
+                };
+                Ok((contents, writable))
+            })?;
+            // The first read is fresh whatever the card said about earlier remote updates.
+            lease.take_remote_update();
+            read
+        };
+        debug!("{reader}: applet read on {route:?}");
+        Ok(Some(ConnectedCard {
+            channels,
+            contents,
+            writable,
+        }))
+    }
+}
+
+/// Where slots come from: the configured PC/SC readers and modems (or a test's source).
+pub struct Readers {
+    source: Arc<dyn ReaderSource>,
+    settings: AppletSettings,
+}
+
+impl Readers {
+    pub fn from_config(config: &Config) -> Readers {
+        let source = reader_source_override().unwrap_or_else(|| {
+            let pcsc = config.pcsc.enabled.then(|| ReaderFilter {
+                include: config.pcsc.readers.clone(),
+                exclude: config.pcsc.exclude_readers.clone(),
+            });
+            let modems = config.modem.iter().map(modem_endpoint).collect();
+            Arc::new(ConfiguredReaders::new(pcsc, modems))
+        });
+        Readers {
+            source,
+            settings: AppletSettings::from_config(config),
+        }
+    }
+
+    /// Names of the endpoints currently known.
+    pub fn names(&self) -> Result<Vec<String>> {
+        Ok(self.source.reader_names()?)
+    }
+
+    /// Whether a card seems present in `reader`, without sending an APDU.
+    pub fn card_present(&self, reader: &str) -> bool {
+        self.source.card_present(reader)
+    }
+
+    /// Connects to the applet on the card in `reader`. `Ok(None)`: no card there, or no
+    /// applet on it.
+    pub fn connect(&self, reader: &str) -> Result<Option<ConnectedCard>> {
+        let conn = match self.source.connect(reader) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                debug!("{reader}: connect: {e}");
+                return Ok(None);
+            }
+        };
+        ConnectedCard::open(conn, Some(self.source.clone()), &self.settings, reader)
+    }
+}
+
+fn modem_endpoint(modem: &ModemConfig) -> ModemEndpoint {
+    ModemEndpoint {
+        name: modem.slot_name(),
+        settings: ModemSettings {
+            device: modem.device.clone(),
+            baud: modem.baud,
+            at_mode: match modem.at_mode {
+                ConfigAtMode::Auto => AtMode::Auto,
+                ConfigAtMode::Cgla => AtMode::Cgla,
+                ConfigAtMode::Csim => AtMode::Csim,
+            },
+            max_command_len: modem.max_command_len,
+            timeout: Duration::from_millis(modem.timeout_ms),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_config() {
+        let c = Config::parse(
+            "[applet]\naids = [\"A0000005590010\", \"A000000030 53F124 01770101 495341\"]\ncla = \"proprietary\"",
+            "test",
+        )
+        .unwrap();
+        let s = AppletSettings::from_config(&c);
+        assert_eq!(s.aids.len(), 2);
+        assert_eq!(s.style, ClassStyle::Proprietary);
+        let none = AppletSettings::from_config(&Config::parse("", "t").unwrap());
+        assert_eq!(none.aids, vec![GSMA_AID.to_vec()]);
+        assert_eq!(none.style, ClassStyle::InterIndustry);
+    }
+
+    #[test]
+    fn reader_filter_from_config() {
+        let filter = ReaderFilter {
+            include: vec!["Virtual PCD".into()],
+            exclude: vec!["01".into()],
+        };
+        assert!(filter.selects("Virtual PCD 00 00"));
+        assert!(!filter.selects("Virtual PCD 00 01"));
+        assert!(!filter.selects("Other"));
+    }
+}
