@@ -194,7 +194,14 @@ mod tests {
         ]);
         let mut ch = AppletChannel::new(&mut pipe, 1, ClassStyle::InterIndustry);
         let resp = ch
-            .exchange(Ins::ReadPublicKey, 0, 0, &[0x85, 1, 1], Some(0), Trace::Full)
+            .exchange(
+                Ins::ReadPublicKey,
+                0,
+                0,
+                &[0x85, 1, 1],
+                Some(0),
+                Trace::Full,
+            )
             .unwrap();
         assert_eq!(resp.data, vec![0xAA, 0xBB]);
         assert!(resp.is_ok());

@@ -171,7 +171,14 @@ impl AppletChannel<'_> {
     ) -> Result<Zeroizing<Vec<u8>>> {
         let mut data = private.reference();
         data.extend_from_slice(&public.reference());
-        let resp = self.exchange(Ins::ComputeDh, 0x00, 0x00, &data, Some(0x00), Trace::Redacted)?;
+        let resp = self.exchange(
+            Ins::ComputeDh,
+            0x00,
+            0x00,
+            &data,
+            Some(0x00),
+            Trace::Redacted,
+        )?;
         let secret = secret_data(resp, "COMPUTE DH")?;
         if secret.len() != 32 {
             return Err(AppletError::Malformed(
@@ -212,7 +219,14 @@ impl AppletChannel<'_> {
             tlv::push(&mut data, 0x91, &hash.to_be_bytes());
         }
         self.checked_length(&data, "COMPUTE PRF")?;
-        let resp = self.exchange(Ins::ComputePrf, mode, 0x00, &data, Some(0x00), Trace::Redacted)?;
+        let resp = self.exchange(
+            Ins::ComputePrf,
+            mode,
+            0x00,
+            &data,
+            Some(0x00),
+            Trace::Redacted,
+        )?;
         let out = secret_data(resp, "COMPUTE PRF")?;
         if out.len() != len as usize {
             return Err(AppletError::Malformed(format!(
@@ -253,7 +267,14 @@ impl AppletChannel<'_> {
             HkdfStep::Expand => 0x01,
             HkdfStep::ExtractAndExpand => 0x02,
         };
-        let resp = self.exchange(Ins::ComputeHkdf, p1, 0x00, &data, Some(0x00), Trace::Redacted)?;
+        let resp = self.exchange(
+            Ins::ComputeHkdf,
+            p1,
+            0x00,
+            &data,
+            Some(0x00),
+            Trace::Redacted,
+        )?;
         let out = secret_data(resp, "COMPUTE HKDF")?;
         let want = match (step, hash) {
             (HkdfStep::Extract, objects::HASH_SHA384) => 48,

@@ -44,6 +44,24 @@ impl AppletError {
         )
     }
 
+    /// The card or the reader is gone (removed, reset, unplugged), or the channel has no
+    /// connection any more.
+    pub fn card_gone(&self) -> bool {
+        match self {
+            AppletError::Transport(t) => t.is_removal(),
+            AppletError::NotConnected | AppletError::AppletGone => true,
+            _ => false,
+        }
+    }
+
+    /// A command or route this module should never have built.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            AppletError::CommandTooLong | AppletError::Transport(TransportError::UnsupportedRoute)
+        )
+    }
+
     /// The status word of a refused command.
     pub fn status(&self) -> Option<StatusWord> {
         match self {

@@ -58,7 +58,10 @@ impl ChannelPool {
         let links = self.links.read().clone();
         for link in &links {
             if let Some(guard) = link.try_lock_arc() {
-                return ChannelLease { link: guard, pool: self };
+                return ChannelLease {
+                    link: guard,
+                    pool: self,
+                };
             }
         }
         if links.len() < self.max_channels
@@ -72,7 +75,10 @@ impl ChannelPool {
                     let link = Arc::new(Mutex::new(link));
                     let guard = link.lock_arc();
                     self.links.write().push(link);
-                    return ChannelLease { link: guard, pool: self };
+                    return ChannelLease {
+                        link: guard,
+                        pool: self,
+                    };
                 }
                 None => self.full.store(true, Ordering::Release),
             }
@@ -84,7 +90,10 @@ impl ChannelPool {
             Some(link) => link.lock_arc(),
             None => Arc::new(Mutex::new(Link::closed())).lock_arc(),
         };
-        ChannelLease { link: guard, pool: self }
+        ChannelLease {
+            link: guard,
+            pool: self,
+        }
     }
 
     /// Another connection with its own logical channel and the applet selected on it.
@@ -148,7 +157,10 @@ impl ChannelPool {
 impl ChannelLease<'_> {
     /// Runs one operation's APDUs in one transaction. After a card reset (another process, a
     /// power cycle) or a lost channel, the channel is reopened and the operation run once more.
-    pub fn run<R>(&mut self, op: &mut impl FnMut(&mut AppletChannel<'_>) -> Result<R>) -> Result<R> {
+    pub fn run<R>(
+        &mut self,
+        op: &mut impl FnMut(&mut AppletChannel<'_>) -> Result<R>,
+    ) -> Result<R> {
         let style = self.pool.style;
         let result = self.link.run_once(style, op);
         match result {

@@ -81,13 +81,8 @@ impl ConnectedCard {
             return Ok(None);
         };
         let route = link.route;
-        let channels = ChannelPool::new(
-            link,
-            source,
-            settings.max_channels,
-            settings.style,
-            reader,
-        );
+        let channels =
+            ChannelPool::new(link, source, settings.max_channels, settings.style, reader);
         let (contents, writable) = {
             let mut lease = channels.lease();
             let read = lease.run_once(&mut |ch| {

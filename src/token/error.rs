@@ -7,7 +7,6 @@ use std::fmt;
 
 use crate::applet::{AppletError, StatusWord};
 use crate::config::ConfigError;
-use crate::transport::TransportError;
 
 /// Vendor return value: the object is being updated by a remote-management session of the
 /// card's security service (SW `6984`, IoT.04 G4). Other objects keep working; retry later.
@@ -63,28 +62,27 @@ impl From<CK_RV> for Error {
     }
 }
 
-/// What a card or transport failure means to a PKCS#11 caller.
+/// What a card or transport failure means to a PKCS#11 caller: the one table.
 fn rv_of(e: &AppletError) -> CK_RV {
+    if e.card_gone() {
+        return CKR_DEVICE_REMOVED;
+    }
+    if e.is_internal() {
+        return CKR_GENERAL_ERROR;
+    }
     match e {
-        AppletError::Transport(t) if t.is_removal() => CKR_DEVICE_REMOVED,
-        AppletError::Transport(TransportError::UnsupportedRoute) => CKR_GENERAL_ERROR,
-        AppletError::Transport(_) => CKR_DEVICE_ERROR,
         AppletError::Status { sw, .. } => match *sw {
             StatusWord::OBJECT_BEING_UPDATED => CKR_IOTSAFE_OBJECT_BEING_UPDATED,
             StatusWord::OBJECT_CHANGED => CKR_IOTSAFE_OBJECT_CHANGED,
             StatusWord::NOT_ENOUGH_MEMORY => CKR_DEVICE_MEMORY,
             StatusWord::SECURITY_STATUS_NOT_SATISFIED => CKR_FUNCTION_REJECTED,
             StatusWord::CONDITIONS_OF_USE_NOT_SATISFIED => CKR_FUNCTION_FAILED,
-            StatusWord::NOT_FOUND | StatusWord::REFERENCED_DATA_NOT_FOUND => {
-                CKR_KEY_HANDLE_INVALID
-            }
+            StatusWord::NOT_FOUND | StatusWord::REFERENCED_DATA_NOT_FOUND => CKR_KEY_HANDLE_INVALID,
             _ => CKR_DEVICE_ERROR,
         },
-        AppletError::Malformed(_) => CKR_DEVICE_ERROR,
         AppletError::ParameterTooLong(_) => CKR_MECHANISM_PARAM_INVALID,
         AppletError::ObjectTooLarge => CKR_DATA_LEN_RANGE,
-        AppletError::CommandTooLong => CKR_GENERAL_ERROR,
-        AppletError::NotConnected | AppletError::AppletGone => CKR_DEVICE_REMOVED,
+        _ => CKR_DEVICE_ERROR,
     }
 }
 
@@ -169,4 +167,80 @@ pub fn rv_name(rv: CK_RV) -> String {
         _ => return format!("CK_RV(0x{rv:08X})"),
     };
     name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::TransportError;
+
+    fn rv(e: AppletError) -> CK_RV {
+        Error::from(e).rv()
+    }
+
+    fn refused(sw: u16) -> AppletError {
+        AppletError::Status {
+            command: "TEST",
+            sw: StatusWord(sw),
+        }
+    }
+
+    #[test]
+    fn status_words_map_to_return_values() {
+        for (sw, want) in [
+            (0x6984, CKR_IOTSAFE_OBJECT_BEING_UPDATED),
+            (0x6989, CKR_IOTSAFE_OBJECT_CHANGED),
+            (0x6A84, CKR_DEVICE_MEMORY),
+            (0x6982, CKR_FUNCTION_REJECTED),
+            (0x6985, CKR_FUNCTION_FAILED),
+            (0x6A82, CKR_KEY_HANDLE_INVALID),
+            (0x6A88, CKR_KEY_HANDLE_INVALID),
+            (0x6881, CKR_DEVICE_ERROR),
+            (0x6D00, CKR_DEVICE_ERROR),
+            (0x6F00, CKR_DEVICE_ERROR),
+            (0x6A80, CKR_DEVICE_ERROR),
+        ] {
+            assert_eq!(rv_name(rv(refused(sw))), rv_name(want), "SW {sw:04X}");
+        }
+        let e = Error::from(refused(0x6984));
+        assert_eq!(
+            e.detail(),
+            "TEST: card answered SW 6984 (the object is being updated by a remote-management session)"
+        );
+    }
+
+    #[test]
+    fn transport_and_card_failures_map_to_return_values() {
+        for (e, want) in [
+            (TransportError::CardRemoved, CKR_DEVICE_REMOVED),
+            (TransportError::NoCard, CKR_DEVICE_REMOVED),
+            (TransportError::CardReset, CKR_DEVICE_REMOVED),
+            (TransportError::ReaderUnavailable, CKR_DEVICE_REMOVED),
+            (TransportError::Timeout, CKR_DEVICE_ERROR),
+            (TransportError::Other("x".into()), CKR_DEVICE_ERROR),
+            (TransportError::UnsupportedRoute, CKR_GENERAL_ERROR),
+        ] {
+            assert_eq!(
+                rv_name(rv(AppletError::Transport(e.clone()))),
+                rv_name(want),
+                "{e}"
+            );
+        }
+        assert_eq!(rv(AppletError::NotConnected), CKR_DEVICE_REMOVED);
+        assert_eq!(rv(AppletError::AppletGone), CKR_DEVICE_REMOVED);
+        assert_eq!(rv(AppletError::Malformed("x".into())), CKR_DEVICE_ERROR);
+        assert_eq!(
+            rv(AppletError::ParameterTooLong("x".into())),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+        assert_eq!(rv(AppletError::ObjectTooLarge), CKR_DATA_LEN_RANGE);
+        assert_eq!(rv(AppletError::CommandTooLong), CKR_GENERAL_ERROR);
+    }
+
+    #[test]
+    fn configuration_errors_are_general_errors() {
+        let e = Error::from(ConfigError("configuration t: bad".into()));
+        assert_eq!(e.rv(), CKR_GENERAL_ERROR);
+        assert_eq!(e.detail(), "configuration t: bad");
+    }
 }

@@ -23,10 +23,10 @@ use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::applet::Readers;
 use crate::applet::objects::{HASH_SHA256, HASH_SHA384, HASH_SHA512};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::applet::Readers;
 
 use mechanism::{Hasher, fit_to_p256};
 use object::{AttrValue, Object};

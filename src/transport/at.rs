@@ -225,18 +225,21 @@ impl AtPort {
         Ok(())
     }
 
-    /// After a timeout the modem may still answer the old command: wait for a fresh `AT` → `OK`.
+    /// After a timeout the modem may still answer the old command, at any moment. A bare `AT`
+    /// cannot tell its `OK` from the late one, so the probe is `AT+CMEE?`: only its own answer
+    /// carries a `+CMEE:` line; everything before that line is the old command's.
     fn resync(&mut self) -> Result<(), AtError> {
         for _ in 0..3 {
             self.drain()?;
             self.port
-                .write_all(b"AT\r")
+                .write_all(b"AT+CMEE?\r")
                 .map_err(|e| AtError::Io(e.kind()))?;
             let deadline = Instant::now() + Duration::from_millis(500).min(self.timeout);
+            let mut answered = false;
             while let Some(line) = self.next_line(deadline)? {
-                if line == "OK" {
-                    // A late OK of the old command may come first; drain what follows.
-                    self.drain()?;
+                if line.starts_with("+CMEE:") {
+                    answered = true;
+                } else if answered && line == "OK" {
                     self.needs_resync = false;
                     return Ok(());
                 }

@@ -107,7 +107,10 @@ pub trait CardConnection: Send {
     /// Begins one exclusive transaction (PC/SC: `SCardBeginTransaction`), with APDUs going to
     /// `route`, so no other process or session interleaves with the sequence. The transaction
     /// ends when the guard is dropped (PC/SC: `SCardEndTransaction(LEAVE_CARD)`).
-    fn transaction(&mut self, route: ChannelRoute) -> Result<Box<dyn Transmit + '_>, TransportError>;
+    fn transaction(
+        &mut self,
+        route: ChannelRoute,
+    ) -> Result<Box<dyn Transmit + '_>, TransportError>;
 
     /// Transports that manage logical channels themselves (AT+CCHO) open one here and select
     /// `aid` on it.

@@ -100,6 +100,8 @@ impl ReaderSource for ConfiguredReaders {
         if let Some(modem) = self.modem(reader) {
             return Path::new(&modem.device).exists();
         }
-        self.pcsc.as_ref().is_some_and(|(p, _)| p.card_present(reader))
+        self.pcsc
+            .as_ref()
+            .is_some_and(|(p, _)| p.card_present(reader))
     }
 }
