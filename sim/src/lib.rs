@@ -8,7 +8,6 @@
 //! * [`control`] — the line/JSON control channel.
 
 pub mod hash;
-pub mod hexutil;
 pub mod kdf;
 pub mod pki;
 pub mod profile;
@@ -25,12 +24,14 @@ pub use profile::{
 };
 pub mod card;
 pub use card::{
-    AppInfoTags, Card, CardOptions, CardStats, ObjectListStyle, SharedCard, SignatureLengthStyle,
+    AppInfoTags, Card, CardOptions, CardStats, ObjectListStyle, SignatureLengthStyle,
     cla_for_channel,
 };
 pub mod control;
 pub mod faults;
-pub use faults::{Fault, FaultKind, Faults};
+pub use faults::{Fault, FaultKind, Faults, FaultyCard};
+pub mod shared;
+pub use shared::{CardSlot, SharedCard};
 pub mod modem;
 pub mod vpcd;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use iotsafe_sim::control::parse_duration;
 use iotsafe_sim::{
-    CardOptions, ModemOptions, Profile, SharedCard, bundle_from_seed, control, hexutil, modem, vpcd,
+    CardOptions, ModemOptions, Profile, SharedCard, bundle_from_seed, control, modem, vpcd,
 };
 
 const USAGE: &str = "\
@@ -120,7 +120,7 @@ fn card_option(flag: &str, args: &mut Args, o: &mut CardOptions) -> Result<bool,
         }
         "--latency-apdu" => o.latency_per_apdu = parse_duration(&args.value(flag)?)?,
         "--latency-sig" => o.latency_per_signature = parse_duration(&args.value(flag)?)?,
-        "--aid" => o.aid = Some(hexutil::decode(&args.value(flag)?)?),
+        "--aid" => o.aid = Some(iotsafe_sim::profile::decode_hex(&args.value(flag)?)?),
         _ => return Ok(false),
     }
     Ok(true)
@@ -335,7 +335,7 @@ fn cmd_apdu(mut args: Args) -> Result<(), String> {
                     return Err(format!("unknown argument {f}"));
                 }
             }
-            h => apdus.push(hexutil::decode(h)?),
+            h => apdus.push(iotsafe_sim::profile::decode_hex(h)?),
         }
     }
     let mut card = content.card(opts)?;

@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::card::SharedCard;
-use crate::hexutil;
+use crate::shared::SharedCard;
 
 /// `+CME ERROR` codes used by the modem (3GPP TS 27.007 §9.2.1).
 pub mod cme {
@@ -670,7 +669,7 @@ fn strict_hex(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    hexutil::decode(s).ok()
+    hex::decode(s).ok()
 }
 
 /// Puts logical channel `ch` (0..=19) into a host's CLA byte, keeping the class
@@ -1022,7 +1021,7 @@ impl Server {
         if self.busy(opts) {
             return Answer::cme(cme::SIM_BUSY);
         }
-        let r = hexutil::encode(&self.card().transmit(&apdu));
+        let r = hex::encode_upper(&self.card().transmit(&apdu));
         Answer::info(format!("+CSIM: {},\"{r}\"", r.len()))
     }
 
@@ -1095,7 +1094,7 @@ impl Server {
             return Answer::cme(cme::SIM_BUSY);
         }
         apdu[0] = cla_on_channel(apdu[0], ch);
-        let r = hexutil::encode(&self.card().transmit(&apdu));
+        let r = hex::encode_upper(&self.card().transmit(&apdu));
         Answer::info(format!("+CGLA: {},\"{r}\"", r.len()))
     }
 
