@@ -11,7 +11,7 @@ use crate::faults::{Faults, FaultyCard};
 use crate::profile::{ObjectClass, Profile};
 
 /// What a transport needs from the card in its reader: the APDU exchange and presence.
-pub trait CardSlot: Clone + Send + 'static {
+pub trait CardSlot: Clone + Send + Sync + 'static {
     /// Processes one command APDU; returns response data ‖ SW1 SW2 (empty: no answer).
     fn transmit(&self, command: &[u8]) -> Vec<u8>;
     /// Whether the card is in its reader.
