@@ -1,6 +1,6 @@
 //! The card's content and fixed parameters, loadable from / savable to TOML.
 //!
-//! See `sim/README.md` for the file format.
+//! See `sim/docs/profile.md` for the file format.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
