@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::card::SharedCard;
-use crate::hexutil;
+use crate::faults::Fault;
 use crate::modem::ModemControl;
-use crate::profile::ObjectClass;
+use crate::profile::{ObjectClass, decode_hex};
+use crate::shared::SharedCard;
 
 /// What the control commands act on: the card, and the modem if this process runs one.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ pub const COMMANDS: &[(&str, &str, Handler)] = &[
     (
         "fault",
         "fault injection: `fault` lists, `fault clear`, `fault <sw=XXXX|truncate=N|endless-61xx|garbage|bad-tlv|remove|mute> [ins=XX] [skip=N] [count=N]`",
-        crate::faults::cmd_fault,
+        cmd_fault,
     ),
     (
         "provisioning",
@@ -298,6 +298,23 @@ fn cmd_unhang(ctx: &Context, _args: &str) -> Value {
     }
 }
 
+/// The `fault` control command: `fault` lists, `fault clear` disarms, anything else arms
+/// (see [`Fault::parse`]).
+pub fn cmd_fault(ctx: &Context, args: &str) -> Value {
+    let faults = ctx.card.faults();
+    match args.trim() {
+        "" => {}
+        "clear" => faults.clear(),
+        text => match Fault::parse(text) {
+            Ok(f) => faults.arm(f),
+            Err(e) => return json!({"ok": false, "error": e}),
+        },
+    }
+    let mut v = faults.to_json();
+    v["ok"] = json!(true);
+    v
+}
+
 fn cmd_provisioning(ctx: &Context, args: &str) -> Value {
     match args {
         "" => {}
@@ -312,7 +329,7 @@ fn targets_json(targets: &[(ObjectClass, Vec<u8>)]) -> Value {
     Value::Array(
         targets
             .iter()
-            .map(|(c, id)| json!({"class": c.name(), "id": hexutil::encode(id)}))
+            .map(|(c, id)| json!({"class": c.name(), "id": hex::encode_upper(id)}))
             .collect(),
     )
 }
@@ -325,7 +342,7 @@ fn result(r: Result<Value, String>) -> Value {
 }
 
 fn parse_id(s: &str) -> Result<Vec<u8>, String> {
-    let id = hexutil::decode(s)?;
+    let id = decode_hex(s)?;
     if id.is_empty() {
         return Err("empty id".into());
     }
@@ -384,7 +401,7 @@ fn cmd_remote_replace_key(ctx: &Context, args: &str) -> Value {
     result((|| {
         let id = parse_id(args)?;
         let point = ctx.card.remote_replace_key(&id)?;
-        Ok(json!({"ok": true, "point": hexutil::encode(&point)}))
+        Ok(json!({"ok": true, "point": hex::encode_upper(&point)}))
     })())
 }
 
@@ -425,7 +442,7 @@ fn cmd_remote_add_file(ctx: &Context, args: &str) -> Value {
 
 /// A secret value in hex; errors never repeat the input.
 fn parse_secret(s: &str) -> Result<Vec<u8>, String> {
-    hexutil::decode(s).map_err(|_| "secret value: invalid hex".to_string())
+    decode_hex(s).map_err(|_| "secret value: invalid hex".to_string())
 }
 
 fn cmd_remote_add_secret(ctx: &Context, args: &str) -> Value {
@@ -571,5 +588,26 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::CardOptions;
+
+    #[test]
+    fn control_command() {
+        let card = SharedCard::from_profile(crate::default_profile(), CardOptions::default());
+        let ctx = Context::new(card.clone());
+        let v = cmd_fault(&ctx, "sw=6985 ins=2B count=2");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["armed"][0]["kind"], "sw=6985");
+        assert_eq!(v["armed"][0]["ins"], "2B");
+        assert_eq!(cmd_fault(&ctx, "bogus")["ok"], false);
+        assert_eq!(cmd_fault(&ctx, "clear")["armed"], json!([]));
+        let line = handle_line(&card, "fault mute");
+        assert!(line.contains("\"ok\":true"), "{line}");
+        card.faults().clear();
     }
 }

@@ -1,9 +1,11 @@
 //! Fault injection: a card that misbehaves on purpose, for robustness tests of a host.
 //!
-//! A fault is armed on a card ([`Card::faults`] / [`SharedCard::faults`] give a cloneable
-//! [`Faults`] handle that works without the card lock), optionally only for one INS, after
-//! a number of matching commands have passed, and for a number of firings. Every transport
-//! sees it, because it is applied inside [`Card::transmit`]: in-process, behind vpcd, and
+//! [`FaultyCard`] wraps a [`Card`] and decorates its `transmit`; the card itself knows
+//! nothing of faults. A fault is armed through the wrapper's cloneable [`Faults`] handle
+//! ([`FaultyCard::faults`], [`SharedCard::faults`](crate::SharedCard::faults)), which works
+//! without the card lock, optionally only for one INS, after a number of matching commands
+//! have passed, and for a number of firings. Every transport sees it, because every
+//! [`SharedCard`](crate::SharedCard) holds a `FaultyCard`: in-process, behind vpcd, and
 //! behind the modem. Control socket: `fault <kind>[=<arg>] [ins=XX] [skip=N] [count=N]`,
 //! `fault clear`, `fault` (list).
 //!
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::card::{Card, SharedCard};
+use crate::card::Card;
 
 /// How long a mute card blocks `transmit` at most, unless changed with
 /// [`Faults::set_mute_limit`].
@@ -304,80 +306,88 @@ impl Faults {
     }
 }
 
-impl Card {
-    /// The card's fault handle (see the module documentation).
+/// A [`Card`] with fault injection in front of its [`transmit`](FaultyCard::transmit).
+/// Everything else is the card's: the wrapper dereferences to it.
+#[derive(Debug)]
+pub struct FaultyCard {
+    card: Card,
+    faults: Faults,
+}
+
+impl FaultyCard {
+    /// Wraps a card; nothing is armed.
+    pub fn new(card: Card) -> FaultyCard {
+        FaultyCard {
+            card,
+            faults: Faults::default(),
+        }
+    }
+
+    /// The fault handle (see the module documentation).
     pub fn faults(&self) -> Faults {
         self.faults.clone()
     }
+
+    /// [`Card::transmit`] with the armed fault, if any, applied. Latency and counters
+    /// apply to every command, also to one a fault keeps from the card.
+    pub fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
+        let card = &mut self.card;
+        let faults = &self.faults;
+        card.begin_apdu(command);
+        let Some(kind) = faults.take(command) else {
+            if faults.is_muted() && !faults.wait_unmuted() {
+                return Vec::new();
+            }
+            return card.process(command);
+        };
+        if kind == FaultKind::Mute {
+            if !faults.wait_unmuted() {
+                return Vec::new();
+            }
+            return card.process(command);
+        }
+        if kind == FaultKind::Endless61xx {
+            if command.get(1) != Some(&0xC0) {
+                let _ = card.process(command);
+            }
+            return vec![0x61, 0x10];
+        }
+        let reply = card.process(command);
+        match kind {
+            FaultKind::StatusWord(sw) => sw.to_be_bytes().to_vec(),
+            FaultKind::Truncate(n) => reply[..n.min(reply.len())].to_vec(),
+            FaultKind::Garbage => faults.garbage(reply.len().saturating_sub(2)),
+            FaultKind::BadTlv => vec![0x33, 0x82, 0xFF, 0xFF, 0x00, 0x01, 0x90, 0x00],
+            FaultKind::Remove => {
+                card.remove();
+                reply
+            }
+            FaultKind::Mute | FaultKind::Endless61xx => reply,
+        }
+    }
 }
 
-impl SharedCard {
-    /// The card's fault handle; keep it to clear a mute card (whose `transmit` holds the lock).
-    pub fn faults(&self) -> Faults {
-        self.with(|c| c.faults())
+impl std::ops::Deref for FaultyCard {
+    type Target = Card;
+    fn deref(&self) -> &Card {
+        &self.card
     }
 }
 
-/// The `fault` control command: `fault` lists, `fault clear` disarms, anything else arms
-/// (see [`Fault::parse`]).
-pub fn cmd_fault(ctx: &crate::control::Context, args: &str) -> Value {
-    let faults = ctx.card.faults();
-    match args.trim() {
-        "" => {}
-        "clear" => faults.clear(),
-        text => match Fault::parse(text) {
-            Ok(f) => faults.arm(f),
-            Err(e) => return json!({"ok": false, "error": e}),
-        },
-    }
-    let mut v = faults.to_json();
-    v["ok"] = json!(true);
-    v
-}
-
-/// [`Card::transmit`] after latency and counting: the command processed with the armed
-/// fault, if any, applied.
-pub(crate) fn transmit(card: &mut Card, command: &[u8]) -> Vec<u8> {
-    let faults = card.faults.clone();
-    let Some(kind) = faults.take(command) else {
-        if faults.is_muted() && !faults.wait_unmuted() {
-            return Vec::new();
-        }
-        return card.process(command);
-    };
-    if kind == FaultKind::Mute {
-        if !faults.wait_unmuted() {
-            return Vec::new();
-        }
-        return card.process(command);
-    }
-    if kind == FaultKind::Endless61xx {
-        if command.get(1) != Some(&0xC0) {
-            let _ = card.process(command);
-        }
-        return vec![0x61, 0x10];
-    }
-    let reply = card.process(command);
-    match kind {
-        FaultKind::StatusWord(sw) => sw.to_be_bytes().to_vec(),
-        FaultKind::Truncate(n) => reply[..n.min(reply.len())].to_vec(),
-        FaultKind::Garbage => faults.garbage(reply.len().saturating_sub(2)),
-        FaultKind::BadTlv => vec![0x33, 0x82, 0xFF, 0xFF, 0x00, 0x01, 0x90, 0x00],
-        FaultKind::Remove => {
-            card.remove();
-            reply
-        }
-        FaultKind::Mute | FaultKind::Endless61xx => reply,
+impl std::ops::DerefMut for FaultyCard {
+    fn deref_mut(&mut self) -> &mut Card {
+        &mut self.card
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SharedCard;
     use crate::card::CardOptions;
 
-    fn card() -> Card {
-        Card::new(crate::default_profile(), CardOptions::default())
+    fn card() -> FaultyCard {
+        FaultyCard::new(Card::new(crate::default_profile(), CardOptions::default()))
     }
 
     const OPEN_CHANNEL: [u8; 5] = [0x00, 0x70, 0x00, 0x00, 0x01];
@@ -398,21 +408,6 @@ mod tests {
         assert!(Fault::parse("sw").is_err());
         assert!(Fault::parse("nonsense").is_err());
         assert!(Fault::parse("mute when=now").is_err());
-    }
-
-    #[test]
-    fn control_command() {
-        let card = SharedCard::from_profile(crate::default_profile(), CardOptions::default());
-        let ctx = crate::control::Context::new(card.clone());
-        let v = cmd_fault(&ctx, "sw=6985 ins=2B count=2");
-        assert_eq!(v["ok"], true);
-        assert_eq!(v["armed"][0]["kind"], "sw=6985");
-        assert_eq!(v["armed"][0]["ins"], "2B");
-        assert_eq!(cmd_fault(&ctx, "bogus")["ok"], false);
-        assert_eq!(cmd_fault(&ctx, "clear")["armed"], json!([]));
-        let line = crate::control::handle_line(&card, "fault mute");
-        assert!(line.contains("\"ok\":true"), "{line}");
-        card.faults().clear();
     }
 
     #[test]

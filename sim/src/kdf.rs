@@ -85,7 +85,7 @@ pub fn hkdf_expand(alg: HashAlg, prk: &[u8], info: &[u8], n: usize) -> Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hexutil::decode as h;
+    use crate::profile::decode_hex as h;
 
     #[test]
     fn hmac_rfc4231_case2() {

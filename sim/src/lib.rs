@@ -6,9 +6,21 @@
 //! * [`vpcd`] — connect the card to pcscd's vsmartcard-vpcd driver.
 //! * [`modem`] — the card behind a simulated cellular modem on a pty (AT+CSIM/+CGLA).
 //! * [`control`] — the line/JSON control channel.
+//! * [`faults`] — [`FaultyCard`]: fault injection wrapped around a card's `transmit`.
+//!
+//! Module dependencies (`use crate::…`), each arrow pointing down; no cycles:
+//!
+//! ```text
+//! control ──► modem ──► shared (CardSlot trait, SharedCard) ──► faults ──► card
+//!    │          │                                                            │
+//!    │          └─► card (cla_for_channel)          vpcd ──► shared          ▼
+//!    └─► faults, shared, profile                    pki ──► profile   hash, kdf, tlv, profile
+//! ```
+//!
+//! The card knows nothing of faults, threads or transports; the modem talks to the card
+//! only through [`CardSlot`]; the control channel sits on top and calls down.
 
 pub mod hash;
-pub mod hexutil;
 pub mod kdf;
 pub mod pki;
 pub mod profile;
@@ -25,12 +37,14 @@ pub use profile::{
 };
 pub mod card;
 pub use card::{
-    AppInfoTags, Card, CardOptions, CardStats, ObjectListStyle, SharedCard, SignatureLengthStyle,
+    AppInfoTags, Card, CardOptions, CardStats, ObjectListStyle, SignatureLengthStyle,
     cla_for_channel,
 };
 pub mod control;
 pub mod faults;
-pub use faults::{Fault, FaultKind, Faults};
+pub use faults::{Fault, FaultKind, Faults, FaultyCard};
+pub mod shared;
+pub use shared::{CardSlot, SharedCard};
 pub mod modem;
 pub mod vpcd;
 

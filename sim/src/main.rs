@@ -5,11 +5,15 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
 use iotsafe_sim::control::parse_duration;
+use iotsafe_sim::profile::decode_hex;
 use iotsafe_sim::{
-    CardOptions, ModemOptions, Profile, SharedCard, bundle_from_seed, control, hexutil, modem, vpcd,
+    AppInfoTags, AtDialect, Card, CardOptions, ModemOptions, ObjectListStyle, Profile, SharedCard,
+    SignatureLengthStyle, bundle_from_seed, control, modem, vpcd,
 };
 
+/// The help text (`help`, `--help`, `-h`, and without arguments).
 const USAGE: &str = "\
 iotsafe-sim — a simulated GSMA IoT SAFE (IoT.05) card
 
@@ -67,6 +71,235 @@ QUIRKS (modem; also `quirk NAME VALUE` on the control socket):
   --seed N                    seed for URC/noise placement and chunk sizes
 ";
 
+#[derive(Parser)]
+#[command(
+    name = "iotsafe-sim",
+    override_help = USAGE,
+    arg_required_else_help = true,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the default profile TOML to FILE, and the CA, client and server PEM files beside it.
+    InitProfile(InitProfileArgs),
+    /// Connect to pcscd's vsmartcard-vpcd driver until SIGTERM/SIGINT.
+    Vpcd(VpcdArgs),
+    /// Act as a cellular modem on a pseudo-terminal until SIGTERM/SIGINT.
+    Modem(ModemArgs),
+    /// Run APDUs in-process (one card, in order) and print each response.
+    Apdu(ApduArgs),
+}
+
+#[derive(Args)]
+struct InitProfileArgs {
+    /// The profile file to write.
+    file: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+    /// Derive different (still deterministic) keys from this text.
+    #[arg(long, value_name = "TEXT")]
+    seed: Option<String>,
+    /// Write `provisioning = true` (STORE DATA offered).
+    #[arg(long)]
+    provisioning: bool,
+}
+
+#[derive(Args)]
+struct VpcdArgs {
+    /// The vpcd driver's host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The vpcd driver's port.
+    #[arg(long, default_value_t = 35963)]
+    port: u16,
+    /// Serve the line/JSON control channel on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    #[command(flatten)]
+    content: ContentArgs,
+    #[command(flatten)]
+    card: CardArgs,
+}
+
+#[derive(Args)]
+struct ModemArgs {
+    /// The symlink made to point at the pty's host side.
+    #[arg(long, value_name = "PATH")]
+    link: PathBuf,
+    /// Serve the line/JSON control channel on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    #[command(flatten)]
+    content: ContentArgs,
+    #[command(flatten)]
+    card: CardArgs,
+    #[command(flatten)]
+    quirks: QuirkArgs,
+}
+
+#[derive(Args)]
+struct ApduArgs {
+    #[command(flatten)]
+    content: ContentArgs,
+    #[command(flatten)]
+    card: CardArgs,
+    /// Command APDUs in hex (spaces, `:` and `_` allowed inside).
+    #[arg(value_name = "HEX")]
+    apdus: Vec<String>,
+}
+
+/// Options about the card content rather than its behaviour.
+#[derive(Args)]
+struct ContentArgs {
+    /// The profile TOML (default: the built-in profile); changes are written back to it.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Offer the STORE DATA provisioning profile (else 6D00).
+    #[arg(long)]
+    provisioning: bool,
+    /// Do not write changes back to the --profile file.
+    #[arg(long)]
+    no_persist: bool,
+}
+
+/// The card's behaviour switches; an absent option keeps the [`CardOptions`] default.
+#[derive(Args)]
+struct CardArgs {
+    /// Answer data with 61xx + GET RESPONSE.
+    #[arg(long = "t0")]
+    t0: bool,
+    /// Signature TLV 33 40 (one) or 33 00 40 (two).
+    #[arg(long, value_name = "one|two")]
+    sig_len: Option<SignatureLengthStyle>,
+    /// Object-list wrappers.
+    #[arg(long, value_name = "per-object|per-class|none")]
+    list_style: Option<ObjectListStyle>,
+    /// App-info tags 90/93 (orange) or 61/6F (qt).
+    #[arg(long, value_name = "orange|qt")]
+    app_info: Option<AppInfoTags>,
+    /// Object-list bytes per page.
+    #[arg(long, value_name = "N", value_parser = parse_page_size)]
+    list_page_size: Option<usize>,
+    /// Sleep per APDU, e.g. 5ms, 200us, 1s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    latency_apdu: Option<Duration>,
+    /// Extra sleep per signature.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    latency_sig: Option<Duration>,
+    /// Applet AID override.
+    #[arg(long, value_name = "HEX")]
+    aid: Option<String>,
+}
+
+fn parse_page_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| "--list-page-size needs a number".to_string())?;
+    if n == 0 {
+        return Err("--list-page-size must be at least 1".into());
+    }
+    Ok(n)
+}
+
+impl CardArgs {
+    fn options(&self) -> Result<CardOptions, String> {
+        let mut o = CardOptions {
+            t0_style: self.t0,
+            ..CardOptions::default()
+        };
+        if let Some(v) = self.sig_len {
+            o.signature_length_style = v;
+        }
+        if let Some(v) = self.list_style {
+            o.object_list_style = v;
+        }
+        if let Some(v) = self.app_info {
+            o.app_info_tags = v;
+        }
+        if let Some(v) = self.list_page_size {
+            o.object_list_page_size = v;
+        }
+        if let Some(v) = self.latency_apdu {
+            o.latency_per_apdu = v;
+        }
+        if let Some(v) = self.latency_sig {
+            o.latency_per_signature = v;
+        }
+        if let Some(hex) = &self.aid {
+            o.aid = Some(decode_hex(hex)?);
+        }
+        Ok(o)
+    }
+}
+
+/// Modem quirks (also `quirk NAME VALUE` on the control socket); an absent option keeps
+/// the [`ModemOptions`] default.
+#[derive(Args)]
+struct QuirkArgs {
+    /// SIM-access commands offered.
+    #[arg(long, value_name = "csim|cgla|both")]
+    at: Option<AtDialect>,
+    /// Start with command echo on (as after ATE1).
+    #[arg(long)]
+    echo: bool,
+    /// Interleave unsolicited result codes (+CREG: 1, RING, ...).
+    #[arg(long)]
+    urc: bool,
+    /// Write answers in small chunks with short pauses.
+    #[arg(long)]
+    split: bool,
+    /// Interleave noise lines.
+    #[arg(long)]
+    garbage: bool,
+    /// Wait N ms before each answer.
+    #[arg(long, value_name = "N")]
+    delay_ms: Option<u64>,
+    /// Every Nth CSIM/CGLA answers +CME ERROR: 14 (SIM busy).
+    #[arg(long, value_name = "N")]
+    busy_every: Option<u32>,
+    /// Longer command lines answer ERROR.
+    #[arg(long, value_name = "N")]
+    max_command_len: Option<usize>,
+    /// Start hung (no answers until `unhang`).
+    #[arg(long)]
+    hang: bool,
+    /// Answer N command lines, then hang.
+    #[arg(long, value_name = "N")]
+    hang_after: Option<u32>,
+    /// Answer AT+CCHO with the bare session id.
+    #[arg(long)]
+    bare_ccho: bool,
+    /// Seed for URC/noise placement and chunk sizes.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+}
+
+impl QuirkArgs {
+    fn options(&self) -> ModemOptions {
+        let d = ModemOptions::default();
+        ModemOptions {
+            at: self.at.unwrap_or(d.at),
+            echo: self.echo || d.echo,
+            urc: self.urc || d.urc,
+            split: self.split || d.split,
+            delay_ms: self.delay_ms.unwrap_or(d.delay_ms),
+            busy_every: self.busy_every.unwrap_or(d.busy_every),
+            max_command_len: self.max_command_len.unwrap_or(d.max_command_len),
+            hang: self.hang || d.hang,
+            hang_after: self.hang_after.unwrap_or(d.hang_after),
+            garbage: self.garbage || d.garbage,
+            bare_ccho: self.bare_ccho || d.bare_ccho,
+            seed: self.seed.unwrap_or(d.seed),
+        }
+    }
+}
+
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_sig: libc::c_int) {
@@ -85,74 +318,14 @@ fn install_signal_handlers() {
     }
 }
 
-struct Args {
-    items: Vec<String>,
-    pos: usize,
-}
-
-impl Args {
-    fn next(&mut self) -> Option<String> {
-        let v = self.items.get(self.pos).cloned();
-        self.pos += 1;
-        v
-    }
-    fn value(&mut self, flag: &str) -> Result<String, String> {
-        self.next().ok_or_else(|| format!("{flag} needs a value"))
-    }
-}
-
-/// Tries to consume a card option; returns Ok(true) if `flag` was one.
-fn card_option(flag: &str, args: &mut Args, o: &mut CardOptions) -> Result<bool, String> {
-    match flag {
-        "--t0" => o.t0_style = true,
-        "--sig-len" => o.signature_length_style = args.value(flag)?.parse()?,
-        "--list-style" => o.object_list_style = args.value(flag)?.parse()?,
-        "--app-info" => o.app_info_tags = args.value(flag)?.parse()?,
-        "--list-page-size" => {
-            let n: usize = args
-                .value(flag)?
-                .parse()
-                .map_err(|_| "--list-page-size needs a number".to_string())?;
-            if n == 0 {
-                return Err("--list-page-size must be at least 1".into());
-            }
-            o.object_list_page_size = n;
-        }
-        "--latency-apdu" => o.latency_per_apdu = parse_duration(&args.value(flag)?)?,
-        "--latency-sig" => o.latency_per_signature = parse_duration(&args.value(flag)?)?,
-        "--aid" => o.aid = Some(hexutil::decode(&args.value(flag)?)?),
-        _ => return Ok(false),
-    }
-    Ok(true)
-}
-
-/// Options about the card content rather than its behaviour.
-#[derive(Default)]
-struct ContentOptions {
-    profile: Option<PathBuf>,
-    provisioning: bool,
-    no_persist: bool,
-}
-
-impl ContentOptions {
-    /// Tries to consume a content option; returns Ok(true) if `flag` was one.
-    fn parse(&mut self, flag: &str, args: &mut Args) -> Result<bool, String> {
-        match flag {
-            "--profile" => self.profile = Some(PathBuf::from(args.value(flag)?)),
-            "--provisioning" => self.provisioning = true,
-            "--no-persist" => self.no_persist = true,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
+impl ContentArgs {
     /// Loads the profile and creates the card (saving changes back to the profile file).
-    fn card(&self, opts: CardOptions) -> Result<iotsafe_sim::Card, String> {
+    fn card(&self, opts: CardOptions) -> Result<Card, String> {
         let mut profile = load_profile(self.profile.as_deref())?;
         if self.provisioning {
             profile.provisioning = true;
         }
-        let mut card = iotsafe_sim::Card::new(profile, opts);
+        let mut card = Card::new(profile, opts);
         if !self.no_persist {
             card.set_persist_path(self.profile.clone());
         }
@@ -167,22 +340,13 @@ fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
     }
 }
 
-fn cmd_init_profile(mut args: Args) -> Result<(), String> {
-    let mut file: Option<PathBuf> = None;
-    let mut force = false;
-    let mut seed: Option<String> = None;
-    let mut provisioning = false;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--force" => force = true,
-            "--provisioning" => provisioning = true,
-            "--seed" => seed = Some(args.value("--seed")?),
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            _ if file.is_none() => file = Some(PathBuf::from(a)),
-            _ => return Err("init-profile takes one FILE".into()),
-        }
-    }
-    let file = file.ok_or("init-profile needs a FILE")?;
+fn cmd_init_profile(args: InitProfileArgs) -> Result<(), String> {
+    let InitProfileArgs {
+        file,
+        force,
+        seed,
+        provisioning,
+    } = args;
     let dir = file
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -220,32 +384,10 @@ fn cmd_init_profile(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_vpcd(mut args: Args) -> Result<(), String> {
-    let mut content = ContentOptions::default();
-    let mut host = "127.0.0.1".to_string();
-    let mut port: u16 = 35963;
-    let mut control_path: Option<PathBuf> = None;
-    let mut opts = CardOptions::default();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--host" => host = args.value("--host")?,
-            "--port" => {
-                port = args
-                    .value("--port")?
-                    .parse()
-                    .map_err(|_| "--port needs a number 0..65535".to_string())?
-            }
-            "--control" => control_path = Some(PathBuf::from(args.value("--control")?)),
-            f => {
-                if !content.parse(f, &mut args)? && !card_option(f, &mut args, &mut opts)? {
-                    return Err(format!("unknown argument {f}"));
-                }
-            }
-        }
-    }
-    let card = SharedCard::new(content.card(opts)?);
+fn cmd_vpcd(args: VpcdArgs) -> Result<(), String> {
+    let card = SharedCard::new(args.content.card(args.card.options()?)?);
     install_signal_handlers();
-    let _control = match &control_path {
+    let _control = match &args.control {
         Some(p) => {
             let s = control::ControlServer::spawn(p, card.clone())
                 .map_err(|e| format!("control socket {}: {e}", p.display()))?;
@@ -254,59 +396,24 @@ fn cmd_vpcd(mut args: Args) -> Result<(), String> {
         }
         None => None,
     };
-    vpcd::run(&card, &host, port, &SHUTDOWN, &mut |m| {
+    vpcd::run(&card, &args.host, args.port, &SHUTDOWN, &mut |m| {
         eprintln!("iotsafe-sim: {m}")
     });
     Ok(())
 }
 
-/// Tries to consume a modem option; returns Ok(true) if `flag` was one.
-fn modem_option(flag: &str, args: &mut Args, o: &mut ModemOptions) -> Result<bool, String> {
-    let (name, value) = match flag {
-        "--at" => ("at", args.value(flag)?),
-        "--echo" | "--urc" | "--split" | "--garbage" | "--hang" | "--bare-ccho" => {
-            (&flag[2..], "on".to_string())
-        }
-        "--delay-ms" | "--busy-every" | "--max-command-len" | "--hang-after" | "--seed" => {
-            (&flag[2..], args.value(flag)?)
-        }
-        _ => return Ok(false),
-    };
-    o.set(name, &value).map_err(|e| format!("{flag}: {e}"))?;
-    Ok(true)
-}
-
-fn cmd_modem(mut args: Args) -> Result<(), String> {
-    let mut content = ContentOptions::default();
-    let mut link: Option<PathBuf> = None;
-    let mut control_path: Option<PathBuf> = None;
-    let mut opts = CardOptions::default();
-    let mut mopts = ModemOptions::default();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--link" => link = Some(PathBuf::from(args.value("--link")?)),
-            "--control" => control_path = Some(PathBuf::from(args.value("--control")?)),
-            f => {
-                if !content.parse(f, &mut args)?
-                    && !card_option(f, &mut args, &mut opts)?
-                    && !modem_option(f, &mut args, &mut mopts)?
-                {
-                    return Err(format!("unknown argument {f}"));
-                }
-            }
-        }
-    }
-    let link = link.ok_or("modem needs --link PATH")?;
-    let card = SharedCard::new(content.card(opts)?);
+fn cmd_modem(args: ModemArgs) -> Result<(), String> {
+    let link = args.link;
+    let card = SharedCard::new(args.content.card(args.card.options()?)?);
     install_signal_handlers();
-    let handle =
-        modem::spawn(card, &link, mopts).map_err(|e| format!("modem {}: {e}", link.display()))?;
+    let handle = modem::spawn(card, &link, args.quirks.options())
+        .map_err(|e| format!("modem {}: {e}", link.display()))?;
     eprintln!(
         "iotsafe-sim: modem at {} -> {}",
         link.display(),
         handle.device().display()
     );
-    let _control = match &control_path {
+    let _control = match &args.control {
         Some(p) => {
             let ctx = control::Context::with_modem(handle.control());
             let s = control::ControlServer::spawn_with(p, ctx)
@@ -324,21 +431,13 @@ fn cmd_modem(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_apdu(mut args: Args) -> Result<(), String> {
-    let mut content = ContentOptions::default();
-    let mut opts = CardOptions::default();
-    let mut apdus: Vec<Vec<u8>> = Vec::new();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            f if f.starts_with("--") => {
-                if !content.parse(f, &mut args)? && !card_option(f, &mut args, &mut opts)? {
-                    return Err(format!("unknown argument {f}"));
-                }
-            }
-            h => apdus.push(hexutil::decode(h)?),
-        }
-    }
-    let mut card = content.card(opts)?;
+fn cmd_apdu(args: ApduArgs) -> Result<(), String> {
+    let apdus = args
+        .apdus
+        .iter()
+        .map(|h| decode_hex(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut card = args.content.card(args.card.options()?)?;
     // COMPUTE PRF / HKDF data and answers are not printed (secrets, derived keys).
     let mut tracer = iotsafe_sim::trace::Tracer::new();
     for apdu in apdus {
@@ -350,19 +449,13 @@ fn cmd_apdu(mut args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let items: Vec<String> = std::env::args().skip(1).collect();
-    let mut args = Args { items, pos: 0 };
-    let result = match args.next().as_deref() {
-        Some("init-profile") => cmd_init_profile(args),
-        Some("vpcd") => cmd_vpcd(args),
-        Some("apdu") => cmd_apdu(args),
-        Some("modem") => cmd_modem(args),
-        Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
-        None => Err(USAGE.to_string()),
+    // Usage errors exit with 2, `help` / `--help` with 0 (clap's convention, as before).
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::InitProfile(a) => cmd_init_profile(a),
+        Command::Vpcd(a) => cmd_vpcd(a),
+        Command::Modem(a) => cmd_modem(a),
+        Command::Apdu(a) => cmd_apdu(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

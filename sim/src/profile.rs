@@ -1,11 +1,9 @@
 //! The card's content and fixed parameters, loadable from / savable to TOML.
 //!
-//! See `sim/README.md` for the file format.
+//! See `sim/docs/profile.md` for the file format.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-use crate::hexutil;
 
 /// Default GSMA IoT SAFE applet AID.
 pub const DEFAULT_AID: [u8; 7] = [0xA0, 0x00, 0x00, 0x05, 0x59, 0x00, 0x10];
@@ -333,7 +331,7 @@ impl TryFrom<FileToml> for File {
             (Some(_), Some(_)) => {
                 return Err("file: give content_hex or content_base64, not both".into());
             }
-            (Some(h), None) => hexutil::decode(&h)?,
+            (Some(h), None) => decode_hex(&h)?,
             (None, Some(b)) => {
                 use base64ct::Encoding;
                 let clean: String = b.chars().filter(|c| !c.is_whitespace()).collect();
@@ -629,7 +627,7 @@ impl Profile {
                 if ids.contains(&id) {
                     return Err(ProfileError::Invalid(format!(
                         "{class}: duplicate id {}",
-                        hexutil::encode(id)
+                        hex::encode_upper(id)
                     )));
                 }
                 ids.push(id);
@@ -669,7 +667,7 @@ impl Profile {
             {
                 return bad(format!(
                     "private_key {}: not a valid P-256 scalar",
-                    hexutil::encode(&k.id)
+                    hex::encode_upper(&k.id)
                 ));
             }
         }
@@ -679,7 +677,7 @@ impl Profile {
             {
                 return bad(format!(
                     "public_key {}: point must be an uncompressed P-256 point",
-                    hexutil::encode(&k.id)
+                    hex::encode_upper(&k.id)
                 ));
             }
         }
@@ -689,7 +687,7 @@ impl Profile {
             {
                 return bad(format!(
                     "secret_key {}: value must be 1..{MAX_SECRET_LEN} bytes",
-                    hexutil::encode(&k.id)
+                    hex::encode_upper(&k.id)
                 ));
             }
         }
@@ -778,16 +776,29 @@ fn d_hash() -> u16 {
     0x0007
 }
 
+/// Decodes the hex notation of profile files, the control socket and the command line:
+/// hex digits in either case, with ASCII whitespace, `:` and `_` allowed as separators.
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: String = s
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && *c != ':' && *c != '_')
+        .collect();
+    hex::decode(&digits).map_err(|e| match e {
+        hex::FromHexError::OddLength => format!("odd number of hex digits in {s:?}"),
+        _ => format!("invalid hex in {s:?}"),
+    })
+}
+
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::hexutil::encode(v))
+        s.serialize_str(&hex::encode_upper(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        crate::hexutil::decode(&s).map_err(serde::de::Error::custom)
+        crate::profile::decode_hex(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -796,14 +807,14 @@ mod hex_opt {
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(b) => s.serialize_str(&crate::hexutil::encode(b)),
+            Some(b) => s.serialize_str(&hex::encode_upper(b)),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s = String::deserialize(d)?;
-        crate::hexutil::decode(&s)
+        crate::profile::decode_hex(&s)
             .map(Some)
             .map_err(serde::de::Error::custom)
     }
@@ -825,7 +836,7 @@ mod label_serde {
             Some(b) => match std::str::from_utf8(b) {
                 Ok(t) => Repr::Text(t.to_string()).serialize(s),
                 Err(_) => Repr::Hex {
-                    hex: crate::hexutil::encode(b),
+                    hex: hex::encode_upper(b),
                 }
                 .serialize(s),
             },
@@ -835,7 +846,7 @@ mod label_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Text(t) => Ok(Some(t.into_bytes())),
-            Repr::Hex { hex } => crate::hexutil::decode(&hex)
+            Repr::Hex { hex } => crate::profile::decode_hex(&hex)
                 .map(Some)
                 .map_err(serde::de::Error::custom),
         }
@@ -873,5 +884,18 @@ mod hexnum {
             }
         };
         T::try_from(v).map_err(|_| serde::de::Error::custom(format!("number {v} out of range")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        assert_eq!(hex::encode_upper([0x00, 0xAB, 0x7f]), "00AB7F");
+        assert_eq!(decode_hex("00ab 7F:01").unwrap(), vec![0, 0xAB, 0x7F, 1]);
+        assert!(decode_hex("0").is_err());
+        assert!(decode_hex("zz").is_err());
     }
 }

@@ -2,8 +2,6 @@
 //! (`48`) and COMPUTE HKDF (`4A`) commands (explicit secrets `D1`/`D4`) and their answers
 //! (derived keys), including answers fetched with GET RESPONSE, are replaced by their length.
 
-use crate::hexutil;
-
 /// INS bytes whose command data and response data are redacted.
 pub const SECRET_INS: [u8; 2] = [0x48, 0x4A];
 
@@ -29,7 +27,7 @@ impl Tracer {
             _ => self.secret = false,
         }
         if !ins.is_some_and(|i| SECRET_INS.contains(&i)) || apdu.len() <= 5 {
-            return hexutil::encode(apdu);
+            return hex::encode_upper(apdu);
         }
         let lc = apdu[4] as usize;
         let (data_len, le) = if apdu.len() == 5 + lc {
@@ -39,13 +37,13 @@ impl Tracer {
         } else {
             return format!(
                 "{} <{} bytes redacted>",
-                hexutil::encode(&apdu[..4]),
+                hex::encode_upper(&apdu[..4]),
                 apdu.len() - 4
             );
         };
         let mut s = format!(
             "{} <{data_len} bytes redacted>",
-            hexutil::encode(&apdu[..5])
+            hex::encode_upper(&apdu[..5])
         );
         if let Some(le) = le {
             s.push_str(&format!(" {le:02X}"));
@@ -56,17 +54,17 @@ impl Tracer {
     /// The trace text of the response to the last command given to [`Tracer::command`].
     pub fn response(&self, resp: &[u8]) -> String {
         if !self.secret || resp.len() <= 2 {
-            return hexutil::encode(resp);
+            return hex::encode_upper(resp);
         }
         let (data, sw) = resp.split_at(resp.len() - 2);
-        format!("<{} bytes redacted> {}", data.len(), hexutil::encode(sw))
+        format!("<{} bytes redacted> {}", data.len(), hex::encode_upper(sw))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hexutil::decode as h;
+    use crate::profile::decode_hex as h;
 
     #[test]
     fn redacts_prf_hkdf_and_their_get_response() {

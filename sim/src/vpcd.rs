@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::card::SharedCard;
+use crate::shared::SharedCard;
 
 /// Control code: power off.
 pub const CTRL_OFF: u8 = 0x00;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use iotsafe_sim::hash::HashAlg;
 use iotsafe_sim::modem::{self, AtDialect, ModemHandle, ModemOptions};
-use iotsafe_sim::{CardOptions, SharedCard, control, default_profile, hexutil};
+use iotsafe_sim::{CardOptions, SharedCard, control, default_profile};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 
@@ -181,7 +181,7 @@ impl Host {
 
     /// `AT+CSIM`: the response APDU (data ‖ SW).
     fn csim(&mut self, apdu: &[u8]) -> Vec<u8> {
-        let hex = hexutil::encode(apdu);
+        let hex = hex::encode_upper(apdu);
         let r = self.cmd_retry(&format!("AT+CSIM={},\"{hex}\"", hex.len()));
         assert_eq!(r.fin, "OK", "{r:?}");
         parse_info(&r.info("+CSIM: ").expect("+CSIM line"), "+CSIM: ")
@@ -189,7 +189,7 @@ impl Host {
 
     /// `AT+CGLA`: the response APDU (data ‖ SW).
     fn cgla(&mut self, sid: u64, apdu: &[u8]) -> Vec<u8> {
-        let hex = hexutil::encode(apdu);
+        let hex = hex::encode_upper(apdu);
         let r = self.cmd_retry(&format!("AT+CGLA={sid},{},\"{hex}\"", hex.len()));
         assert_eq!(r.fin, "OK", "{r:?}");
         parse_info(&r.info("+CGLA: ").expect("+CGLA line"), "+CGLA: ")
@@ -244,7 +244,7 @@ fn sign(tx: &mut dyn FnMut(&[u8]) -> Vec<u8>, cla: u8, digest: &[u8]) -> Vec<u8>
     if r.len() == 2 && r[0] == 0x61 {
         r = tx(&[cla, 0xC0, 0x00, 0x00, r[1]]);
     }
-    assert_eq!(r.len(), 68, "{}", hexutil::encode(&r));
+    assert_eq!(r.len(), 68, "{}", hex::encode_upper(&r));
     assert_eq!(&r[..2], &[0x33, 0x40]);
     assert_eq!(&r[66..], &[0x90, 0x00]);
     r[2..66].to_vec()

@@ -236,7 +236,7 @@ fn p1_p2_tags_and_lengths() {
 }
 
 fn hex(b: &[u8]) -> String {
-    iotsafe_sim::hexutil::encode(b)
+    hex::encode_upper(b)
 }
 
 // ------------------------------------------------------------------ files

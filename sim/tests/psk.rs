@@ -176,7 +176,7 @@ fn default_app_info_and_ecdh_public_key() {
 fn profile_round_trip_keeps_secret_values_as_hex() {
     let p = default_profile();
     let text = p.to_toml().unwrap();
-    let v = iotsafe_sim::hexutil::encode(&psk(0x13));
+    let v = hex::encode_upper(psk(0x13));
     assert!(text.contains(&format!("value = \"{v}\"")), "{text}");
     assert!(text.contains("label = \"urn:imei:359000000000001\""));
     assert_eq!(Profile::from_toml(&text).unwrap(), p);

@@ -7,8 +7,9 @@
 //! next successful applet command with `63CF` instead of `9000`, and multi-APDU operations
 //! on a target that were started before answer `6989`.
 
+use p256::elliptic_curve::sec1::ToSec1Point;
+
 use super::*;
-use crate::hexutil;
 
 /// A running remote management session.
 #[derive(Debug, Clone)]
@@ -280,7 +281,7 @@ impl Card {
             .files
             .iter_mut()
             .find(|f| f.id == id)
-            .ok_or_else(|| format!("no file {}", hexutil::encode(id)))?;
+            .ok_or_else(|| format!("no file {}", hex::encode_upper(id)))?;
         f.state = if content.is_empty() {
             ObjectState::Deactivated
         } else {
@@ -312,7 +313,7 @@ impl Card {
             .private_keys
             .iter_mut()
             .find(|k| k.id == id)
-            .ok_or_else(|| format!("no private key {}", hexutil::encode(id)))?;
+            .ok_or_else(|| format!("no private key {}", hex::encode_upper(id)))?;
         k.private = Some(sk.to_bytes().to_vec());
         k.state = ObjectState::Activated;
         rs.add_target(ObjectClass::PrivateKey, id);
@@ -328,7 +329,7 @@ impl Card {
     pub fn remote_delete(&mut self, class: ObjectClass, id: &[u8]) -> Result<(), String> {
         let rs = self.remote_mut()?;
         if !remove_object(&mut rs.staged, class, id) {
-            return Err(format!("no {class} object {}", hexutil::encode(id)));
+            return Err(format!("no {class} object {}", hex::encode_upper(id)));
         }
         rs.add_target(class, id);
         Ok(())
@@ -358,7 +359,7 @@ impl Card {
         for p in [&live, &rs.staged] {
             for (oid, olabel) in object_refs(p, ObjectClass::File) {
                 if oid == id {
-                    return Err(format!("file {} exists", hexutil::encode(id)));
+                    return Err(format!("file {} exists", hex::encode_upper(id)));
                 }
                 if label.is_some() && olabel == label.as_deref() {
                     return Err("a file with that label exists".into());
@@ -404,7 +405,7 @@ impl Card {
         for p in [&live, &rs.staged] {
             for (oid, olabel) in object_refs(p, ObjectClass::SecretKey) {
                 if oid == id {
-                    return Err(format!("secret key {} exists", hexutil::encode(id)));
+                    return Err(format!("secret key {} exists", hex::encode_upper(id)));
                 }
                 if label.is_some() && olabel == label.as_deref() {
                     return Err("a secret key with that label exists".into());
@@ -434,7 +435,7 @@ impl Card {
             .secret_keys
             .iter_mut()
             .find(|k| k.id == id)
-            .ok_or_else(|| format!("no secret key {}", hexutil::encode(id)))?;
+            .ok_or_else(|| format!("no secret key {}", hex::encode_upper(id)))?;
         k.value = Some(value);
         k.state = ObjectState::Activated;
         rs.add_target(ObjectClass::SecretKey, id);

@@ -7,6 +7,8 @@
 //! block number or a power cycle cuts it and nothing changes. `7E` (select and read file)
 //! is the exception: every block is a whole `7E` TLV and returns the next piece.
 
+use p256::elliptic_curve::sec1::ToSec1Point;
+
 use super::remote::{changed_objects, object_attrs, object_refs, remove_object};
 use super::*;
 

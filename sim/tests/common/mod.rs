@@ -1,12 +1,12 @@
 #![allow(dead_code)]
 
-use iotsafe_sim::hexutil;
+use iotsafe_sim::profile::decode_hex;
 use iotsafe_sim::{Card, CardOptions, Profile, default_profile};
 
 pub const AID: &str = "A0000005590010";
 
 pub fn h(s: &str) -> Vec<u8> {
-    hexutil::decode(s).expect("test hex")
+    decode_hex(s).expect("test hex")
 }
 
 pub fn card() -> Card {

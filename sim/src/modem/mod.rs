@@ -1,0 +1,228 @@
+//! The simulator as a cellular modem on a pseudo-terminal (3GPP TS 27.007 AT commands).
+//!
+//! [`spawn`] creates a pty pair, points a symlink at the host side (the device a host opens
+//! like a modem tty) and answers AT commands on the other side in a background thread:
+//! `AT`, `ATE0`/`ATE1`, `ATI`, `AT+CMEE`, `AT+CSIM`, `AT+CCHO`, `AT+CGLA`, `AT+CCHC`. APDUs
+//! go to the card through [`CardSlot`] (normally the same [`SharedCard`] the other
+//! transports use), so its counters count them.
+//! Misbehaviour of real modems can be injected ([`ModemOptions`]) and changed while the
+//! modem runs ([`ModemControl`]).
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`spawn`], [`ModemHandle`], [`ModemControl`] |
+//! | `options.rs` | [`ModemOptions`] (dialect, quirks), [`ModemStats`] |
+//! | `at.rs` | AT syntax: parameters, answers, `+CME ERROR` codes, framing |
+//! | `server.rs` | the serving thread: line reading, command table, rendering, misbehaviour |
+//! | `sim_access.rs` | `+CSIM`, `+CCHO`, `+CGLA`, `+CCHC` |
+//! | `pty.rs` | the pseudo-terminal |
+
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::shared::{CardSlot, SharedCard};
+
+mod at;
+mod options;
+mod pty;
+mod server;
+mod sim_access;
+
+pub use at::cme;
+pub use options::{AtDialect, ModemOptions, ModemStats, QUIRKS};
+pub use sim_access::cla_on_channel;
+
+use server::Server;
+
+struct Shared<C> {
+    card: C,
+    options: Mutex<ModemOptions>,
+    stats: Mutex<ModemStats>,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A cloneable handle to a running modem's settings and counters (for control sockets
+/// and tests). It does not keep the modem running.
+#[derive(Clone)]
+pub struct ModemControl<C: CardSlot = SharedCard> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: CardSlot> std::fmt::Debug for ModemControl<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModemControl")
+            .field("options", &self.options())
+            .finish()
+    }
+}
+
+impl<C: CardSlot> ModemControl<C> {
+    /// The card behind the modem.
+    pub fn card(&self) -> &C {
+        &self.shared.card
+    }
+
+    /// A copy of the current options (the live echo state included).
+    pub fn options(&self) -> ModemOptions {
+        lock(&self.shared.options).clone()
+    }
+
+    /// Replaces all options; takes effect with the next command line.
+    pub fn set_options(&self, options: ModemOptions) {
+        *lock(&self.shared.options) = options;
+    }
+
+    /// Changes options in place.
+    pub fn update<R>(&self, f: impl FnOnce(&mut ModemOptions) -> R) -> R {
+        f(&mut lock(&self.shared.options))
+    }
+
+    /// Sets one quirk by name, see [`ModemOptions::set`].
+    pub fn set_quirk(&self, name: &str, value: &str) -> Result<(), String> {
+        self.update(|o| o.set(name, value))
+    }
+
+    /// Stops answering (command lines are read and dropped) until [`ModemControl::unhang`].
+    pub fn hang(&self) {
+        self.update(|o| o.hang = true);
+    }
+
+    /// Resumes answering (also cancels a pending `hang_after`).
+    pub fn unhang(&self) {
+        self.update(|o| {
+            o.hang = false;
+            o.hang_after = 0;
+        });
+    }
+
+    /// Modem counters since start or [`ModemControl::reset_stats`].
+    pub fn stats(&self) -> ModemStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Clears the modem counters (not the card's).
+    pub fn reset_stats(&self) {
+        *lock(&self.shared.stats) = ModemStats::default();
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ModemStats)) {
+        f(&mut lock(&self.shared.stats));
+    }
+}
+
+impl ModemControl<SharedCard> {
+    /// Per-APDU / per-signature latency of the card (`None` keeps the current value).
+    pub fn set_latency(&self, apdu: Option<Duration>, signature: Option<Duration>) {
+        self.shared.card.set_latency(apdu, signature);
+    }
+}
+
+/// A running modem. Dropping it (or [`ModemHandle::stop`]) ends the serving thread,
+/// closes the pty (a host's reads then fail) and removes the symlink.
+/// Dereferences to its [`ModemControl`].
+#[derive(Debug)]
+pub struct ModemHandle<C: CardSlot = SharedCard> {
+    control: ModemControl<C>,
+    thread: Option<JoinHandle<()>>,
+    link: PathBuf,
+    device: PathBuf,
+}
+
+impl<C: CardSlot> ModemHandle<C> {
+    /// The symlink given to [`spawn`].
+    pub fn link(&self) -> &Path {
+        &self.link
+    }
+
+    /// The host-side device the symlink points to (e.g. `/dev/pts/7`).
+    pub fn device(&self) -> &Path {
+        &self.device
+    }
+
+    /// A cloneable control handle.
+    pub fn control(&self) -> ModemControl<C> {
+        self.control.clone()
+    }
+
+    /// Stops the modem now (same as dropping the handle).
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) {
+        self.control.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if std::fs::read_link(&self.link).ok().as_deref() == Some(self.device.as_path()) {
+            let _ = std::fs::remove_file(&self.link);
+        }
+    }
+}
+
+impl<C: CardSlot> std::ops::Deref for ModemHandle<C> {
+    type Target = ModemControl<C>;
+    fn deref(&self) -> &ModemControl<C> {
+        &self.control
+    }
+}
+
+impl<C: CardSlot> Drop for ModemHandle<C> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Creates the pty, makes `link` a symlink to its host side (replacing a stale symlink;
+/// any other existing file is an error) and serves AT commands until the handle is
+/// dropped.
+pub fn spawn<C: CardSlot>(
+    card: C,
+    link: &Path,
+    options: ModemOptions,
+) -> io::Result<ModemHandle<C>> {
+    if let Ok(meta) = std::fs::symlink_metadata(link) {
+        if meta.file_type().is_symlink() {
+            std::fs::remove_file(link)?;
+        } else {
+            return Err(io::Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists and is not a symlink", link.display()),
+            ));
+        }
+    }
+    let (master, slave, device) = pty::open_pty()?;
+    std::os::unix::fs::symlink(&device, link)?;
+    let shared = Arc::new(Shared {
+        card,
+        options: Mutex::new(options),
+        stats: Mutex::new(ModemStats::default()),
+        stop: AtomicBool::new(false),
+    });
+    let control = ModemControl { shared };
+    let server = Server::new(control.clone(), master, slave);
+    let thread = std::thread::Builder::new()
+        .name("modem".into())
+        .spawn(move || server.run());
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(link);
+            return Err(e);
+        }
+    };
+    Ok(ModemHandle {
+        control,
+        thread: Some(thread),
+        link: link.to_path_buf(),
+        device,
+    })
+}

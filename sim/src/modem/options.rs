@@ -1,0 +1,252 @@
+//! What the modem offers and how it misbehaves ([`ModemOptions`], settable by name), and
+//! its counters ([`ModemStats`]).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+/// Which SIM-access commands the modem offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtDialect {
+    /// `AT+CSIM` only (`+CCHO`/`+CGLA`/`+CCHC` answer `ERROR`).
+    Csim,
+    /// Logical-channel commands only (`+CSIM` answers `ERROR`).
+    Cgla,
+    /// All of them.
+    #[default]
+    Both,
+}
+
+impl AtDialect {
+    pub(super) fn csim(self) -> bool {
+        matches!(self, AtDialect::Csim | AtDialect::Both)
+    }
+    pub(super) fn cgla(self) -> bool {
+        matches!(self, AtDialect::Cgla | AtDialect::Both)
+    }
+    /// `csim`, `cgla` or `both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtDialect::Csim => "csim",
+            AtDialect::Cgla => "cgla",
+            AtDialect::Both => "both",
+        }
+    }
+}
+
+impl std::str::FromStr for AtDialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "csim" => Ok(AtDialect::Csim),
+            "cgla" => Ok(AtDialect::Cgla),
+            "both" => Ok(AtDialect::Both),
+            _ => Err(format!(
+                "unknown AT dialect {s:?} (expected csim, cgla or both)"
+            )),
+        }
+    }
+}
+
+/// Modem behaviour, including the injectable quirks. All fields can be changed while the
+/// modem runs ([`ModemControl::update`](super::ModemControl::update),
+/// [`ModemControl::set_quirk`](super::ModemControl::set_quirk)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModemOptions {
+    /// Offered SIM-access commands.
+    pub at: AtDialect,
+    /// Echo state: the command line is echoed back (with a CR) before the answer. This is
+    /// the live state: `ATE0`/`ATE1` change it.
+    pub echo: bool,
+    /// Interleave unsolicited result codes (`+CREG: 1`, `RING`, `^SYSSTART`, `+CGREG: 5`,
+    /// …) before answers and between the information line and the final result.
+    pub urc: bool,
+    /// Write every answer in small chunks (1–6 bytes, splitting inside lines and CR LF)
+    /// with 1–3 ms pauses.
+    pub split: bool,
+    /// Delay before answering (after the echo), in milliseconds.
+    pub delay_ms: u64,
+    /// Every Nth CSIM/CGLA answers `+CME ERROR: 14` (SIM busy) without reaching the card;
+    /// 0 = off.
+    pub busy_every: u32,
+    /// A command line longer than this many characters answers `ERROR`; 0 = no limit.
+    pub max_command_len: usize,
+    /// Hung: every command line is read and dropped, nothing is answered or echoed.
+    pub hang: bool,
+    /// Answer this many more command lines, then hang; 0 = off (counts down while running).
+    pub hang_after: u32,
+    /// Interleave noise lines (`+XYZ: noise`, `\xFF\xFE`, …) like the URCs; never a final
+    /// result or an information line of the command in progress.
+    pub garbage: bool,
+    /// Answer `AT+CCHO` with the bare session id (`<sessionid>`, as TS 27.007 writes it)
+    /// instead of `+CCHO: <sessionid>`.
+    pub bare_ccho: bool,
+    /// Seed of the generator that places URCs/noise and sizes the chunks.
+    pub seed: u64,
+}
+
+impl Default for ModemOptions {
+    fn default() -> Self {
+        ModemOptions {
+            at: AtDialect::Both,
+            echo: false,
+            urc: false,
+            split: false,
+            delay_ms: 0,
+            busy_every: 0,
+            max_command_len: 0,
+            hang: false,
+            hang_after: 0,
+            garbage: false,
+            bare_ccho: false,
+            seed: 0x5EED_1075_AFE5_1A0D,
+        }
+    }
+}
+
+/// Names accepted by [`ModemOptions::set`] (`-` and `_` are interchangeable).
+pub const QUIRKS: &[&str] = &[
+    "at",
+    "echo",
+    "urc",
+    "split",
+    "delay_ms",
+    "busy_every",
+    "max_command_len",
+    "hang",
+    "hang_after",
+    "garbage",
+    "bare_ccho",
+    "seed",
+];
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected on or off, got {v:?}")),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("expected a non-negative number, got {v:?}"))
+}
+
+impl ModemOptions {
+    /// Sets one field by name (see [`QUIRKS`]): booleans take `on`/`off`, numbers a
+    /// decimal, `at` takes `csim`/`cgla`/`both`.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let value = value.trim();
+        match name.replace('-', "_").to_ascii_lowercase().as_str() {
+            "at" => self.at = value.parse()?,
+            "echo" => self.echo = parse_bool(value)?,
+            "urc" => self.urc = parse_bool(value)?,
+            "split" => self.split = parse_bool(value)?,
+            "delay_ms" | "delay" => self.delay_ms = parse_num(value)?,
+            "busy_every" => self.busy_every = parse_num(value)?,
+            "max_command_len" => self.max_command_len = parse_num(value)?,
+            "hang" => self.hang = parse_bool(value)?,
+            "hang_after" => self.hang_after = parse_num(value)?,
+            "garbage" => self.garbage = parse_bool(value)?,
+            "bare_ccho" => self.bare_ccho = parse_bool(value)?,
+            "seed" => self.seed = parse_num(value)?,
+            other => {
+                return Err(format!(
+                    "unknown quirk {other:?} (known: {})",
+                    QUIRKS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The options as a JSON object (keys as in [`QUIRKS`]).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "at": self.at.name(),
+            "echo": self.echo,
+            "urc": self.urc,
+            "split": self.split,
+            "delay_ms": self.delay_ms,
+            "busy_every": self.busy_every,
+            "max_command_len": self.max_command_len,
+            "hang": self.hang,
+            "hang_after": self.hang_after,
+            "garbage": self.garbage,
+            "bare_ccho": self.bare_ccho,
+            "seed": self.seed,
+        })
+    }
+}
+
+/// Modem counters (the APDUs themselves are counted by the card).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModemStats {
+    /// Command lines answered (not counting those dropped while hung).
+    pub commands: u64,
+    /// `AT+CSIM=…` commands (including refused ones).
+    pub csim: u64,
+    /// `AT+CCHO=…` commands.
+    pub ccho: u64,
+    /// `AT+CGLA=…` commands.
+    pub cgla: u64,
+    /// `AT+CCHC=…` commands.
+    pub cchc: u64,
+    /// Final results `OK`.
+    pub ok: u64,
+    /// Final results `ERROR` (including `+CME ERROR` reported as `ERROR` under `AT+CMEE=0`).
+    pub error: u64,
+    /// Final results `+CME ERROR`, by code.
+    pub cme_error: BTreeMap<u16, u64>,
+    /// Commands answered `+CME ERROR: 14` by the `busy_every` quirk.
+    pub busy: u64,
+    /// Command lines dropped while hung.
+    pub dropped: u64,
+    /// Unsolicited result codes written.
+    pub urc: u64,
+    /// Noise lines written.
+    pub garbage: u64,
+}
+
+impl ModemStats {
+    /// As a JSON object (CME codes as string keys).
+    pub fn to_json(&self) -> Value {
+        let cme: serde_json::Map<String, Value> = self
+            .cme_error
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        json!({
+            "commands": self.commands,
+            "csim": self.csim,
+            "ccho": self.ccho,
+            "cgla": self.cgla,
+            "cchc": self.cchc,
+            "ok": self.ok,
+            "error": self.error,
+            "cme_error": cme,
+            "busy": self.busy,
+            "dropped": self.dropped,
+            "urc": self.urc,
+            "garbage": self.garbage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_set() {
+        let mut o = ModemOptions::default();
+        o.set("busy-every", "3").unwrap();
+        o.set("echo", "on").unwrap();
+        o.set("at", "csim").unwrap();
+        assert_eq!((o.busy_every, o.echo, o.at), (3, true, AtDialect::Csim));
+        assert!(o.set("echo", "maybe").is_err());
+        assert!(o.set("nope", "1").is_err());
+        assert!(o.set("delay_ms", "-1").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The SIM-access commands: `AT+CSIM` (an APDU on any channel) and `AT+CCHO` / `AT+CGLA` /
+//! `AT+CCHC` (logical channels opened, used and closed by the modem).
+
+use super::ModemOptions;
+use super::at::{Answer, Param, cme, parse_params, strict_hex};
+use super::server::Server;
+use crate::shared::CardSlot;
+
+/// Puts logical channel `ch` (0..=19) into a host's CLA byte, keeping the class
+/// (inter-industry / proprietary), chaining and secure-messaging indication.
+pub fn cla_on_channel(cla: u8, ch: u8) -> u8 {
+    let further = cla & 0x40 != 0;
+    let prop = cla & 0x80;
+    let chain = cla & 0x10;
+    if ch <= 3 {
+        if further {
+            let sm = if cla & 0x20 != 0 { 0x08 } else { 0 };
+            prop | chain | sm | ch
+        } else {
+            (cla & 0xFC) | ch
+        }
+    } else {
+        let sm = if further {
+            cla & 0x20
+        } else if cla & 0x0C != 0 {
+            0x20
+        } else {
+            0
+        };
+        prop | 0x40 | sm | chain | ((ch - 4) & 0x0F)
+    }
+}
+
+impl<C: CardSlot> Server<C> {
+    /// Forgets the session table when the card was removed since we last looked.
+    fn sync_presence(&mut self) -> bool {
+        let card = self.card();
+        let epoch = card.presence_epoch();
+        if epoch != self.seen_epoch {
+            self.sessions.clear();
+            self.seen_epoch = epoch;
+        }
+        card.is_present()
+    }
+
+    fn busy(&mut self, opts: &ModemOptions) -> bool {
+        self.busy_counter += 1;
+        if opts.busy_every > 0 && self.busy_counter.is_multiple_of(opts.busy_every as u64) {
+            self.control.count(|s| s.busy += 1);
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn csim(&mut self, params: &str, opts: &ModemOptions) -> Answer {
+        let apdu = match parse_params(params).as_deref() {
+            Some([Param::Int(len), Param::Str(hex)]) if *len == hex.len() as u64 => strict_hex(hex),
+            _ => None,
+        };
+        let Some(apdu) = apdu else {
+            return Answer::cme(cme::INCORRECT_PARAMETERS);
+        };
+        if !self.sync_presence() {
+            return Answer::cme(cme::SIM_NOT_INSERTED);
+        }
+        if self.busy(opts) {
+            return Answer::cme(cme::SIM_BUSY);
+        }
+        let r = hex::encode_upper(self.card().transmit(&apdu));
+        Answer::info(format!("+CSIM: {},\"{r}\"", r.len()))
+    }
+
+    pub(super) fn ccho(&mut self, params: &str) -> Answer {
+        let aid = match parse_params(params).as_deref() {
+            Some([Param::Str(hex)]) if hex.len() <= 32 => strict_hex(hex),
+            _ => None,
+        };
+        let Some(aid) = aid else {
+            return Answer::cme(cme::INCORRECT_PARAMETERS);
+        };
+        if !self.sync_presence() {
+            return Answer::cme(cme::SIM_NOT_INSERTED);
+        }
+        let card = self.card();
+        let r = card.transmit(&[0x00, 0x70, 0x00, 0x00, 0x01]);
+        let ch = match r.as_slice() {
+            [ch, 0x90, 0x00] => *ch,
+            [0x6A, 0x81] => return Answer::cme(cme::NOT_ALLOWED),
+            _ => return Answer::cme(cme::UNKNOWN),
+        };
+        let Some(cla) = crate::card::cla_for_channel(ch, false) else {
+            card.transmit(&[0x00, 0x70, 0x80, ch]);
+            return Answer::cme(cme::UNKNOWN);
+        };
+        let mut select = vec![cla, 0xA4, 0x04, 0x00, aid.len() as u8];
+        select.extend_from_slice(&aid);
+        let r = card.transmit(&select);
+        match r.as_slice() {
+            [.., 0x90, 0x00] | [.., 0x61, _] => {}
+            other => {
+                card.transmit(&[0x00, 0x70, 0x80, ch]);
+                return Answer::cme(if other.ends_with(&[0x6A, 0x82]) {
+                    cme::NOT_FOUND
+                } else {
+                    cme::UNKNOWN
+                });
+            }
+        }
+        let sid = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(sid, ch);
+        let bare = self.control.options().bare_ccho;
+        Answer::info(if bare {
+            sid.to_string()
+        } else {
+            format!("+CCHO: {sid}")
+        })
+    }
+
+    pub(super) fn cgla(&mut self, params: &str, opts: &ModemOptions) -> Answer {
+        let parsed = match parse_params(params).as_deref() {
+            Some([Param::Int(sid), Param::Int(len), Param::Str(hex)])
+                if *len == hex.len() as u64 =>
+            {
+                strict_hex(hex).map(|a| (*sid, a))
+            }
+            _ => None,
+        };
+        let Some((sid, mut apdu)) = parsed else {
+            return Answer::cme(cme::INCORRECT_PARAMETERS);
+        };
+        if !self.sync_presence() {
+            return Answer::cme(cme::SIM_NOT_INSERTED);
+        }
+        let Some(&ch) = self.sessions.get(&sid) else {
+            return Answer::cme(cme::INVALID_INDEX);
+        };
+        if self.busy(opts) {
+            return Answer::cme(cme::SIM_BUSY);
+        }
+        apdu[0] = cla_on_channel(apdu[0], ch);
+        let r = hex::encode_upper(self.card().transmit(&apdu));
+        Answer::info(format!("+CGLA: {},\"{r}\"", r.len()))
+    }
+
+    pub(super) fn cchc(&mut self, params: &str) -> Answer {
+        let sid = match parse_params(params).as_deref() {
+            Some([Param::Int(sid)]) => *sid,
+            _ => return Answer::cme(cme::INCORRECT_PARAMETERS),
+        };
+        if !self.sync_presence() {
+            return Answer::cme(cme::SIM_NOT_INSERTED);
+        }
+        let Some(ch) = self.sessions.remove(&sid) else {
+            return Answer::cme(cme::INVALID_INDEX);
+        };
+        self.card().transmit(&[0x00, 0x70, 0x80, ch]);
+        Answer::ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cla_mapping() {
+        assert_eq!(cla_on_channel(0x00, 1), 0x01);
+        assert_eq!(cla_on_channel(0x80, 3), 0x83);
+        assert_eq!(cla_on_channel(0x81, 2), 0x82);
+        assert_eq!(cla_on_channel(0x00, 4), 0x40);
+        assert_eq!(cla_on_channel(0x80, 19), 0xCF);
+        assert_eq!(cla_on_channel(0x40, 1), 0x01);
+        assert_eq!(cla_on_channel(0xC5, 0), 0x80);
+        assert_eq!(cla_on_channel(0x10, 5), 0x51);
+    }
+}

@@ -1,0 +1,207 @@
+//! [`SharedCard`]: one card shared by threads and transports, fault injection in front
+//! (a [`FaultyCard`] behind `Arc<Mutex<_>>`), and [`CardSlot`], what a transport (modem,
+//! vpcd) needs from a card in its reader.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::card::{Card, CardOptions, CardStats};
+use crate::faults::{Faults, FaultyCard};
+use crate::profile::{ObjectClass, Profile};
+
+/// What a transport needs from the card in its reader: the APDU exchange and presence.
+pub trait CardSlot: Clone + Send + Sync + 'static {
+    /// Processes one command APDU; returns response data ‖ SW1 SW2 (empty: no answer).
+    fn transmit(&self, command: &[u8]) -> Vec<u8>;
+    /// Whether the card is in its reader.
+    fn is_present(&self) -> bool;
+    /// Changes with every removal, so a removal followed by an insertion is noticed.
+    fn presence_epoch(&self) -> u64;
+}
+
+/// A [`Card`] shareable between threads, with fault injection (`Arc<Mutex<FaultyCard>>`).
+/// Each call holds the lock for one APDU, so latencies serialise like on a real card.
+#[derive(Debug, Clone)]
+pub struct SharedCard(Arc<Mutex<FaultyCard>>);
+
+impl SharedCard {
+    /// Wraps a card.
+    pub fn new(card: Card) -> SharedCard {
+        SharedCard(Arc::new(Mutex::new(FaultyCard::new(card))))
+    }
+
+    /// Creates a card and wraps it.
+    pub fn from_profile(profile: Profile, options: CardOptions) -> SharedCard {
+        SharedCard::new(Card::new(profile, options))
+    }
+
+    /// Locks the card (poisoning is ignored). The guard dereferences to the [`Card`].
+    pub fn lock(&self) -> MutexGuard<'_, FaultyCard> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`FaultyCard::transmit`].
+    pub fn transmit(&self, command: &[u8]) -> Vec<u8> {
+        self.lock().transmit(command)
+    }
+
+    /// See [`Card::power_off`].
+    pub fn power_off(&self) {
+        self.lock().power_off()
+    }
+
+    /// See [`Card::reset`].
+    pub fn reset(&self) {
+        self.lock().reset()
+    }
+
+    /// See [`Card::atr`].
+    pub fn atr(&self) -> Vec<u8> {
+        self.lock().atr()
+    }
+
+    /// See [`Card::stats`].
+    pub fn stats(&self) -> CardStats {
+        self.lock().stats()
+    }
+
+    /// See [`Card::reset_stats`].
+    pub fn reset_stats(&self) {
+        self.lock().reset_stats()
+    }
+
+    /// See [`Card::open_channels`].
+    pub fn open_channels(&self) -> Vec<u8> {
+        self.lock().open_channels()
+    }
+
+    /// See [`Card::set_latency`].
+    pub fn set_latency(&self, apdu: Option<Duration>, signature: Option<Duration>) {
+        self.lock().set_latency(apdu, signature)
+    }
+
+    /// A copy of the options in force.
+    pub fn options(&self) -> CardOptions {
+        self.lock().options().clone()
+    }
+
+    /// See [`Card::remove`].
+    pub fn remove(&self) {
+        self.lock().remove()
+    }
+
+    /// See [`Card::insert`].
+    pub fn insert(&self) {
+        self.lock().insert()
+    }
+
+    /// See [`Card::is_present`].
+    pub fn is_present(&self) -> bool {
+        self.lock().is_present()
+    }
+
+    /// See [`Card::presence_epoch`].
+    pub fn presence_epoch(&self) -> u64 {
+        self.lock().presence_epoch()
+    }
+
+    /// A copy of the current profile.
+    pub fn profile(&self) -> Profile {
+        self.lock().profile().clone()
+    }
+
+    /// Runs `f` with the card locked.
+    pub fn with<R>(&self, f: impl FnOnce(&mut FaultyCard) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// The card's fault handle; keep it to clear a mute card (whose `transmit` holds the lock).
+    pub fn faults(&self) -> Faults {
+        self.with(|c| c.faults())
+    }
+
+    /// See [`Card::set_provisioning`].
+    pub fn set_provisioning(&self, on: bool) {
+        self.lock().set_provisioning(on)
+    }
+
+    /// See [`Card::set_persist_path`].
+    pub fn set_persist_path(&self, path: Option<PathBuf>) {
+        self.lock().set_persist_path(path)
+    }
+
+    /// See [`Card::content_epoch`].
+    pub fn content_epoch(&self) -> u64 {
+        self.lock().content_epoch()
+    }
+
+    /// See [`Card::remote_begin`].
+    pub fn remote_begin(&self, class: ObjectClass, id: &[u8]) -> Result<(), String> {
+        self.lock().remote_begin(class, id)
+    }
+
+    /// See [`Card::remote_replace_file`].
+    pub fn remote_replace_file(&self, id: &[u8], content: Vec<u8>) -> Result<(), String> {
+        self.lock().remote_replace_file(id, content)
+    }
+
+    /// See [`Card::remote_replace_key`].
+    pub fn remote_replace_key(&self, id: &[u8]) -> Result<Vec<u8>, String> {
+        self.lock().remote_replace_key(id)
+    }
+
+    /// See [`Card::remote_delete`].
+    pub fn remote_delete(&self, class: ObjectClass, id: &[u8]) -> Result<(), String> {
+        self.lock().remote_delete(class, id)
+    }
+
+    /// See [`Card::remote_add_file`].
+    pub fn remote_add_file(
+        &self,
+        id: &[u8],
+        label: Option<Vec<u8>>,
+        usage: u8,
+        content: Vec<u8>,
+    ) -> Result<(), String> {
+        self.lock().remote_add_file(id, label, usage, content)
+    }
+
+    /// See [`Card::remote_add_secret`].
+    pub fn remote_add_secret(
+        &self,
+        id: &[u8],
+        label: Option<Vec<u8>>,
+        kd: u8,
+        value: Vec<u8>,
+    ) -> Result<(), String> {
+        self.lock().remote_add_secret(id, label, kd, value)
+    }
+
+    /// See [`Card::remote_replace_secret`].
+    pub fn remote_replace_secret(&self, id: &[u8], value: Vec<u8>) -> Result<(), String> {
+        self.lock().remote_replace_secret(id, value)
+    }
+
+    /// See [`Card::remote_end`].
+    pub fn remote_end(&self) -> Result<Vec<(ObjectClass, Vec<u8>)>, String> {
+        self.lock().remote_end()
+    }
+
+    /// See [`Card::remote_session`].
+    pub fn remote_session(&self) -> Option<Vec<(ObjectClass, Vec<u8>)>> {
+        self.lock().remote_session()
+    }
+}
+
+impl CardSlot for SharedCard {
+    fn transmit(&self, command: &[u8]) -> Vec<u8> {
+        SharedCard::transmit(self, command)
+    }
+    fn is_present(&self) -> bool {
+        SharedCard::is_present(self)
+    }
+    fn presence_epoch(&self) -> u64 {
+        SharedCard::presence_epoch(self)
+    }
+}
