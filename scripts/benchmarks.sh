@@ -3,7 +3,7 @@
 # (scripts/bench-tls.sh; the stack is started here when it is not running, and stopped again),
 # then every in-process figure (cargo bench --bench performance), which includes it.
 #   bash scripts/benchmarks.sh            print the report
-#   bash scripts/benchmarks.sh --write    also write docs/benchmarks.md
+#   bash scripts/benchmarks.sh --write    also write it into docs/performance.md (between the markers)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --workspace
