@@ -62,7 +62,7 @@ typedef struct CK_IOTSAFE_TLS12_PSK_KDF_PARAMS {
 #define IOTSAFE_PKCS11_ENV_CONFIG "IOTSAFE_PKCS11_CONFIG" /* path of the TOML configuration */
 #define IOTSAFE_PKCS11_ENV_LOG    "IOTSAFE_PKCS11_LOG"    /* env_logger filter, e.g. "debug" */
 
-/* Configuration keys of the TOML file (documented in README.md). */
+/* Configuration keys of the TOML file (documented in docs/configuration.md). */
 #define IOTSAFE_PKCS11_CFG_LOG                 "log"
 #define IOTSAFE_PKCS11_CFG_PCSC_ENABLED        "pcsc.enabled"
 #define IOTSAFE_PKCS11_CFG_PCSC_READERS        "pcsc.readers"
