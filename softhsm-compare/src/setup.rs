@@ -46,15 +46,13 @@ pub fn cert_spki(der: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// Hex digits (whitespace between them allowed) as bytes.
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if !s.len().is_multiple_of(2) {
-        return Err(format!("odd hex string {s:?}"));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("{s:?}: {e}")))
-        .collect()
+    hex::decode(&s).map_err(|e| match e {
+        hex::FromHexError::OddLength => format!("odd hex string {s:?}"),
+        e => format!("{s:?}: {e}"),
+    })
 }
 
 fn base64(text: &str) -> Result<Vec<u8>, String> {
