@@ -2,12 +2,11 @@
 //! valid/invalid/sensitive templates, short buffers, bad handles, and consistency between the
 //! public key, the private key and the certificate.
 
-use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use cryptoki_sys::*;
 
-use super::helpers::{as_ulong, get, get_bytes};
+use super::helpers::{as_ulong, attr_out, get, get_bytes};
 use super::object_classes::{CERT, COMMON, KEY, PRIVATE, PUBLIC, SECRET, render};
 use super::objects::Objects;
 use super::{BOGUS_ATTRIBUTE, BOGUS_HANDLE};
@@ -64,73 +63,38 @@ pub(super) fn attributes(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &m
     let mut id = [0u8; 16];
     let mut junk = [0u8; 16];
     let mut t = [
-        CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_mut_ptr() as *mut c_void,
-            ulValueLen: 64,
-        },
-        CK_ATTRIBUTE {
-            type_: BOGUS_ATTRIBUTE,
-            pValue: junk.as_mut_ptr() as *mut c_void,
-            ulValueLen: 16,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_ID,
-            pValue: id.as_mut_ptr() as *mut c_void,
-            ulValueLen: 16,
-        },
+        attr_out(CKA_LABEL, &mut label),
+        attr_out(BOGUS_ATTRIBUTE, &mut junk),
+        attr_out(CKA_ID, &mut id),
     ];
-    let rv = call!(m, C_GetAttributeValue, s, k, t.as_mut_ptr(), 3);
+    let rv = get_template(m, s, k, &mut t);
     r.check(
         "attr.mixed_invalid",
         "C_GetAttributeValue(LABEL, 0x7FFFFFF0, ID)",
         rv,
         format!(
-            "lens {} {} {}; label {:?}",
-            ulong(t[0].ulValueLen),
-            ulong(t[1].ulValueLen),
-            ulong(t[2].ulValueLen),
+            "{}; label {:?}",
+            lens(&t),
             String::from_utf8_lossy(&label[..(t[0].ulValueLen.min(64)) as usize])
         ),
     );
-    let mut value = [0u8; 64];
-    let mut t = [
-        CK_ATTRIBUTE {
-            type_: CKA_VALUE,
-            pValue: value.as_mut_ptr() as *mut c_void,
-            ulValueLen: 64,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_mut_ptr() as *mut c_void,
-            ulValueLen: 64,
-        },
-    ];
-    let rv = call!(m, C_GetAttributeValue, s, k, t.as_mut_ptr(), 2);
+    let (rv, out) = sensitive_value_and_label(m, s, k);
     r.check(
         "attr.sensitive_mixed",
         "C_GetAttributeValue(VALUE of private key, LABEL)",
         rv,
-        format!("lens {} {}", ulong(t[0].ulValueLen), ulong(t[1].ulValueLen)),
+        out,
     );
     let mut t = [
-        CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_mut_ptr() as *mut c_void,
-            ulValueLen: 1,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_ID,
-            pValue: id.as_mut_ptr() as *mut c_void,
-            ulValueLen: 16,
-        },
+        attr_out(CKA_LABEL, &mut label[..1]),
+        attr_out(CKA_ID, &mut id),
     ];
-    let rv = call!(m, C_GetAttributeValue, s, k, t.as_mut_ptr(), 2);
+    let rv = get_template(m, s, k, &mut t);
     r.check(
         "attr.short_buffer",
         "C_GetAttributeValue(LABEL in 1 byte, ID)",
         rv,
-        format!("lens {} {}", ulong(t[0].ulValueLen), ulong(t[1].ulValueLen)),
+        lens(&t),
     );
     let mut t = [CK_ATTRIBUTE {
         type_: CKA_LABEL,
@@ -158,24 +122,12 @@ pub(super) fn attributes(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &m
 
     // The same for a PSK (a sensitive secret key).
     if let Some(psk) = objs.get("secret.device-psk") {
-        let mut t = [
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE,
-                pValue: value.as_mut_ptr() as *mut c_void,
-                ulValueLen: 64,
-            },
-            CK_ATTRIBUTE {
-                type_: CKA_LABEL,
-                pValue: label.as_mut_ptr() as *mut c_void,
-                ulValueLen: 64,
-            },
-        ];
-        let rv = call!(m, C_GetAttributeValue, s, psk, t.as_mut_ptr(), 2);
+        let (rv, out) = sensitive_value_and_label(m, s, psk);
         r.check(
             "attr.secret.sensitive_mixed",
             "C_GetAttributeValue(VALUE of secret key device-psk, LABEL)",
             rv,
-            format!("lens {} {}", ulong(t[0].ulValueLen), ulong(t[1].ulValueLen)),
+            out,
         );
     } else {
         r.fact(
@@ -209,4 +161,43 @@ pub(super) fn attributes(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &m
             },
         );
     }
+}
+
+/// `C_GetAttributeValue` with a whole template.
+fn get_template(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    o: CK_OBJECT_HANDLE,
+    t: &mut [CK_ATTRIBUTE],
+) -> CK_RV {
+    call!(
+        m,
+        C_GetAttributeValue,
+        s,
+        o,
+        t.as_mut_ptr(),
+        t.len() as CK_ULONG
+    )
+}
+
+/// "lens a b ...": the value lengths the module wrote into a template.
+fn lens(t: &[CK_ATTRIBUTE]) -> String {
+    let lens: Vec<String> = t.iter().map(|a| ulong(a.ulValueLen)).collect();
+    format!("lens {}", lens.join(" "))
+}
+
+/// The sensitive VALUE and the LABEL of a key in one call: rv and their lengths.
+fn sensitive_value_and_label(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+) -> (CK_RV, String) {
+    let mut value = [0u8; 64];
+    let mut label = [0u8; 64];
+    let mut t = [
+        attr_out(CKA_VALUE, &mut value),
+        attr_out(CKA_LABEL, &mut label),
+    ];
+    let rv = get_template(m, s, key, &mut t);
+    (rv, lens(&t))
 }

@@ -22,11 +22,33 @@ pub(super) fn os_locking_args() -> CK_C_INITIALIZE_ARGS {
     }
 }
 
-pub(super) fn open(m: &Module, slot: CK_SLOT_ID, flags: CK_FLAGS) -> CK_SESSION_HANDLE {
+/// `C_OpenSession` without application or callback: (rv, handle).
+pub(super) fn open_session(
+    m: &Module,
+    slot: CK_SLOT_ID,
+    flags: CK_FLAGS,
+) -> (CK_RV, CK_SESSION_HANDLE) {
     let mut s = 0;
     let rv = call!(m, C_OpenSession, slot, flags, null_mut(), None, &mut s);
+    (rv, s)
+}
+
+/// A session the checks need (panics when the module cannot open one).
+pub(super) fn open(m: &Module, slot: CK_SLOT_ID, flags: CK_FLAGS) -> CK_SESSION_HANDLE {
+    let (rv, s) = open_session(m, slot, flags);
     assert_eq!(rv, CKR_OK, "C_OpenSession({flags:#x}) = {}", rv_name(rv));
     s
+}
+
+pub(super) fn login(m: &Module, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> CK_RV {
+    call!(
+        m,
+        C_Login,
+        s,
+        user,
+        pin.as_ptr() as *mut u8,
+        pin.len() as CK_ULONG
+    )
 }
 
 pub(super) fn attr<T>(t: CK_ATTRIBUTE_TYPE, v: &T) -> CK_ATTRIBUTE {
@@ -42,6 +64,15 @@ pub(super) fn attr_bytes(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> CK_ATTRIBUTE {
         type_: t,
         pValue: v.as_ptr() as *mut c_void,
         ulValueLen: v.len() as CK_ULONG,
+    }
+}
+
+/// A template entry the module fills: `buf` and its length.
+pub(super) fn attr_out(t: CK_ATTRIBUTE_TYPE, buf: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: buf.as_mut_ptr() as *mut c_void,
+        ulValueLen: buf.len() as CK_ULONG,
     }
 }
 
@@ -178,6 +209,66 @@ pub(super) fn host_verify(point: &[u8], prehash: &[u8], sig: &[u8]) -> &'static 
     }
 }
 
+pub(super) fn sign_init(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    let mut mm = mech(mechanism);
+    call!(m, C_SignInit, s, &mut mm, key)
+}
+
+pub(super) fn verify_init(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    let mut mm = mech(mechanism);
+    call!(m, C_VerifyInit, s, &mut mm, key)
+}
+
+/// `C_Sign` over `data` into `out` (NULL: the length only); `len` in and out (NULL allowed).
+pub(super) fn sign(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    data: &[u8],
+    out: *mut u8,
+    len: *mut CK_ULONG,
+) -> CK_RV {
+    call!(
+        m,
+        C_Sign,
+        s,
+        data.as_ptr() as *mut u8,
+        data.len() as CK_ULONG,
+        out,
+        len
+    )
+}
+
+pub(super) fn sign_update(m: &Module, s: CK_SESSION_HANDLE, part: &[u8]) -> CK_RV {
+    call!(
+        m,
+        C_SignUpdate,
+        s,
+        part.as_ptr() as *mut u8,
+        part.len() as CK_ULONG
+    )
+}
+
+pub(super) fn verify_update(m: &Module, s: CK_SESSION_HANDLE, part: &[u8]) -> CK_RV {
+    call!(
+        m,
+        C_VerifyUpdate,
+        s,
+        part.as_ptr() as *mut u8,
+        part.len() as CK_ULONG
+    )
+}
+
+/// `C_SignInit` and `C_Sign` into a 256-byte buffer: (rv, signature).
 pub(super) fn sign_once(
     m: &Module,
     s: CK_SESSION_HANDLE,
@@ -185,22 +276,13 @@ pub(super) fn sign_once(
     k: CK_OBJECT_HANDLE,
     data: &[u8],
 ) -> (CK_RV, Vec<u8>) {
-    let mut mm = mech(mechanism);
-    let rv = call!(m, C_SignInit, s, &mut mm, k);
+    let rv = sign_init(m, s, mechanism, k);
     if rv != CKR_OK {
         return (rv, vec![]);
     }
     let mut sig = vec![0u8; 256];
     let mut len: CK_ULONG = 256;
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        data.as_ptr() as *mut u8,
-        data.len() as CK_ULONG,
-        sig.as_mut_ptr(),
-        &mut len
-    );
+    let rv = sign(m, s, data, sig.as_mut_ptr(), &mut len);
     sig.truncate(if rv == CKR_OK { len as usize } else { 0 });
     (rv, sig)
 }
@@ -213,8 +295,7 @@ pub(super) fn verify_once(
     data: &[u8],
     sig: &[u8],
 ) -> CK_RV {
-    let mut mm = mech(mechanism);
-    let rv = call!(m, C_VerifyInit, s, &mut mm, p);
+    let rv = verify_init(m, s, mechanism, p);
     if rv != CKR_OK {
         return rv;
     }

@@ -5,7 +5,7 @@ use std::ptr::null_mut;
 
 use cryptoki_sys::*;
 
-use super::helpers::{open, session_info};
+use super::helpers::{login, open, open_session, session_info};
 use super::{BOGUS_HANDLE, BOGUS_SLOT, Options};
 use crate::call;
 use crate::module::Module;
@@ -22,8 +22,7 @@ pub(super) fn sessions(
     other: Option<CK_SLOT_ID>,
     r: &mut Report,
 ) {
-    let mut s = 0;
-    let rv = call!(m, C_OpenSession, slot, 0, null_mut(), None, &mut s);
+    let (rv, _) = open_session(m, slot, 0);
     r.check("session.open.no_serial", "C_OpenSession(flags=0)", rv, "");
     let ro = open(m, slot, CKF_SERIAL_SESSION);
     let (rv, i) = session_info(m, ro);
@@ -33,16 +32,7 @@ pub(super) fn sessions(
         rv,
         i,
     );
-    let mut rw = 0;
-    let rv = call!(
-        m,
-        C_OpenSession,
-        slot,
-        CKF_SERIAL_SESSION | CKF_RW_SESSION,
-        null_mut(),
-        None,
-        &mut rw
-    );
+    let (rv, rw) = open_session(m, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
     r.check("session.open.rw", "C_OpenSession(SERIAL|RW)", rv, "");
     let (rv, i) = session_info(m, rw);
     r.check("session.info.rw", "C_GetSessionInfo(RW session)", rv, i);
@@ -83,15 +73,7 @@ pub(super) fn sessions(
         rv,
         "",
     );
-    let rv = call!(
-        m,
-        C_OpenSession,
-        BOGUS_SLOT,
-        CKF_SERIAL_SESSION,
-        null_mut(),
-        None,
-        &mut s
-    );
+    let (rv, _) = open_session(m, BOGUS_SLOT, CKF_SERIAL_SESSION);
     r.check(
         "session.open.bogus_slot",
         "C_OpenSession(bogus slot)",
@@ -99,15 +81,7 @@ pub(super) fn sessions(
         "",
     );
     if let Some(other) = other {
-        let rv = call!(
-            m,
-            C_OpenSession,
-            other,
-            CKF_SERIAL_SESSION,
-            null_mut(),
-            None,
-            &mut s
-        );
+        let (rv, s) = open_session(m, other, CKF_SERIAL_SESSION);
         r.check(
             "session.open.other_slot",
             "C_OpenSession(other slot)",
@@ -139,15 +113,8 @@ pub(super) fn sessions(
     r.check("session.info.null", "C_GetSessionInfo(NULL)", rv, "");
 
     // Login state is per token: both sessions follow it.
-    let mut pin = o.pin.clone().into_bytes();
-    let rv = call!(
-        m,
-        C_Login,
-        ro,
-        CKU_USER,
-        pin.as_mut_ptr(),
-        pin.len() as CK_ULONG
-    );
+    let pin = o.pin.as_bytes();
+    let rv = login(m, ro, CKU_USER, pin);
     r.check("login.user", "C_Login(USER, pin)", rv, "");
     let (_, a) = session_info(m, ro);
     let (_, b) = session_info(m, rw);
@@ -156,14 +123,7 @@ pub(super) fn sessions(
         "C_GetSessionInfo of the RO and RW session",
         format!("{a}; {b}"),
     );
-    let rv = call!(
-        m,
-        C_Login,
-        rw,
-        CKU_USER,
-        pin.as_mut_ptr(),
-        pin.len() as CK_ULONG
-    );
+    let rv = login(m, rw, CKU_USER, pin);
     r.check("login.user.again", "C_Login(USER) again", rv, "");
     let rv = call!(m, C_Logout, rw);
     r.check("logout", "C_Logout", rv, "");
@@ -171,55 +131,26 @@ pub(super) fn sessions(
     r.fact("logout.state", "C_GetSessionInfo after logout", a);
     let rv = call!(m, C_Logout, ro);
     r.check("logout.again", "C_Logout again", rv, "");
-    let mut wrong = b"99999999".to_vec();
-    let rv = call!(
-        m,
-        C_Login,
-        ro,
-        CKU_USER,
-        wrong.as_mut_ptr(),
-        wrong.len() as CK_ULONG
-    );
+    let rv = login(m, ro, CKU_USER, b"99999999");
     r.check("login.wrong_pin", "C_Login(USER, wrong pin)", rv, "");
     if rv == CKR_OK {
         call!(m, C_Logout, ro);
     }
-    let rv = call!(
-        m,
-        C_Login,
-        ro,
-        CKU_SO,
-        pin.as_mut_ptr(),
-        pin.len() as CK_ULONG
-    );
+    let rv = login(m, ro, CKU_SO, pin);
     r.check("login.so", "C_Login(SO) with a RO session open", rv, "");
     if rv == CKR_OK {
         call!(m, C_Logout, ro);
     }
-    let rv = call!(m, C_Login, ro, 5, pin.as_mut_ptr(), pin.len() as CK_ULONG);
+    let rv = login(m, ro, 5, pin);
     r.check("login.bad_user_type", "C_Login(user type 5)", rv, "");
-    let rv = call!(
-        m,
-        C_Login,
-        ro,
-        CKU_CONTEXT_SPECIFIC,
-        pin.as_mut_ptr(),
-        pin.len() as CK_ULONG
-    );
+    let rv = login(m, ro, CKU_CONTEXT_SPECIFIC, pin);
     r.check(
         "login.context_specific",
         "C_Login(CONTEXT_SPECIFIC) with no operation",
         rv,
         "",
     );
-    let rv = call!(
-        m,
-        C_Login,
-        BOGUS_HANDLE,
-        CKU_USER,
-        pin.as_mut_ptr(),
-        pin.len() as CK_ULONG
-    );
+    let rv = login(m, BOGUS_HANDLE, CKU_USER, pin);
     r.check("login.bogus_session", "C_Login(bogus session)", rv, "");
     let rv = call!(m, C_CloseAllSessions, slot);
     r.check(

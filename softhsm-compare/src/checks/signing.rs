@@ -6,7 +6,10 @@ use std::ptr::null_mut;
 
 use cryptoki_sys::*;
 
-use super::helpers::{digest_of, get_bytes, host_verify, mech, sign_once, verify_once};
+use super::helpers::{
+    digest_of, get_bytes, host_verify, mech, sign, sign_init, sign_once, sign_update, verify_init,
+    verify_once, verify_update,
+};
 use super::objects::Objects;
 use super::{BOGUS_HANDLE, BOGUS_MECHANISM};
 use crate::call;
@@ -15,6 +18,32 @@ use crate::names::rv_name;
 use crate::report::Report;
 
 const MESSAGE: &[u8] = b"IoT SAFE differential check: the same message for every module";
+
+/// One `C_Sign`, then `C_Verify` of its signature and the host's verdict over `prehash`: the
+/// check's rv and output.
+fn sign_and_verify(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    (k, p): (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE),
+    point: &[u8],
+    data: &[u8],
+    prehash: &[u8],
+) -> (CK_RV, String) {
+    let (rv, sig) = sign_once(m, s, mechanism, k, data);
+    let out = if rv == CKR_OK {
+        let v = verify_once(m, s, mechanism, p, data, &sig);
+        format!(
+            "len={} verify {} {}",
+            sig.len(),
+            rv_name(v),
+            host_verify(point, prehash, &sig)
+        )
+    } else {
+        String::new()
+    };
+    (rv, out)
+}
 
 pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut Report) {
     let (Some(k), Some(p)) = (objs.get("privkey.client"), objs.get("pubkey.client")) else {
@@ -25,19 +54,10 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     let hash = digest_of(CKM_ECDSA_SHA256, MESSAGE);
 
     // Length rules of C_Sign (raw ECDSA over a SHA-256 hash).
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_SignInit, s, &mut mm, k);
+    let rv = sign_init(m, s, CKM_ECDSA, k);
     r.check("sign.ecdsa.init", "C_SignInit(ECDSA, privkey)", rv, "");
     let mut len: CK_ULONG = 0;
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        null_mut(),
-        &mut len
-    );
+    let rv = sign(m, s, &hash, null_mut(), &mut len);
     r.check(
         "sign.ecdsa.size_query",
         "C_Sign(32 bytes, NULL)",
@@ -46,15 +66,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     );
     let mut sig = vec![0u8; 128];
     let mut len: CK_ULONG = 10;
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        sig.as_mut_ptr(),
-        &mut len
-    );
+    let rv = sign(m, s, &hash, sig.as_mut_ptr(), &mut len);
     r.check(
         "sign.ecdsa.short",
         "C_Sign(32 bytes, 10-byte buffer)",
@@ -62,15 +74,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
         format!("len={len}"),
     );
     let mut len: CK_ULONG = 128;
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        sig.as_mut_ptr(),
-        &mut len
-    );
+    let rv = sign(m, s, &hash, sig.as_mut_ptr(), &mut len);
     sig.truncate(len as usize);
     r.check(
         "sign.ecdsa.retry",
@@ -80,15 +84,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     );
     let mut len: CK_ULONG = 128;
     let mut junk = [0u8; 128];
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        junk.as_mut_ptr(),
-        &mut len
-    );
+    let rv = sign(m, s, &hash, junk.as_mut_ptr(), &mut len);
     r.check("sign.ecdsa.ended", "C_Sign again (operation ended)", rv, "");
 
     let rv = verify_once(m, s, CKM_ECDSA, p, &hash, &sig);
@@ -129,18 +125,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     // Raw ECDSA over inputs of several lengths.
     for n in [0usize, 1, 16, 20, 31, 32, 33, 48, 64, 65, 100] {
         let data: Vec<u8> = (0..n).map(|i| (i * 7 + 1) as u8).collect();
-        let (rv, sig) = sign_once(m, s, CKM_ECDSA, k, &data);
-        let out = if rv == CKR_OK {
-            let v = verify_once(m, s, CKM_ECDSA, p, &data, &sig);
-            format!(
-                "len={} verify {} {}",
-                sig.len(),
-                rv_name(v),
-                host_verify(&point, &data, &sig)
-            )
-        } else {
-            String::new()
-        };
+        let (rv, out) = sign_and_verify(m, s, CKM_ECDSA, (k, p), &point, &data, &data);
         r.check(
             &format!("sign.ecdsa.data_len.{n}"),
             &format!("C_Sign(ECDSA, {n} bytes)"),
@@ -155,18 +140,8 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
         (CKM_ECDSA_SHA384, "ECDSA_SHA384"),
         (CKM_ECDSA_SHA512, "ECDSA_SHA512"),
     ] {
-        let (rv, sig) = sign_once(m, s, mechanism, k, MESSAGE);
-        let out = if rv == CKR_OK {
-            let v = verify_once(m, s, mechanism, p, MESSAGE, &sig);
-            format!(
-                "len={} verify {} {}",
-                sig.len(),
-                rv_name(v),
-                host_verify(&point, &digest_of(mechanism, MESSAGE), &sig)
-            )
-        } else {
-            String::new()
-        };
+        let prehash = digest_of(mechanism, MESSAGE);
+        let (rv, out) = sign_and_verify(m, s, mechanism, (k, p), &point, MESSAGE, &prehash);
         r.check(
             &format!("sign.{name}.single"),
             &format!("C_Sign({name}, message)"),
@@ -174,24 +149,11 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
             out,
         );
 
-        let mut mm = mech(mechanism);
-        let rv = call!(m, C_SignInit, s, &mut mm, k);
+        let rv = sign_init(m, s, mechanism, k);
         if rv == CKR_OK {
             let (a, b) = MESSAGE.split_at(20);
-            let rv1 = call!(
-                m,
-                C_SignUpdate,
-                s,
-                a.as_ptr() as *mut u8,
-                a.len() as CK_ULONG
-            );
-            let rv2 = call!(
-                m,
-                C_SignUpdate,
-                s,
-                b.as_ptr() as *mut u8,
-                b.len() as CK_ULONG
-            );
+            let rv1 = sign_update(m, s, a);
+            let rv2 = sign_update(m, s, b);
             let mut len: CK_ULONG = 0;
             let rv3 = call!(m, C_SignFinal, s, null_mut(), &mut len);
             let mut sig = vec![0u8; 128];
@@ -199,23 +161,10 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
             let rv4 = call!(m, C_SignFinal, s, sig.as_mut_ptr(), &mut len2);
             sig.truncate(len2 as usize);
             // Multi-part verification too.
-            let mut mm = mech(mechanism);
-            let mut v = call!(m, C_VerifyInit, s, &mut mm, p);
+            let mut v = verify_init(m, s, mechanism, p);
             if v == CKR_OK {
-                call!(
-                    m,
-                    C_VerifyUpdate,
-                    s,
-                    a.as_ptr() as *mut u8,
-                    a.len() as CK_ULONG
-                );
-                call!(
-                    m,
-                    C_VerifyUpdate,
-                    s,
-                    b.as_ptr() as *mut u8,
-                    b.len() as CK_ULONG
-                );
+                verify_update(m, s, a);
+                verify_update(m, s, b);
                 v = call!(m, C_VerifyFinal, s, sig.as_mut_ptr(), sig.len() as CK_ULONG);
             }
             r.check(
@@ -230,7 +179,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
                     len,
                     len2,
                     rv_name(v),
-                    host_verify(&point, &digest_of(mechanism, MESSAGE), &sig)
+                    host_verify(&point, &prehash, &sig)
                 ),
             );
         } else {
@@ -244,60 +193,33 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     }
 
     // Raw ECDSA is single-part.
-    let mut mm = mech(CKM_ECDSA);
-    call!(m, C_SignInit, s, &mut mm, k);
-    let rv = call!(m, C_SignUpdate, s, hash.as_ptr() as *mut u8, 32);
+    sign_init(m, s, CKM_ECDSA, k);
+    let rv = sign_update(m, s, &hash);
     r.check("sign.ecdsa.update", "C_SignUpdate(ECDSA)", rv, "");
     let mut len: CK_ULONG = 128;
     let mut buf = [0u8; 128];
     if rv == CKR_OK {
         call!(m, C_SignFinal, s, buf.as_mut_ptr(), &mut len);
     }
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_SignInit, s, &mut mm, k);
+    let rv = sign_init(m, s, CKM_ECDSA, k);
     r.check(
         "sign.after_failed_update",
         "C_SignInit after the failed C_SignUpdate",
         rv,
         "",
     );
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_SignInit, s, &mut mm, k);
+    let rv = sign_init(m, s, CKM_ECDSA, k);
     r.check("sign.init_twice", "C_SignInit while active", rv, "");
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        null_mut(),
-        null_mut()
-    );
+    let rv = sign(m, s, &hash, null_mut(), null_mut());
     r.check("sign.null_len", "C_Sign(NULL, NULL length)", rv, "");
     let mut len: CK_ULONG = 128;
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        buf.as_mut_ptr(),
-        &mut len
-    );
+    let rv = sign(m, s, &hash, buf.as_mut_ptr(), &mut len);
     r.check("sign.after_null_len", "C_Sign after ARGUMENTS_BAD", rv, "");
     let mut len: CK_ULONG = 128;
-    let rv = call!(
-        m,
-        C_Sign,
-        s,
-        hash.as_ptr() as *mut u8,
-        32,
-        buf.as_mut_ptr(),
-        &mut len
-    );
+    let rv = sign(m, s, &hash, buf.as_mut_ptr(), &mut len);
     r.check("sign.without_init", "C_Sign without C_SignInit", rv, "");
 
-    // Wrong keys and mechanisms.
+    // Wrong keys and mechanisms; an operation that starts anyway is ended with one C_Sign.
     let cases: Vec<(&str, &str, CK_MECHANISM_TYPE, Option<CK_OBJECT_HANDLE>)> = vec![
         (
             "sign.key.public",
@@ -344,26 +266,16 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     ];
     for (id, what, mechanism, key) in cases {
         let Some(key) = key else { continue };
-        let mut mm = mech(mechanism);
-        let rv = call!(m, C_SignInit, s, &mut mm, key);
+        let rv = sign_init(m, s, mechanism, key);
         if rv == CKR_OK {
             let mut len: CK_ULONG = 128;
-            call!(
-                m,
-                C_Sign,
-                s,
-                hash.as_ptr() as *mut u8,
-                32,
-                buf.as_mut_ptr(),
-                &mut len
-            );
+            sign(m, s, &hash, buf.as_mut_ptr(), &mut len);
         }
         r.check(id, what, rv, "");
     }
     let rv = call!(m, C_SignInit, s, null_mut(), k);
     r.check("sign.mech.null", "C_SignInit(NULL mechanism)", rv, "");
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_SignInit, BOGUS_HANDLE, &mut mm, k);
+    let rv = sign_init(m, BOGUS_HANDLE, CKM_ECDSA, k);
     r.check("sign.bogus_session", "C_SignInit(bogus session)", rv, "");
     let mut mm = mech(CKM_ECDSA);
     mm.pParameter = buf.as_mut_ptr() as *mut c_void;
@@ -371,15 +283,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
     let rv = call!(m, C_SignInit, s, &mut mm, k);
     if rv == CKR_OK {
         let mut len: CK_ULONG = 128;
-        call!(
-            m,
-            C_Sign,
-            s,
-            hash.as_ptr() as *mut u8,
-            32,
-            buf.as_mut_ptr(),
-            &mut len
-        );
+        sign(m, s, &hash, buf.as_mut_ptr(), &mut len);
     }
     r.check(
         "sign.mech.with_parameter",
