@@ -8,8 +8,8 @@ use cryptoki_sys::*;
 
 use super::Options;
 use super::helpers::{
-    attr, attr_bytes, digest_of, find, get_bytes, host_verify, open, os_locking_args, session_info,
-    sign_once, slot_list, token_label,
+    attr, attr_bytes, digest_of, find, get_bytes, host_verify, open, open_session, os_locking_args,
+    session_info, sign_once, slot_list, token_label,
 };
 use super::objects::Objects;
 use crate::call;
@@ -31,16 +31,7 @@ pub(super) fn threads(m: &Module, o: &Options, slot: CK_SLOT_ID, objs: &Objects,
                 scope.spawn(move || {
                     let mut ok = 0;
                     let mut errors = Vec::new();
-                    let mut s = 0;
-                    let rv = call!(
-                        m,
-                        C_OpenSession,
-                        slot,
-                        CKF_SERIAL_SESSION,
-                        null_mut(),
-                        None,
-                        &mut s
-                    );
+                    let (rv, s) = open_session(m, slot, CKF_SERIAL_SESSION);
                     if rv != CKR_OK {
                         return (0, vec![format!("C_OpenSession {}", rv_name(rv))]);
                     }
@@ -137,16 +128,7 @@ fn sign_in_fresh_session(m: &Module, label: &str) -> String {
     else {
         return format!("token not found among {} slots", all.len());
     };
-    let mut s = 0;
-    let rv = call!(
-        m,
-        C_OpenSession,
-        slot,
-        CKF_SERIAL_SESSION,
-        null_mut(),
-        None,
-        &mut s
-    );
+    let (rv, s) = open_session(m, slot, CKF_SERIAL_SESSION);
     if rv != CKR_OK {
         return format!("C_OpenSession {}", rv_name(rv));
     }

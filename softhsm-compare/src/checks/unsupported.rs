@@ -8,7 +8,7 @@ use std::ptr::null_mut;
 use cryptoki_sys::*;
 
 use super::general::function_list_3_0;
-use super::helpers::mech;
+use super::helpers::{mech, open_session, sign_init, sign_update};
 use super::objects::Objects;
 use super::{BOGUS_HANDLE, Options};
 use crate::call;
@@ -37,9 +37,8 @@ pub(super) fn unsupported(
         rv,
         "",
     );
-    let mut mm = mech(CKM_ECDSA_SHA256);
-    if call!(m, C_SignInit, s, &mut mm, k) == CKR_OK {
-        call!(m, C_SignUpdate, s, buf.as_mut_ptr(), 8);
+    if sign_init(m, s, CKM_ECDSA_SHA256, k) == CKR_OK {
+        sign_update(m, s, &buf[..8]);
         let mut len: CK_ULONG = 0;
         let rv = call!(m, C_GetOperationState, s, null_mut(), &mut len);
         r.check(
@@ -59,19 +58,7 @@ pub(super) fn unsupported(
         "",
     );
 
-    let rw = {
-        let mut h = 0;
-        call!(
-            m,
-            C_OpenSession,
-            slot,
-            CKF_SERIAL_SESSION | CKF_RW_SESSION,
-            null_mut(),
-            None,
-            &mut h
-        );
-        h
-    };
+    let (_, rw) = open_session(m, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
     let mut so = b"87654321".to_vec();
     let mut label = [b' '; 32];
     let rv = call!(
@@ -109,18 +96,16 @@ pub(super) fn unsupported(
     );
     call!(m, C_CloseSession, rw);
 
+    // C_Encrypt, C_Decrypt and the dual-function updates share one shape: 16 bytes in, `out`
+    // and `olen` out.
+    let mut data_in_out = |function: CK_C_Encrypt, name: &str| {
+        let function = function.unwrap_or_else(|| panic!("{name} missing in the function list"));
+        unsafe { function(s, buf.as_mut_ptr(), 16, out.as_mut_ptr(), &mut olen) }
+    };
     let mut mm = mech(CKM_ECDSA);
     let rv = call!(m, C_EncryptInit, s, &mut mm, p);
     r.check("unsup.encrypt_init", "C_EncryptInit(ECDSA, pubkey)", rv, "");
-    let rv = call!(
-        m,
-        C_Encrypt,
-        s,
-        buf.as_mut_ptr(),
-        16,
-        out.as_mut_ptr(),
-        &mut olen
-    );
+    let rv = data_in_out(m.f().C_Encrypt, "C_Encrypt");
     r.check("unsup.encrypt", "C_Encrypt without init", rv, "");
     let mut mm = mech(CKM_ECDSA);
     let rv = call!(m, C_DecryptInit, s, &mut mm, k);
@@ -130,15 +115,7 @@ pub(super) fn unsupported(
         rv,
         "",
     );
-    let rv = call!(
-        m,
-        C_Decrypt,
-        s,
-        buf.as_mut_ptr(),
-        16,
-        out.as_mut_ptr(),
-        &mut olen
-    );
+    let rv = data_in_out(m.f().C_Decrypt, "C_Decrypt");
     r.check("unsup.decrypt", "C_Decrypt without init", rv, "");
     let rv = call!(m, C_DigestKey, s, k);
     r.check("unsup.digest_key", "C_DigestKey without digest", rv, "");
@@ -158,61 +135,32 @@ pub(super) fn unsupported(
         rv,
         "",
     );
-    let rv = call!(
-        m,
-        C_DigestEncryptUpdate,
-        s,
-        buf.as_mut_ptr(),
-        16,
-        out.as_mut_ptr(),
-        &mut olen
-    );
-    r.check(
-        "unsup.digest_encrypt_update",
-        "C_DigestEncryptUpdate",
-        rv,
-        "",
-    );
-    let rv = call!(
-        m,
-        C_DecryptDigestUpdate,
-        s,
-        buf.as_mut_ptr(),
-        16,
-        out.as_mut_ptr(),
-        &mut olen
-    );
-    r.check(
-        "unsup.decrypt_digest_update",
-        "C_DecryptDigestUpdate",
-        rv,
-        "",
-    );
-    let rv = call!(
-        m,
-        C_SignEncryptUpdate,
-        s,
-        buf.as_mut_ptr(),
-        16,
-        out.as_mut_ptr(),
-        &mut olen
-    );
-    r.check("unsup.sign_encrypt_update", "C_SignEncryptUpdate", rv, "");
-    let rv = call!(
-        m,
-        C_DecryptVerifyUpdate,
-        s,
-        buf.as_mut_ptr(),
-        16,
-        out.as_mut_ptr(),
-        &mut olen
-    );
-    r.check(
-        "unsup.decrypt_verify_update",
-        "C_DecryptVerifyUpdate",
-        rv,
-        "",
-    );
+    let f = m.f();
+    for (id, name, function) in [
+        (
+            "unsup.digest_encrypt_update",
+            "C_DigestEncryptUpdate",
+            f.C_DigestEncryptUpdate,
+        ),
+        (
+            "unsup.decrypt_digest_update",
+            "C_DecryptDigestUpdate",
+            f.C_DecryptDigestUpdate,
+        ),
+        (
+            "unsup.sign_encrypt_update",
+            "C_SignEncryptUpdate",
+            f.C_SignEncryptUpdate,
+        ),
+        (
+            "unsup.decrypt_verify_update",
+            "C_DecryptVerifyUpdate",
+            f.C_DecryptVerifyUpdate,
+        ),
+    ] {
+        let rv = data_in_out(function, name);
+        r.check(id, name, rv, "");
+    }
 
     let mut mm = mech(CKM_AES_KEY_GEN);
     let mut h = 0;
