@@ -4,7 +4,7 @@ use std::ptr::null_mut;
 
 use cryptoki_sys::*;
 
-use super::helpers::mech;
+use super::helpers::{data_in_out, function, mech, update};
 use crate::call;
 use crate::module::Module;
 use crate::names::rv_name;
@@ -27,12 +27,24 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
             continue;
         }
         let mut len: CK_ULONG = 0;
-        let rv0 = digest(m, s, b"abc", null_mut(), &mut len);
+        let rv0 = data_in_out(function!(m, C_Digest), s, b"abc", null_mut(), &mut len);
         let mut out = vec![0u8; 64];
         let mut short: CK_ULONG = 4;
-        let rv1 = digest(m, s, b"abc", out.as_mut_ptr(), &mut short);
+        let rv1 = data_in_out(
+            function!(m, C_Digest),
+            s,
+            b"abc",
+            out.as_mut_ptr(),
+            &mut short,
+        );
         let mut full: CK_ULONG = 64;
-        let rv2 = digest(m, s, b"abc", out.as_mut_ptr(), &mut full);
+        let rv2 = data_in_out(
+            function!(m, C_Digest),
+            s,
+            b"abc",
+            out.as_mut_ptr(),
+            &mut full,
+        );
         out.truncate(full as usize);
         r.check(
             &format!("digest.{name}"),
@@ -46,8 +58,8 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
             ),
         );
         digest_init(m, s, mechanism);
-        let rv1 = digest_update(m, s, b"a");
-        let rv2 = digest_update(m, s, b"bc");
+        let rv1 = update(function!(m, C_DigestUpdate), s, b"a");
+        let rv2 = update(function!(m, C_DigestUpdate), s, b"bc");
         let mut out = vec![0u8; 64];
         let mut full: CK_ULONG = 64;
         let rv3 = call!(m, C_DigestFinal, s, out.as_mut_ptr(), &mut full);
@@ -66,18 +78,36 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
     }
     let mut out = [0u8; 64];
     let mut full: CK_ULONG = 64;
-    let rv = digest(m, s, b"abc", out.as_mut_ptr(), &mut full);
+    let rv = data_in_out(
+        function!(m, C_Digest),
+        s,
+        b"abc",
+        out.as_mut_ptr(),
+        &mut full,
+    );
     r.check("digest.without_init", "C_Digest without init", rv, "");
     digest_init(m, s, CKM_SHA256);
     let rv = digest_init(m, s, CKM_SHA256);
     r.check("digest.init_twice", "C_DigestInit while active", rv, "");
-    digest(m, s, b"abc", out.as_mut_ptr(), &mut full);
+    data_in_out(
+        function!(m, C_Digest),
+        s,
+        b"abc",
+        out.as_mut_ptr(),
+        &mut full,
+    );
     let rv = digest_init(m, s, CKM_ECDSA);
     r.check("digest.mech.ecdsa", "C_DigestInit(ECDSA)", rv, "");
     let rv = digest_init(m, s, CKM_SHA_1);
     if rv == CKR_OK {
         let mut full: CK_ULONG = 64;
-        digest(m, s, b"abc", out.as_mut_ptr(), &mut full);
+        data_in_out(
+            function!(m, C_Digest),
+            s,
+            b"abc",
+            out.as_mut_ptr(),
+            &mut full,
+        );
     }
     r.check("digest.mech.sha1", "C_DigestInit(SHA_1)", rv, "");
 }
@@ -85,33 +115,4 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
 fn digest_init(m: &Module, s: CK_SESSION_HANDLE, mechanism: CK_MECHANISM_TYPE) -> CK_RV {
     let mut mm = mech(mechanism);
     call!(m, C_DigestInit, s, &mut mm)
-}
-
-/// `C_Digest` of `data` into `out` (NULL: the length only); `len` in and out.
-fn digest(
-    m: &Module,
-    s: CK_SESSION_HANDLE,
-    data: &[u8],
-    out: *mut u8,
-    len: *mut CK_ULONG,
-) -> CK_RV {
-    call!(
-        m,
-        C_Digest,
-        s,
-        data.as_ptr() as *mut u8,
-        data.len() as CK_ULONG,
-        out,
-        len
-    )
-}
-
-fn digest_update(m: &Module, s: CK_SESSION_HANDLE, part: &[u8]) -> CK_RV {
-    call!(
-        m,
-        C_DigestUpdate,
-        s,
-        part.as_ptr() as *mut u8,
-        part.len() as CK_ULONG
-    )
 }

@@ -209,24 +209,60 @@ pub(super) fn host_verify(point: &[u8], prehash: &[u8], sig: &[u8]) -> &'static 
     }
 }
 
+/// `(pointer, name)` of a function of the module's list, for the call shapes below that several
+/// functions share.
+macro_rules! function {
+    ($m:expr, $f:ident) => {
+        ($m.f().$f, stringify!($f))
+    };
+}
+pub(super) use function;
+
+fn present<F>((function, name): (Option<F>, &str)) -> F {
+    function.unwrap_or_else(|| panic!("{name} missing in the function list"))
+}
+
+/// The shape of `C_SignInit`, `C_VerifyInit`, `C_EncryptInit`, ...: a mechanism (here without
+/// parameter) and a key.
+pub(super) fn init_with_key(
+    function: (CK_C_SignInit, &str),
+    s: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    let mut mm = mech(mechanism);
+    unsafe { present(function)(s, &mut mm, key) }
+}
+
+/// The shape of `C_Sign`, `C_Digest`, `C_Encrypt`, the dual-function updates, ...: `data` in,
+/// `out` (NULL: the length only) and `len` (in and out; NULL allowed) out.
+pub(super) fn data_in_out(
+    function: (CK_C_Sign, &str),
+    s: CK_SESSION_HANDLE,
+    data: &[u8],
+    out: *mut u8,
+    len: *mut CK_ULONG,
+) -> CK_RV {
+    let data_len = data.len() as CK_ULONG;
+    unsafe { present(function)(s, data.as_ptr() as *mut u8, data_len, out, len) }
+}
+
+/// The shape of `C_SignUpdate`, `C_VerifyUpdate`, `C_DigestUpdate`: one part of the data.
+pub(super) fn update(
+    function: (CK_C_SignUpdate, &str),
+    s: CK_SESSION_HANDLE,
+    part: &[u8],
+) -> CK_RV {
+    unsafe { present(function)(s, part.as_ptr() as *mut u8, part.len() as CK_ULONG) }
+}
+
 pub(super) fn sign_init(
     m: &Module,
     s: CK_SESSION_HANDLE,
     mechanism: CK_MECHANISM_TYPE,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    let mut mm = mech(mechanism);
-    call!(m, C_SignInit, s, &mut mm, key)
-}
-
-pub(super) fn verify_init(
-    m: &Module,
-    s: CK_SESSION_HANDLE,
-    mechanism: CK_MECHANISM_TYPE,
-    key: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    let mut mm = mech(mechanism);
-    call!(m, C_VerifyInit, s, &mut mm, key)
+    init_with_key(function!(m, C_SignInit), s, mechanism, key)
 }
 
 /// `C_Sign` over `data` into `out` (NULL: the length only); `len` in and out (NULL allowed).
@@ -237,35 +273,7 @@ pub(super) fn sign(
     out: *mut u8,
     len: *mut CK_ULONG,
 ) -> CK_RV {
-    call!(
-        m,
-        C_Sign,
-        s,
-        data.as_ptr() as *mut u8,
-        data.len() as CK_ULONG,
-        out,
-        len
-    )
-}
-
-pub(super) fn sign_update(m: &Module, s: CK_SESSION_HANDLE, part: &[u8]) -> CK_RV {
-    call!(
-        m,
-        C_SignUpdate,
-        s,
-        part.as_ptr() as *mut u8,
-        part.len() as CK_ULONG
-    )
-}
-
-pub(super) fn verify_update(m: &Module, s: CK_SESSION_HANDLE, part: &[u8]) -> CK_RV {
-    call!(
-        m,
-        C_VerifyUpdate,
-        s,
-        part.as_ptr() as *mut u8,
-        part.len() as CK_ULONG
-    )
+    data_in_out(function!(m, C_Sign), s, data, out, len)
 }
 
 /// `C_SignInit` and `C_Sign` into a 256-byte buffer: (rv, signature).
@@ -295,7 +303,7 @@ pub(super) fn verify_once(
     data: &[u8],
     sig: &[u8],
 ) -> CK_RV {
-    let rv = verify_init(m, s, mechanism, p);
+    let rv = init_with_key(function!(m, C_VerifyInit), s, mechanism, p);
     if rv != CKR_OK {
         return rv;
     }

@@ -8,7 +8,7 @@ use std::ptr::null_mut;
 use cryptoki_sys::*;
 
 use super::general::function_list_3_0;
-use super::helpers::{mech, open_session, sign_init, sign_update};
+use super::helpers::{data_in_out, function, init_with_key, mech, open_session, sign_init, update};
 use super::objects::Objects;
 use super::{BOGUS_HANDLE, Options};
 use crate::call;
@@ -38,7 +38,7 @@ pub(super) fn unsupported(
         "",
     );
     if sign_init(m, s, CKM_ECDSA_SHA256, k) == CKR_OK {
-        sign_update(m, s, &buf[..8]);
+        update(function!(m, C_SignUpdate), s, &buf[..8]);
         let mut len: CK_ULONG = 0;
         let rv = call!(m, C_GetOperationState, s, null_mut(), &mut len);
         r.check(
@@ -96,70 +96,67 @@ pub(super) fn unsupported(
     );
     call!(m, C_CloseSession, rw);
 
-    // C_Encrypt, C_Decrypt and the dual-function updates share one shape: 16 bytes in, `out`
-    // and `olen` out.
-    let mut data_in_out = |function: CK_C_Encrypt, name: &str| {
-        let function = function.unwrap_or_else(|| panic!("{name} missing in the function list"));
-        unsafe { function(s, buf.as_mut_ptr(), 16, out.as_mut_ptr(), &mut olen) }
-    };
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_EncryptInit, s, &mut mm, p);
+    let rv = init_with_key(function!(m, C_EncryptInit), s, CKM_ECDSA, p);
     r.check("unsup.encrypt_init", "C_EncryptInit(ECDSA, pubkey)", rv, "");
-    let rv = data_in_out(m.f().C_Encrypt, "C_Encrypt");
+    let rv = data_in_out(
+        function!(m, C_Encrypt),
+        s,
+        &buf[..16],
+        out.as_mut_ptr(),
+        &mut olen,
+    );
     r.check("unsup.encrypt", "C_Encrypt without init", rv, "");
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_DecryptInit, s, &mut mm, k);
+    let rv = init_with_key(function!(m, C_DecryptInit), s, CKM_ECDSA, k);
     r.check(
         "unsup.decrypt_init",
         "C_DecryptInit(ECDSA, privkey)",
         rv,
         "",
     );
-    let rv = data_in_out(m.f().C_Decrypt, "C_Decrypt");
+    let rv = data_in_out(
+        function!(m, C_Decrypt),
+        s,
+        &buf[..16],
+        out.as_mut_ptr(),
+        &mut olen,
+    );
     r.check("unsup.decrypt", "C_Decrypt without init", rv, "");
     let rv = call!(m, C_DigestKey, s, k);
     r.check("unsup.digest_key", "C_DigestKey without digest", rv, "");
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_SignRecoverInit, s, &mut mm, k);
+    let rv = init_with_key(function!(m, C_SignRecoverInit), s, CKM_ECDSA, k);
     r.check(
         "unsup.sign_recover_init",
         "C_SignRecoverInit(ECDSA)",
         rv,
         "",
     );
-    let mut mm = mech(CKM_ECDSA);
-    let rv = call!(m, C_VerifyRecoverInit, s, &mut mm, p);
+    let rv = init_with_key(function!(m, C_VerifyRecoverInit), s, CKM_ECDSA, p);
     r.check(
         "unsup.verify_recover_init",
         "C_VerifyRecoverInit(ECDSA)",
         rv,
         "",
     );
-    let f = m.f();
-    for (id, name, function) in [
+    for (id, function) in [
         (
             "unsup.digest_encrypt_update",
-            "C_DigestEncryptUpdate",
-            f.C_DigestEncryptUpdate,
+            function!(m, C_DigestEncryptUpdate),
         ),
         (
             "unsup.decrypt_digest_update",
-            "C_DecryptDigestUpdate",
-            f.C_DecryptDigestUpdate,
+            function!(m, C_DecryptDigestUpdate),
         ),
         (
             "unsup.sign_encrypt_update",
-            "C_SignEncryptUpdate",
-            f.C_SignEncryptUpdate,
+            function!(m, C_SignEncryptUpdate),
         ),
         (
             "unsup.decrypt_verify_update",
-            "C_DecryptVerifyUpdate",
-            f.C_DecryptVerifyUpdate,
+            function!(m, C_DecryptVerifyUpdate),
         ),
     ] {
-        let rv = data_in_out(function, name);
-        r.check(id, name, rv, "");
+        let rv = data_in_out(function, s, &buf[..16], out.as_mut_ptr(), &mut olen);
+        r.check(id, function.1, rv, "");
     }
 
     let mut mm = mech(CKM_AES_KEY_GEN);
