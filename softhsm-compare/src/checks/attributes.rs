@@ -7,7 +7,7 @@ use std::ptr::null_mut;
 use cryptoki_sys::*;
 
 use super::helpers::{as_ulong, attr_out, get, get_bytes};
-use super::object_classes::{CERT, COMMON, KEY, PRIVATE, PUBLIC, SECRET, render};
+use super::object_classes::{CERT, COMMON, KEY, KEY_PAIR, PRIVATE, PUBLIC, SECRET, render};
 use super::objects::Objects;
 use super::{BOGUS_ATTRIBUTE, BOGUS_HANDLE};
 use crate::call;
@@ -21,13 +21,18 @@ pub(super) fn attributes(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &m
         match class {
             CKO_PRIVATE_KEY => {
                 list.extend_from_slice(KEY);
+                list.extend_from_slice(KEY_PAIR);
                 list.extend_from_slice(PRIVATE);
             }
             CKO_PUBLIC_KEY => {
                 list.extend_from_slice(KEY);
+                list.extend_from_slice(KEY_PAIR);
                 list.extend_from_slice(PUBLIC);
             }
-            CKO_SECRET_KEY => list.extend_from_slice(SECRET),
+            CKO_SECRET_KEY => {
+                list.extend_from_slice(KEY);
+                list.extend_from_slice(SECRET);
+            }
             CKO_CERTIFICATE => list.extend_from_slice(CERT),
             _ => {}
         }

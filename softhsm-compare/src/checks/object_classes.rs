@@ -17,6 +17,7 @@ pub(super) fn class_name(c: CK_OBJECT_CLASS) -> String {
     }
 }
 
+/// Common object and storage attributes, every class.
 pub(super) const COMMON: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_CLASS, "CLASS"),
     (CKA_TOKEN, "TOKEN"),
@@ -28,6 +29,7 @@ pub(super) const COMMON: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_ID, "ID"),
     (CKA_UNIQUE_ID, "UNIQUE_ID"),
 ];
+/// Common key attributes (4.7), every key class.
 pub(super) const KEY: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_KEY_TYPE, "KEY_TYPE"),
     (CKA_START_DATE, "START_DATE"),
@@ -36,11 +38,15 @@ pub(super) const KEY: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_LOCAL, "LOCAL"),
     (CKA_KEY_GEN_MECHANISM, "KEY_GEN_MECHANISM"),
     (CKA_ALLOWED_MECHANISMS, "ALLOWED_MECHANISMS"),
+];
+/// Common to the public and the private EC key.
+pub(super) const KEY_PAIR: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_SUBJECT, "SUBJECT"),
     (CKA_EC_PARAMS, "EC_PARAMS"),
     (CKA_EC_POINT, "EC_POINT"),
     (CKA_PUBLIC_KEY_INFO, "PUBLIC_KEY_INFO"),
 ];
+/// Private key attributes, after KEY and KEY_PAIR.
 pub(super) const PRIVATE: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_SENSITIVE, "SENSITIVE"),
     (CKA_DECRYPT, "DECRYPT"),
@@ -54,6 +60,7 @@ pub(super) const PRIVATE: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_ALWAYS_AUTHENTICATE, "ALWAYS_AUTHENTICATE"),
     (CKA_VALUE, "VALUE"),
 ];
+/// Public key attributes, after KEY and KEY_PAIR.
 pub(super) const PUBLIC: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_ENCRYPT, "ENCRYPT"),
     (CKA_VERIFY, "VERIFY"),
@@ -62,14 +69,8 @@ pub(super) const PUBLIC: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_TRUSTED, "TRUSTED"),
     (CKA_VALUE, "VALUE"),
 ];
+/// Secret key attributes, after KEY.
 pub(super) const SECRET: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
-    (CKA_KEY_TYPE, "KEY_TYPE"),
-    (CKA_START_DATE, "START_DATE"),
-    (CKA_END_DATE, "END_DATE"),
-    (CKA_DERIVE, "DERIVE"),
-    (CKA_LOCAL, "LOCAL"),
-    (CKA_KEY_GEN_MECHANISM, "KEY_GEN_MECHANISM"),
-    (CKA_ALLOWED_MECHANISMS, "ALLOWED_MECHANISMS"),
     (CKA_SENSITIVE, "SENSITIVE"),
     (CKA_ENCRYPT, "ENCRYPT"),
     (CKA_DECRYPT, "DECRYPT"),
@@ -86,6 +87,7 @@ pub(super) const SECRET: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_VALUE, "VALUE"),
     (CKA_VALUE_LEN, "VALUE_LEN"),
 ];
+/// Certificate attributes (X.509).
 pub(super) const CERT: &[(CK_ATTRIBUTE_TYPE, &str)] = &[
     (CKA_CERTIFICATE_TYPE, "CERTIFICATE_TYPE"),
     (CKA_TRUSTED, "TRUSTED"),
