@@ -9,7 +9,7 @@ use cryptoki_sys::*;
 use super::Options;
 use super::helpers::{
     attr, attr_bytes, digest_of, find, get_bytes, host_verify, open, open_session, os_locking_args,
-    session_info, sign_once, slot_list, token_label,
+    session_info, sign_once, slot_list, slot_with_label, token_label,
 };
 use super::objects::Objects;
 use crate::call;
@@ -121,11 +121,7 @@ fn in_child(child: impl FnOnce() -> Vec<String>) -> Vec<String> {
 
 fn sign_in_fresh_session(m: &Module, label: &str) -> String {
     let all = slot_list(m, CK_TRUE);
-    let Some(slot) = all
-        .iter()
-        .copied()
-        .find(|&s| token_label(m, s).as_deref() == Some(label))
-    else {
+    let Some(slot) = slot_with_label(m, &all, label) else {
         return format!("token not found among {} slots", all.len());
     };
     let (rv, s) = open_session(m, slot, CKF_SERIAL_SESSION);

@@ -173,6 +173,14 @@ pub(super) fn token_label(m: &Module, slot: CK_SLOT_ID) -> Option<String> {
         .then(|| String::from_utf8_lossy(&t.label).trim_end().to_string())
 }
 
+/// The first of `slots` whose token has this label.
+pub(super) fn slot_with_label(m: &Module, slots: &[CK_SLOT_ID], label: &str) -> Option<CK_SLOT_ID> {
+    slots
+        .iter()
+        .copied()
+        .find(|&s| token_label(m, s).as_deref() == Some(label))
+}
+
 pub(super) fn session_info(m: &Module, s: CK_SESSION_HANDLE) -> (CK_RV, String) {
     let mut i: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
     let rv = call!(m, C_GetSessionInfo, s, &mut i);

@@ -4,7 +4,7 @@ use std::ptr::null_mut;
 
 use cryptoki_sys::*;
 
-use super::helpers::{slot_list, token_label};
+use super::helpers::{slot_list, slot_with_label};
 use super::{BOGUS_SLOT, Options};
 use crate::call;
 use crate::module::Module;
@@ -55,11 +55,7 @@ pub(super) fn slots(
     );
 
     let all = slot_list(m, CK_FALSE);
-    let slot = all
-        .iter()
-        .copied()
-        .find(|&s| token_label(m, s).as_deref() == Some(o.token_label.as_str()));
-    let Some(slot) = slot else {
+    let Some(slot) = slot_with_label(m, &all, &o.token_label) else {
         r.fact("slots.token", "token with the given label", "NOT FOUND");
         return None;
     };

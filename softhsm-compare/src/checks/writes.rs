@@ -2,12 +2,10 @@
 //! token: only writes that leave nothing behind on the shared card (session objects, token writes
 //! in read-only sessions, which must fail).
 
-use std::ptr::null_mut;
-
 use cryptoki_sys::*;
 
 use super::BOGUS_HANDLE;
-use super::helpers::{attr, attr_bytes, get, mech, open};
+use super::helpers::{attr, attr_bytes, get, mech, open, open_session};
 use super::object_classes::render;
 use super::objects::Objects;
 use crate::call;
@@ -17,16 +15,7 @@ use crate::report::Report;
 
 pub(super) fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Report) {
     let ro = open(m, slot, CKF_SERIAL_SESSION);
-    let mut rw = 0;
-    let rv = call!(
-        m,
-        C_OpenSession,
-        slot,
-        CKF_SERIAL_SESSION | CKF_RW_SESSION,
-        null_mut(),
-        None,
-        &mut rw
-    );
+    let (rv, rw) = open_session(m, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
     if rv != CKR_OK {
         r.check("write.open_rw", "C_OpenSession(SERIAL|RW)", rv, "");
         return;
@@ -34,8 +23,7 @@ pub(super) fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Repor
     let k = objs.get("privkey.client").unwrap_or(BOGUS_HANDLE);
     let label = b"client";
     for (id, s) in [("write.set_label.ro", ro), ("write.set_label.rw", rw)] {
-        let mut t = [attr_bytes(CKA_LABEL, label)];
-        let rv = call!(m, C_SetAttributeValue, s, k, t.as_mut_ptr(), 1);
+        let rv = set_label(m, s, k, label);
         r.check(
             id,
             &format!(
@@ -54,8 +42,7 @@ pub(super) fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Repor
             ("write.psk.set_label.ro", ro, "ro"),
             ("write.psk.set_label.rw", rw, "rw"),
         ] {
-            let mut t = [attr_bytes(CKA_LABEL, b"device-psk")];
-            let rv = call!(m, C_SetAttributeValue, s, psk, t.as_mut_ptr(), 1);
+            let rv = set_label(m, s, psk, b"device-psk");
             r.check(
                 id,
                 &format!(
@@ -65,13 +52,7 @@ pub(super) fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Repor
                 "",
             );
         }
-        let f = CK_FALSE;
-        let mut tpl = [attr(CKA_TOKEN, &f)];
-        let mut h = 0;
-        let rv = call!(m, C_CopyObject, ro, psk, tpl.as_mut_ptr(), 1, &mut h);
-        if rv == CKR_OK {
-            call!(m, C_DestroyObject, ro, h);
-        }
+        let rv = copy_to_session_object(m, ro, psk);
         r.check(
             "write.psk.copy_object",
             "C_CopyObject(secret device-psk, TOKEN=false)",
@@ -169,12 +150,7 @@ pub(super) fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Repor
         );
     }
 
-    let mut tpl = [attr(CKA_TOKEN, &f)];
-    let mut h = 0;
-    let rv = call!(m, C_CopyObject, ro, k, tpl.as_mut_ptr(), 1, &mut h);
-    if rv == CKR_OK {
-        call!(m, C_DestroyObject, ro, h);
-    }
+    let rv = copy_to_session_object(m, ro, k);
     r.check(
         "write.copy_object",
         "C_CopyObject(privkey, TOKEN=false)",
@@ -234,4 +210,21 @@ pub(super) fn writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Repor
     }
     call!(m, C_CloseSession, rw);
     call!(m, C_CloseSession, ro);
+}
+
+fn set_label(m: &Module, s: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE, label: &[u8]) -> CK_RV {
+    let mut t = [attr_bytes(CKA_LABEL, label)];
+    call!(m, C_SetAttributeValue, s, object, t.as_mut_ptr(), 1)
+}
+
+/// `C_CopyObject(object, TOKEN=false)`; a copy that was made is destroyed again.
+fn copy_to_session_object(m: &Module, s: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> CK_RV {
+    let f = CK_FALSE;
+    let mut tpl = [attr(CKA_TOKEN, &f)];
+    let mut h = 0;
+    let rv = call!(m, C_CopyObject, s, object, tpl.as_mut_ptr(), 1, &mut h);
+    if rv == CKR_OK {
+        call!(m, C_DestroyObject, s, h);
+    }
+    rv
 }
