@@ -27,11 +27,11 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
             continue;
         }
         let mut len: CK_ULONG = 0;
-        let rv0 = data_in_out(function!(m, C_Digest), s, b"abc", null_mut(), &mut len);
+        let rv0 = data_in_out(function!(m.f(), C_Digest), s, b"abc", null_mut(), &mut len);
         let mut out = vec![0u8; 64];
         let mut short: CK_ULONG = 4;
         let rv1 = data_in_out(
-            function!(m, C_Digest),
+            function!(m.f(), C_Digest),
             s,
             b"abc",
             out.as_mut_ptr(),
@@ -39,7 +39,7 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
         );
         let mut full: CK_ULONG = 64;
         let rv2 = data_in_out(
-            function!(m, C_Digest),
+            function!(m.f(), C_Digest),
             s,
             b"abc",
             out.as_mut_ptr(),
@@ -58,8 +58,8 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
             ),
         );
         digest_init(m, s, mechanism);
-        let rv1 = update(function!(m, C_DigestUpdate), s, b"a");
-        let rv2 = update(function!(m, C_DigestUpdate), s, b"bc");
+        let rv1 = update(function!(m.f(), C_DigestUpdate), s, b"a");
+        let rv2 = update(function!(m.f(), C_DigestUpdate), s, b"bc");
         let mut out = vec![0u8; 64];
         let mut full: CK_ULONG = 64;
         let rv3 = call!(m, C_DigestFinal, s, out.as_mut_ptr(), &mut full);
@@ -79,7 +79,7 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
     let mut out = [0u8; 64];
     let mut full: CK_ULONG = 64;
     let rv = data_in_out(
-        function!(m, C_Digest),
+        function!(m.f(), C_Digest),
         s,
         b"abc",
         out.as_mut_ptr(),
@@ -90,7 +90,7 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
     let rv = digest_init(m, s, CKM_SHA256);
     r.check("digest.init_twice", "C_DigestInit while active", rv, "");
     data_in_out(
-        function!(m, C_Digest),
+        function!(m.f(), C_Digest),
         s,
         b"abc",
         out.as_mut_ptr(),
@@ -102,7 +102,7 @@ pub(super) fn digests(m: &Module, s: CK_SESSION_HANDLE, r: &mut Report) {
     if rv == CKR_OK {
         let mut full: CK_ULONG = 64;
         data_in_out(
-            function!(m, C_Digest),
+            function!(m.f(), C_Digest),
             s,
             b"abc",
             out.as_mut_ptr(),

@@ -217,16 +217,17 @@ pub(super) fn host_verify(point: &[u8], prehash: &[u8], sig: &[u8]) -> &'static 
     }
 }
 
-/// `(pointer, name)` of a function of the module's list, for the call shapes below that several
-/// functions share.
+/// `(pointer, name)` of a function of a function list (`m.f()`, or a 3.0 list), for the call
+/// shapes below that several functions share.
 macro_rules! function {
-    ($m:expr, $f:ident) => {
-        ($m.f().$f, stringify!($f))
+    ($list:expr, $f:ident) => {
+        ($list.$f, stringify!($f))
     };
 }
 pub(super) use function;
 
-fn present<F>((function, name): (Option<F>, &str)) -> F {
+/// The function of a `(pointer, name)` pair; a list without it is a broken module.
+pub(super) fn present<F>((function, name): (Option<F>, &str)) -> F {
     function.unwrap_or_else(|| panic!("{name} missing in the function list"))
 }
 
@@ -270,7 +271,7 @@ pub(super) fn sign_init(
     mechanism: CK_MECHANISM_TYPE,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    init_with_key(function!(m, C_SignInit), s, mechanism, key)
+    init_with_key(function!(m.f(), C_SignInit), s, mechanism, key)
 }
 
 /// `C_Sign` over `data` into `out` (NULL: the length only); `len` in and out (NULL allowed).
@@ -281,7 +282,7 @@ pub(super) fn sign(
     out: *mut u8,
     len: *mut CK_ULONG,
 ) -> CK_RV {
-    data_in_out(function!(m, C_Sign), s, data, out, len)
+    data_in_out(function!(m.f(), C_Sign), s, data, out, len)
 }
 
 /// `C_SignInit` and `C_Sign` into a 256-byte buffer: (rv, signature).
@@ -311,7 +312,7 @@ pub(super) fn verify_once(
     data: &[u8],
     sig: &[u8],
 ) -> CK_RV {
-    let rv = init_with_key(function!(m, C_VerifyInit), s, mechanism, p);
+    let rv = init_with_key(function!(m.f(), C_VerifyInit), s, mechanism, p);
     if rv != CKR_OK {
         return rv;
     }

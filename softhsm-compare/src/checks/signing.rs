@@ -152,8 +152,8 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
         let rv = sign_init(m, s, mechanism, k);
         if rv == CKR_OK {
             let (a, b) = MESSAGE.split_at(20);
-            let rv1 = update(function!(m, C_SignUpdate), s, a);
-            let rv2 = update(function!(m, C_SignUpdate), s, b);
+            let rv1 = update(function!(m.f(), C_SignUpdate), s, a);
+            let rv2 = update(function!(m.f(), C_SignUpdate), s, b);
             let mut len: CK_ULONG = 0;
             let rv3 = call!(m, C_SignFinal, s, null_mut(), &mut len);
             let mut sig = vec![0u8; 128];
@@ -161,10 +161,10 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
             let rv4 = call!(m, C_SignFinal, s, sig.as_mut_ptr(), &mut len2);
             sig.truncate(len2 as usize);
             // Multi-part verification too.
-            let mut v = init_with_key(function!(m, C_VerifyInit), s, mechanism, p);
+            let mut v = init_with_key(function!(m.f(), C_VerifyInit), s, mechanism, p);
             if v == CKR_OK {
-                update(function!(m, C_VerifyUpdate), s, a);
-                update(function!(m, C_VerifyUpdate), s, b);
+                update(function!(m.f(), C_VerifyUpdate), s, a);
+                update(function!(m.f(), C_VerifyUpdate), s, b);
                 v = call!(m, C_VerifyFinal, s, sig.as_mut_ptr(), sig.len() as CK_ULONG);
             }
             r.check(
@@ -194,7 +194,7 @@ pub(super) fn signing(m: &Module, s: CK_SESSION_HANDLE, objs: &Objects, r: &mut 
 
     // Raw ECDSA is single-part.
     sign_init(m, s, CKM_ECDSA, k);
-    let rv = update(function!(m, C_SignUpdate), s, &hash);
+    let rv = update(function!(m.f(), C_SignUpdate), s, &hash);
     r.check("sign.ecdsa.update", "C_SignUpdate(ECDSA)", rv, "");
     let mut len: CK_ULONG = 128;
     let mut buf = [0u8; 128];

@@ -8,7 +8,9 @@ use std::ptr::null_mut;
 use cryptoki_sys::*;
 
 use super::general::function_list_3_0;
-use super::helpers::{data_in_out, function, init_with_key, mech, open_session, sign_init, update};
+use super::helpers::{
+    data_in_out, function, init_with_key, mech, open_session, present, sign_init, update,
+};
 use super::objects::Objects;
 use super::{BOGUS_HANDLE, Options};
 use crate::call;
@@ -38,7 +40,7 @@ pub(super) fn unsupported(
         "",
     );
     if sign_init(m, s, CKM_ECDSA_SHA256, k) == CKR_OK {
-        update(function!(m, C_SignUpdate), s, &buf[..8]);
+        update(function!(m.f(), C_SignUpdate), s, &buf[..8]);
         let mut len: CK_ULONG = 0;
         let rv = call!(m, C_GetOperationState, s, null_mut(), &mut len);
         r.check(
@@ -96,17 +98,17 @@ pub(super) fn unsupported(
     );
     call!(m, C_CloseSession, rw);
 
-    let rv = init_with_key(function!(m, C_EncryptInit), s, CKM_ECDSA, p);
+    let rv = init_with_key(function!(m.f(), C_EncryptInit), s, CKM_ECDSA, p);
     r.check("unsup.encrypt_init", "C_EncryptInit(ECDSA, pubkey)", rv, "");
     let rv = data_in_out(
-        function!(m, C_Encrypt),
+        function!(m.f(), C_Encrypt),
         s,
         &buf[..16],
         out.as_mut_ptr(),
         &mut olen,
     );
     r.check("unsup.encrypt", "C_Encrypt without init", rv, "");
-    let rv = init_with_key(function!(m, C_DecryptInit), s, CKM_ECDSA, k);
+    let rv = init_with_key(function!(m.f(), C_DecryptInit), s, CKM_ECDSA, k);
     r.check(
         "unsup.decrypt_init",
         "C_DecryptInit(ECDSA, privkey)",
@@ -114,7 +116,7 @@ pub(super) fn unsupported(
         "",
     );
     let rv = data_in_out(
-        function!(m, C_Decrypt),
+        function!(m.f(), C_Decrypt),
         s,
         &buf[..16],
         out.as_mut_ptr(),
@@ -123,14 +125,14 @@ pub(super) fn unsupported(
     r.check("unsup.decrypt", "C_Decrypt without init", rv, "");
     let rv = call!(m, C_DigestKey, s, k);
     r.check("unsup.digest_key", "C_DigestKey without digest", rv, "");
-    let rv = init_with_key(function!(m, C_SignRecoverInit), s, CKM_ECDSA, k);
+    let rv = init_with_key(function!(m.f(), C_SignRecoverInit), s, CKM_ECDSA, k);
     r.check(
         "unsup.sign_recover_init",
         "C_SignRecoverInit(ECDSA)",
         rv,
         "",
     );
-    let rv = init_with_key(function!(m, C_VerifyRecoverInit), s, CKM_ECDSA, p);
+    let rv = init_with_key(function!(m.f(), C_VerifyRecoverInit), s, CKM_ECDSA, p);
     r.check(
         "unsup.verify_recover_init",
         "C_VerifyRecoverInit(ECDSA)",
@@ -140,19 +142,19 @@ pub(super) fn unsupported(
     for (id, function) in [
         (
             "unsup.digest_encrypt_update",
-            function!(m, C_DigestEncryptUpdate),
+            function!(m.f(), C_DigestEncryptUpdate),
         ),
         (
             "unsup.decrypt_digest_update",
-            function!(m, C_DecryptDigestUpdate),
+            function!(m.f(), C_DecryptDigestUpdate),
         ),
         (
             "unsup.sign_encrypt_update",
-            function!(m, C_SignEncryptUpdate),
+            function!(m.f(), C_SignEncryptUpdate),
         ),
         (
             "unsup.decrypt_verify_update",
-            function!(m, C_DecryptVerifyUpdate),
+            function!(m.f(), C_DecryptVerifyUpdate),
         ),
     ] {
         let rv = data_in_out(function, s, &buf[..16], out.as_mut_ptr(), &mut olen);
@@ -222,7 +224,7 @@ pub(super) fn unsupported(
     // The 3.0 additions, through the 3.0 interface where the module has one.
     if let Some(f3) = function_list_3_0(m) {
         let f3 = unsafe { &*f3 };
-        let rv = unsafe { f3.C_SessionCancel.unwrap()(s, CKF_SIGN) };
+        let rv = unsafe { present(function!(f3, C_SessionCancel))(s, CKF_SIGN) };
         r.check(
             "unsup.v3.session_cancel",
             "C_SessionCancel(SIGN, none active)",
@@ -231,7 +233,7 @@ pub(super) fn unsupported(
         );
         let mut user = b"user".to_vec();
         let rv = unsafe {
-            f3.C_LoginUser.unwrap()(
+            present(function!(f3, C_LoginUser))(
                 s,
                 CKU_USER,
                 pin.as_mut_ptr(),
@@ -250,7 +252,7 @@ pub(super) fn unsupported(
             call!(m, C_Logout, s);
         }
         let mut mm = mech(CKM_ECDSA);
-        let rv = unsafe { f3.C_MessageSignInit.unwrap()(s, &mut mm, k) };
+        let rv = unsafe { present(function!(f3, C_MessageSignInit))(s, &mut mm, k) };
         r.check(
             "unsup.v3.message_sign_init",
             "C_MessageSignInit(ECDSA)",
@@ -258,7 +260,7 @@ pub(super) fn unsupported(
             "",
         );
         let mut mm = mech(CKM_AES_GCM);
-        let rv = unsafe { f3.C_MessageEncryptInit.unwrap()(s, &mut mm, k) };
+        let rv = unsafe { present(function!(f3, C_MessageEncryptInit))(s, &mut mm, k) };
         r.check(
             "unsup.v3.message_encrypt_init",
             "C_MessageEncryptInit(AES_GCM)",
