@@ -1,5 +1,6 @@
-//! Shared pieces of the checks: templates, sessions, find, attribute reads, one signature and
-//! its verification on the host.
+//! Shared pieces of the checks: `C_Initialize` arguments, sessions and login, templates, find,
+//! attribute reads, slots by label, the call shapes several functions share (init with a key,
+//! data in and out, update), one signature and its verification on the host.
 
 use std::ffi::c_void;
 use std::ptr::null_mut;

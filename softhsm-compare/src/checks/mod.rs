@@ -21,7 +21,7 @@
 //! | `unsupported.rs` | functions the token does not offer (operation state, PIN and token set-up, encryption, dual-function, key management, parallel functions, 3.0 additions) |
 //! | `concurrency.rs` | threads and `fork` |
 //! | `writes.rs` | 5.7 and 5.18 object writes and key-pair generation (last: they change the token) |
-//! | `helpers.rs` | shared pieces: templates, sessions, find, attribute reads, one signature |
+//! | `helpers.rs` | shared pieces: sessions and login, templates, find, attribute reads, the call shapes several functions share, one signature and its host verification |
 
 mod attributes;
 mod concurrency;

@@ -22,7 +22,7 @@ impl Objects {
     }
 }
 
-pub(super) fn object_name(m: &Module, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
+fn object_name(m: &Module, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
     let class = as_ulong(&get_bytes(m, s, o, CKA_CLASS)).unwrap_or(u64::MAX);
     let label = String::from_utf8_lossy(&get_bytes(m, s, o, CKA_LABEL)).into_owned();
     format!("{}.{}", class_name(class), label)
