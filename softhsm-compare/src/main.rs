@@ -7,7 +7,7 @@
 //!                   [--known known-module-issues.toml]
 //! ```
 //!
-//! `run` prints one normalised line per check (`id | call | CK_RV | output`), see `checks.rs`.
+//! `run` prints one normalised line per check (`id | call | CK_RV | output`), see `checks/`.
 //! `setup` fills an initialised token with the objects of a simulator card profile (`setup.rs`).
 //! `diff` compares two runs line by line; a difference passes only when
 //! `intended-differences.toml` lists it with exactly these two lines and a reason. Exit status 1
@@ -23,82 +23,132 @@ mod report;
 mod setup;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 use report::{Report, line_id};
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage:\n  p11-compare run --module LIB --label TOKEN [--pin PIN] [--out FILE] [--threads N] [--per-thread M]\n  \
-         p11-compare setup --module LIB --label TOKEN --pin PIN --profile profile.toml\n  \
-         p11-compare diff --reference A.txt --ours B.txt --intended intended-differences.toml [--known known-module-issues.toml]"
-    );
-    ExitCode::from(2)
+#[derive(Parser)]
+#[command(
+    name = "p11-compare",
+    about = "One PKCS#11 checklist, run against any module, and a diff of two runs",
+    // A flag given twice counts once, the last value (as the hand-written parser did).
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the checklist against a module: one normalised line per check.
+    Run {
+        /// The PKCS#11 module (shared library).
+        #[arg(long, value_name = "LIB")]
+        module: PathBuf,
+        /// Label of the token to check.
+        #[arg(long, value_name = "TOKEN")]
+        label: String,
+        /// User PIN.
+        #[arg(long, default_value = "1234")]
+        pin: String,
+        /// Writes the lines to FILE instead of printing them.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Threads of the threads check.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        threads: usize,
+        /// Signatures per thread in the threads check.
+        #[arg(long = "per-thread", value_name = "M", default_value_t = 5)]
+        per_thread: usize,
+    },
+    /// Fills an initialised token with the objects of a simulator card profile.
+    Setup {
+        #[arg(long, value_name = "LIB")]
+        module: PathBuf,
+        #[arg(long, value_name = "TOKEN")]
+        label: String,
+        #[arg(long)]
+        pin: String,
+        /// The card's profile.toml.
+        #[arg(long, value_name = "profile.toml")]
+        profile: PathBuf,
+    },
+    /// Compares two runs; exit status 1 on any difference that is not listed.
+    Diff {
+        /// The reference run (SoftHSM2).
+        #[arg(long, value_name = "A.txt")]
+        reference: String,
+        /// Our run.
+        #[arg(long, value_name = "B.txt")]
+        ours: String,
+        /// intended-differences.toml
+        #[arg(long, value_name = "intended-differences.toml")]
+        intended: String,
+        /// known-module-issues.toml
+        #[arg(long, value_name = "known-module-issues.toml")]
+        known: Option<String>,
+    },
+}
+
+fn load_module(path: &Path) -> Result<module::Module, ExitCode> {
+    module::Module::load(path).map_err(|e| {
+        eprintln!("p11-compare: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        return usage();
-    };
-    let mut opts: BTreeMap<String, String> = BTreeMap::new();
-    let mut it = args[1..].iter();
-    while let Some(k) = it.next() {
-        let Some(k) = k.strip_prefix("--") else {
-            return usage();
-        };
-        let Some(v) = it.next() else {
-            return usage();
-        };
-        opts.insert(k.to_string(), v.clone());
-    }
-    let get = |k: &str| opts.get(k).cloned();
-    match cmd.as_str() {
-        "run" => {
-            let (Some(module), Some(label)) = (get("module"), get("label")) else {
-                return usage();
-            };
-            let m = match module::Module::load(&PathBuf::from(&module)) {
+    match Cli::parse().command {
+        Command::Run {
+            module,
+            label,
+            pin,
+            out,
+            threads,
+            per_thread,
+        } => {
+            let m = match load_module(&module) {
                 Ok(m) => m,
-                Err(e) => {
-                    eprintln!("p11-compare: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let o = checks::Options {
                 token_label: label,
-                pin: get("pin").unwrap_or_else(|| "1234".into()),
-                threads: get("threads").and_then(|v| v.parse().ok()).unwrap_or(4),
-                signatures_per_thread: get("per-thread").and_then(|v| v.parse().ok()).unwrap_or(5),
+                pin,
+                threads,
+                signatures_per_thread: per_thread,
             };
-            let mut r = Report::new(get("out").is_none());
+            let mut r = Report::new(out.is_none());
             checks::run(&m, &o, &mut r);
-            if let Some(out) = get("out") {
+            if let Some(out) = out {
                 let mut text = r.lines.join("\n");
                 text.push('\n');
                 if let Err(e) = std::fs::write(&out, text) {
-                    eprintln!("p11-compare: cannot write {out}: {e}");
+                    eprintln!("p11-compare: cannot write {}: {e}", out.display());
                     return ExitCode::FAILURE;
                 }
-                eprintln!("p11-compare: {} checks written to {out}", r.lines.len());
+                eprintln!(
+                    "p11-compare: {} checks written to {}",
+                    r.lines.len(),
+                    out.display()
+                );
             }
             ExitCode::SUCCESS
         }
-        "setup" => {
-            let (Some(module), Some(label), Some(pin), Some(profile)) =
-                (get("module"), get("label"), get("pin"), get("profile"))
-            else {
-                return usage();
-            };
-            let m = match module::Module::load(&PathBuf::from(&module)) {
+        Command::Setup {
+            module,
+            label,
+            pin,
+            profile,
+        } => {
+            let m = match load_module(&module) {
                 Ok(m) => m,
-                Err(e) => {
-                    eprintln!("p11-compare: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
-            match setup::setup(&m, &label, &pin, &PathBuf::from(profile)) {
+            match setup::setup(&m, &label, &pin, &profile) {
                 Ok(n) => {
                     eprintln!("p11-compare: created {n} objects on token {label:?}");
                     ExitCode::SUCCESS
@@ -109,21 +159,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "diff" => {
-            let (Some(a), Some(b), Some(i)) = (get("reference"), get("ours"), get("intended"))
-            else {
-                return usage();
-            };
-            match diff(&a, &b, &i, get("known").as_deref()) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("p11-compare: {e}");
-                    ExitCode::from(2)
-                }
+        Command::Diff {
+            reference,
+            ours,
+            intended,
+            known,
+        } => match diff(&reference, &ours, &intended, known.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("p11-compare: {e}");
+                ExitCode::from(2)
             }
-        }
-        _ => usage(),
+        },
     }
 }
 

@@ -212,18 +212,14 @@ pub fn padding_ok(field: &[u8]) -> &'static str {
     }
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Bytes shown whole when short, else as length + a SHA-256 prefix.
 pub fn bytes(b: &[u8]) -> String {
     if b.len() <= 72 {
-        format!("{} bytes {}", b.len(), hex(b))
+        format!("{} bytes {}", b.len(), hex::encode(b))
     } else {
         use sha2::Digest;
         let h = sha2::Sha256::digest(b);
-        format!("{} bytes sha256:{}", b.len(), hex(&h[..8]))
+        format!("{} bytes sha256:{}", b.len(), hex::encode(&h[..8]))
     }
 }
 

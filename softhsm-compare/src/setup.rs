@@ -20,6 +20,7 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::ptr::null_mut;
 
+use base64ct::{Base64Unpadded, Encoding};
 use cryptoki_sys::*;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
@@ -46,41 +47,22 @@ pub fn cert_spki(der: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// Hex digits (whitespace between them allowed) as bytes.
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if !s.len().is_multiple_of(2) {
-        return Err(format!("odd hex string {s:?}"));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("{s:?}: {e}")))
-        .collect()
+    hex::decode(&s).map_err(|e| match e {
+        hex::FromHexError::OddLength => format!("odd hex string {s:?}"),
+        e => format!("{s:?}: {e}"),
+    })
 }
 
+/// Standard base64 (line breaks allowed, padding optional) as bytes.
 fn base64(text: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return Err(format!("bad base64 character {:?}", c as char)),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
+    let compact: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && *c != '=')
+        .collect();
+    Base64Unpadded::decode_vec(&compact).map_err(|e| format!("bad base64: {e}"))
 }
 
 fn flag(v: &toml::Value, key: &str) -> u64 {
