@@ -17,8 +17,8 @@
 //! (`scripts/benchmarks.sh --write` does the TLS part first). `IOTSAFE_BENCH_SECONDS` (default
 //! 4) sets the length of each throughput measurement.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/helpers/mod.rs"]
+mod helpers;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,9 +27,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
+use helpers::sim_reader::unplug_sim_readers;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{CardOptions, SharedCard};
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
@@ -73,21 +74,6 @@ fn by_ins(card: &SharedCard) -> String {
         .map(|(ins, n)| format!("{ins:02X}×{n}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn rw_session(slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let mut h: CK_SESSION_HANDLE = 0;
-    let rv = unsafe {
-        C_OpenSession(
-            slot,
-            CKF_SERIAL_SESSION | CKF_RW_SESSION,
-            NULL,
-            None,
-            &mut h,
-        )
-    };
-    assert_eq!(rv, CKR_OK, "C_OpenSession (read-write)");
-    h
 }
 
 /// 1. APDUs per operation.
@@ -201,7 +187,7 @@ fn apdu_counts(r: &mut Report) {
         row("C_GenerateRandom, per 1 KiB", h.apdus(), "4", detail);
     }
     // Key generation in the volatile container 04 and ECDH with it.
-    let rw = rw_session(0);
+    let rw = open_rw_session(0);
     let mut oid = P256_OID.to_vec();
     let mut id = [0x04u8];
     let mut tru = [1u8];
@@ -370,26 +356,16 @@ fn card_bound(r: &mut Report) {
 /// pseudo-terminal, the module configured with only that modem.
 fn modem_rate(apdu_ms: f64, signature_ms: f64, total: usize) -> (f64, f64) {
     let _guard = module_lock();
-    iotsafe_pkcs11::token::set_reader_source_override(None);
+    unplug_sim_readers();
     let dir = root().join("target/bench/modem");
     std::fs::create_dir_all(&dir).expect("target/bench/modem");
     let link = dir.join("tty");
     let modem = iotsafe_sim::modem::spawn(card(apdu_ms, signature_ms), &link, Default::default())
         .expect("spawn the simulated modem");
-    let config = std::ffi::CString::new(format!(
+    initialize_with_config(&format!(
         "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
         link.display()
-    ))
-    .unwrap();
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: config.as_ptr() as *mut _,
-    };
-    unsafe { assert_eq!(C_Initialize(&mut args as *mut _ as *mut _), CKR_OK) };
+    ));
     let got = rate(&[0], total);
     unsafe { C_Finalize(NULL) };
     drop(modem);

@@ -16,13 +16,13 @@
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
 //! these tests with `--run-ignored all`).
 
-mod common;
+mod helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
 use std::time::Duration;
 
-use common::{
+use helpers::stack::{
     Finished, Proc, ServerReport, SimStats, Stack, TOOL_TIMEOUT, client_certificate_on_status_page,
     openssl_plain, run,
 };

@@ -3,7 +3,7 @@
 //! CSR through pkcs11-provider → CA → certificate written to the SIM → mutual TLS → deletion),
 //! and remote management (G4) during a signing loop.
 
-mod common;
+mod helpers;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, openssl_plain, run};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use helpers::stack::{Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, openssl_plain, run};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 
@@ -222,7 +222,7 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
         "{client}\n=== server:\n{server}"
     );
     assert_eq!(
-        common::client_certificate_on_status_page(&client.stdout),
+        helpers::stack::client_certificate_on_status_page(&client.stdout),
         Some(std::fs::read(&der).unwrap()),
         "the server saw the certificate written to the SIM: {client}"
     );

@@ -2,7 +2,7 @@
 //! simulated card on vpcd reader 1, and a simulated modem on a pseudo-terminal; and a card
 //! pulled out of pcscd's reader in the middle of a signing loop.
 
-mod common;
+mod helpers;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, Stack, openssl_plain, run};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
+use helpers::stack::{Proc, Stack, openssl_plain, run};
 
 /// The simulator binary (`IOTSAFE_SIM_BIN`, default `target/release/iotsafe-sim`).
 fn sim_binary() -> PathBuf {

@@ -1,5 +1,6 @@
-//! Shared helpers for the tests that need the real PC/SC stack started by `scripts/stack.sh`
-//! (a private pcscd with the vsmartcard-vpcd driver, and `iotsafe-sim` as the card behind it).
+//! The built module (`.so`) loaded by real tools over the PC/SC stack that `scripts/stack.sh`
+//! starts (a private pcscd with the vsmartcard-vpcd driver, and `iotsafe-sim` as the card
+//! behind it): paths, the lock, the simulator's control socket, child processes, the tools.
 //!
 //! Where things are: `IOTSAFE_STACK_DIR` (default `<repo>/target/stack`) holds the card files
 //! written by `iotsafe-sim init-profile` under `card/`, the simulator's control socket `sim.sock`
@@ -8,7 +9,6 @@
 //!
 //! Every stack test holds [`StackLock`] for its whole run: the card and its APDU counters are
 //! shared, so tests that count APDUs must not see another test's traffic.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +20,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub use super::openssl_plain;
 
 /// Upper bound for one tool run (a hang guard, never an assertion on speed).
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -432,13 +434,6 @@ impl Stack {
         .expect_success();
         pem
     }
-}
-
-/// `openssl …` with no configuration at all (plain OpenSSL, no PKCS#11).
-pub fn openssl_plain() -> Command {
-    let mut c = Command::new("openssl");
-    c.env("OPENSSL_CONF", "/dev/null");
-    c
 }
 
 /// The DER bytes of the first PEM certificate in `text`.
