@@ -959,21 +959,7 @@ fn removed_card_gives_device_removed_then_invalid_handle() {
 fn threads_sign_concurrently_on_one_token() {
     let h = Harness::default();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
-    let point = profile_client_point(h.card());
-    std::thread::scope(|scope| {
-        for t in 0..8 {
-            let point = point.clone();
-            scope.spawn(move || {
-                let s = open_session(0);
-                let key = client_key(s);
-                for i in 0..25 {
-                    let msg = format!("thread {t} message {i}");
-                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
-                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
-                }
-            });
-        }
-    });
+    sign_from_threads(h.card(), 8, 25);
     assert_eq!(
         h.card().stats().interleaved,
         0,

@@ -160,21 +160,7 @@ fn two_tokens_with_their_own_keys() {
 }
 
 fn eight_threads_signing(h: &Harness) {
-    let point = profile_client_point(h.card());
-    std::thread::scope(|scope| {
-        for t in 0..8 {
-            let point = point.clone();
-            scope.spawn(move || {
-                let s = open_session(0);
-                let key = client_key(s);
-                for i in 0..15 {
-                    let msg = format!("thread {t} message {i}");
-                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
-                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
-                }
-            });
-        }
-    });
+    sign_from_threads(h.card(), 8, 15);
     assert_eq!(
         h.card().stats().interleaved,
         0,

@@ -12,10 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use helpers::stack::{Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, openssl_plain, run};
+use helpers::stack::{
+    Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, TlsServer, openssl_plain, pkcs11_rv, run,
+};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 
@@ -87,8 +89,12 @@ impl WritableCard {
         card
     }
 
+    fn card_dir(&self) -> PathBuf {
+        self.dir.join("card")
+    }
+
     fn file(&self, name: &str) -> PathBuf {
-        self.dir.join("card").join(name)
+        self.card_dir().join(name)
     }
 
     fn tool(&self, stack: &Stack) -> Command {
@@ -171,30 +177,8 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
     let listing = expect_ok(run(card.tool(&stack).arg("-O"))).stdout;
     assert!(listing.contains("CN=enrolled-device"), "{listing}");
     // 5. Mutual TLS with the new key and certificate, both addressed on the SIM.
-    let mut server = {
-        let mut cmd = openssl_plain();
-        cmd.args([
-            "s_server",
-            "-accept",
-            "127.0.0.1:0",
-            "-naccept",
-            "1",
-            "-www",
-            "-cert",
-        ])
-        .arg(card.file("server.pem"))
-        .arg("-key")
-        .arg(card.file("server-key.pem"))
-        .arg("-CAfile")
-        .arg(card.file("ca.pem"))
-        .args(["-Verify", "1", "-verify_return_error"]);
-        Proc::spawn(&mut cmd, None)
-    };
-    let port = server.wait_for_line(Duration::from_secs(30), |l| {
-        l.strip_prefix("ACCEPT ")
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.trim().parse::<u16>().ok())
-    });
+    let server = TlsServer::start_with_card_files(&card.card_dir(), &[]);
+    let port = server.port;
     let client = Proc::spawn(
         card.openssl(&stack)
             .args([
@@ -215,7 +199,7 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
         Some(b"GET / HTTP/1.0\r\n\r\n"),
     )
     .wait(TOOL_TIMEOUT);
-    let server = server.wait(TOOL_TIMEOUT);
+    let server = server.finish();
     let report = ServerReport::read(&server);
     assert!(
         report.handshake_finished && report.client_leaf_verified,
@@ -258,13 +242,6 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
         out.contains("CKR_ACTION_PROHIBITED") || out.contains("(0x1b)"),
         "{refused}"
     );
-}
-
-fn rv(e: &CkError) -> Option<RvError> {
-    match e {
-        CkError::Pkcs11(rv, _) => Some(*rv),
-        _ => None,
-    }
 }
 
 #[test]
@@ -319,7 +296,7 @@ fn remote_update_of_the_client_key_during_a_signing_loop() {
                 new_point = Some(current);
             }
         }
-        outcomes.push(outcome.map(|_| ()).map_err(|e| rv(&e)));
+        outcomes.push(outcome.map(|_| ()).map_err(|e| pkcs11_rv(&e)));
     }
     assert!(outcomes[..3].iter().all(|o| o.is_ok()), "{outcomes:?}");
     // During the remote session: the documented vendor error (CKR_IOTSAFE_OBJECT_BEING_UPDATED).

@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
-use helpers::stack::{Proc, Stack, openssl_plain, run};
+use helpers::stack::{Proc, Stack, openssl_plain, pkcs11_rv, run};
 
 /// The simulator binary (`IOTSAFE_SIM_BIN`, default `target/release/iotsafe-sim`).
 fn sim_binary() -> PathBuf {
@@ -192,13 +192,6 @@ fn pkcs11_tool_lists_three_tokens_and_signs_on_each() {
     assert!(stats.contains("\"2B\""), "{stats}");
 }
 
-fn rv(e: &CkError) -> Option<RvError> {
-    match e {
-        CkError::Pkcs11(rv, _) => Some(*rv),
-        _ => None,
-    }
-}
-
 #[test]
 #[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
 fn card_pulled_out_of_the_reader_mid_loop_then_back_in_the_same_process() {
@@ -242,7 +235,7 @@ fn card_pulled_out_of_the_reader_mid_loop_then_back_in_the_same_process() {
             session
                 .sign(&Mechanism::EcdsaSha256, key, b"loop")
                 .map(|_| ())
-                .map_err(|e| rv(&e)),
+                .map_err(|e| pkcs11_rv(&e)),
         );
     }
     control(&card2, "insert");

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cryptoki_sys::*;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{CardOptions, SharedCard};
+use sha2::{Digest, Sha256};
 
 pub use super::sim_reader::{READER_TIMEOUT, SimReader};
 use super::sim_reader::{plug_in_sim_readers, unplug_sim_readers};
@@ -262,6 +263,26 @@ pub fn sign(
         sig.truncate(len as usize);
         Ok(sig)
     }
+}
+
+/// `threads` threads, each with its own session on slot 0, signing `per_thread` messages of
+/// its own with the client key; every signature must verify.
+pub fn sign_from_threads(card: &SharedCard, threads: usize, per_thread: usize) {
+    let point = profile_client_point(card);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let point = point.clone();
+            scope.spawn(move || {
+                let s = open_session(0);
+                let key = client_key(s);
+                for i in 0..per_thread {
+                    let msg = format!("thread {t} message {i}");
+                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
+                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
+                }
+            });
+        }
+    });
 }
 
 /// The client key pair's public point from the simulator's profile.

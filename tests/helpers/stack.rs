@@ -476,6 +476,14 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The return value of a failed `cryptoki` call (`None` for errors of the crate itself).
+pub fn pkcs11_rv(e: &cryptoki::error::Error) -> Option<cryptoki::error::RvError> {
+    match e {
+        cryptoki::error::Error::Pkcs11(rv, _) => Some(*rv),
+        _ => None,
+    }
+}
+
 // --- openssl s_server ------------------------------------------------------------------------
 
 /// `openssl s_server -www` on 127.0.0.1 (a free port picked by the kernel), with the card
@@ -488,30 +496,15 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub fn start(stack: &Stack, extra: &[&str]) -> TlsServer {
-        let mut cmd = openssl_plain();
-        cmd.args([
-            "s_server",
-            "-accept",
-            "127.0.0.1:0",
-            "-naccept",
-            "1",
-            "-www",
-        ])
-        .arg("-cert")
-        .arg(stack.card_file("server.pem"))
-        .arg("-key")
-        .arg(stack.card_file("server-key.pem"))
-        .arg("-CAfile")
-        .arg(stack.card_file("ca.pem"))
-        .args(["-Verify", "1", "-verify_return_error"])
-        .args(extra);
+        TlsServer::start_with_card_files(&stack.card_dir, extra)
+    }
+
+    /// The same with the certificates and key of the card profile in `card_dir`.
+    pub fn start_with_card_files(card_dir: &Path, extra: &[&str]) -> TlsServer {
+        let mut cmd = s_server_for_one_client(card_dir, &["-www"]);
+        cmd.args(extra);
         let mut proc = Proc::spawn(&mut cmd, None);
-        // OpenSSL prints "ACCEPT 127.0.0.1:<port>" once it listens.
-        let port = proc.wait_for_line(Duration::from_secs(30), |l| {
-            l.strip_prefix("ACCEPT ")
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.trim().parse::<u16>().ok())
-        });
+        let port = accept_port(&mut proc);
         TlsServer { port, proc }
     }
 
@@ -519,6 +512,34 @@ impl TlsServer {
     pub fn finish(self) -> Finished {
         self.proc.wait(TOOL_TIMEOUT)
     }
+}
+
+/// `openssl s_server <protocol> …` on 127.0.0.1 (a free port picked by the kernel), with the
+/// server certificate and key in `card_dir`, requiring and verifying a client certificate
+/// issued by its CA, for exactly one connection.
+pub fn s_server_for_one_client(card_dir: &Path, protocol: &[&str]) -> Command {
+    let mut cmd = openssl_plain();
+    cmd.arg("s_server")
+        .args(protocol)
+        .args(["-accept", "127.0.0.1:0", "-naccept", "1"])
+        .arg("-cert")
+        .arg(card_dir.join("server.pem"))
+        .arg("-key")
+        .arg(card_dir.join("server-key.pem"))
+        .arg("-CAfile")
+        .arg(card_dir.join("ca.pem"))
+        .args(["-Verify", "1", "-verify_return_error"]);
+    cmd
+}
+
+/// The port an `openssl s_server` listens on: it prints "ACCEPT 127.0.0.1:<port>" once its
+/// socket is bound.
+pub fn accept_port(server: &mut Proc) -> u16 {
+    server.wait_for_line(Duration::from_secs(30), |l| {
+        l.strip_prefix("ACCEPT ")
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.trim().parse::<u16>().ok())
+    })
 }
 
 /// What the server reports about one connection, read from its output.
