@@ -5,9 +5,7 @@
 
 mod helpers;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,26 +15,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use helpers::stack::{
     Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, TlsServer, openssl_plain, pkcs11_rv, run,
+    sim_binary, sim_control,
 };
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
-
-fn sim_binary() -> PathBuf {
-    std::env::var_os("IOTSAFE_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/iotsafe-sim"))
-}
-
-fn control(socket: &Path, command: &str) -> String {
-    let mut s =
-        UnixStream::connect(socket).unwrap_or_else(|e| panic!("control {}: {e}", socket.display()));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("{command}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).unwrap();
-    assert!(line.contains("\"ok\":true"), "{command}: {line}");
-    line
-}
 
 /// The provisioning card on vpcd reader 1, and a module configuration showing only it.
 struct WritableCard {
@@ -277,11 +259,11 @@ fn remote_update_of_the_client_key_during_a_signing_loop() {
     for i in 0..12 {
         match i {
             3 => {
-                control(&card.control, "remote-begin private 01");
+                sim_control(&card.control, "remote-begin private 01");
             }
             7 => {
-                control(&card.control, "remote-replace-key 01");
-                control(&card.control, "remote-end");
+                sim_control(&card.control, "remote-replace-key 01");
+                sim_control(&card.control, "remote-end");
             }
             _ => {}
         }

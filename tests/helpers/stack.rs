@@ -105,27 +105,9 @@ impl Stack {
         StackLock { _file: file }
     }
 
-    /// Sends one command to the simulator's control socket and returns its one-line JSON reply.
+    /// Sends one command to the stack's simulator (its control socket) and returns the reply.
     pub fn sim_command(&self, command: &str) -> String {
-        let mut s = UnixStream::connect(&self.control).unwrap_or_else(|e| {
-            panic!(
-                "cannot connect to simulator control {}: {e}",
-                self.control.display()
-            )
-        });
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(format!("{command}\n").as_bytes())
-            .expect("write to control socket");
-        let mut line = String::new();
-        BufReader::new(&s)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("no reply from simulator control to {command:?}: {e}"));
-        let line = line.trim().to_string();
-        assert!(
-            line.contains("\"ok\":true") || line.contains("\"ok\": true"),
-            "simulator control {command:?} failed: {line:?}"
-        );
-        line
+        sim_control(&self.control, command)
     }
 
     pub fn reset_stats(&self) {
@@ -136,6 +118,38 @@ impl Stack {
         let line = self.sim_command("stats");
         SimStats::parse(&line).unwrap_or_else(|| panic!("cannot parse stats reply {line:?}"))
     }
+}
+
+/// Sends one command to a simulator's control socket and returns its one-line JSON reply,
+/// which must say `"ok": true`.
+pub fn sim_control(socket: &Path, command: &str) -> String {
+    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to simulator control {}: {e}",
+            socket.display()
+        )
+    });
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{command}\n").as_bytes())
+        .expect("write to control socket");
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("no reply from simulator control to {command:?}: {e}"));
+    let line = line.trim().to_string();
+    assert!(
+        line.contains("\"ok\":true") || line.contains("\"ok\": true"),
+        "simulator control {command:?} failed: {line:?}"
+    );
+    line
+}
+
+/// The simulator binary for the tests that start more cards (`IOTSAFE_SIM_BIN`, default
+/// `target/release/iotsafe-sim`).
+pub fn sim_binary() -> PathBuf {
+    std::env::var_os("IOTSAFE_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/iotsafe-sim"))
 }
 
 /// Held while a stack test runs; released on drop.
