@@ -1,14 +1,14 @@
 //! APDUs per PKCS#11 operation, read from the simulator's counters (in-process card, the
 //! module's real code paths). Prints a markdown table. Run: `cargo bench --bench apdu_counts`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/helpers/mod.rs"]
+mod helpers;
 
 use std::time::Instant;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
-use support::*;
 
 fn row(operation: &str, apdus: u64, target: &str, detail: String) {
     println!("| {operation} | {apdus} | {target} | {detail} |");

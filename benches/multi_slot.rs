@@ -4,17 +4,17 @@
 //! latency model (per APDU and per signature), the module's real code paths.
 //! Run: `cargo bench --bench multi_slot`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/helpers/mod.rs"]
+mod helpers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{CardOptions, SharedCard};
-use support::*;
 
 const RUN: Duration = Duration::from_secs(3);
 

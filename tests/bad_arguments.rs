@@ -10,12 +10,12 @@
 //!
 //! `cargo test --test bad_arguments -- --nocapture` prints the table.
 
-mod support;
+mod helpers;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::error::rv_name;
 use iotsafe_pkcs11::ffi::*;
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 const BAD_SESSION: CK_SESSION_HANDLE = 0xDEAD_BEEF;

@@ -7,19 +7,20 @@
 //!
 //! Each row prints one line of the fault table (`cargo test --test faults -- --nocapture`).
 
-mod support;
+mod helpers;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
+use helpers::TempDir;
+use helpers::inprocess::*;
+use helpers::sim_reader::unplug_sim_readers;
 use iotsafe_pkcs11::error::rv_name;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{
     AtDialect, CardOptions, Fault, FaultKind, ModemHandle, ModemOptions, SharedCard,
 };
 use sha2::{Digest, Sha256};
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 
@@ -381,8 +382,9 @@ fn removed_in_the_middle_of_reading_the_card() {
 const MODEM_TIMEOUT: Duration = Duration::from_millis(700);
 
 struct ModemRig {
+    /// Removed first when the rig is dropped, then the modem stops.
+    _dir: TempDir,
     modem: ModemHandle,
-    dir: PathBuf,
     _guard: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -390,17 +392,15 @@ impl Drop for ModemRig {
     fn drop(&mut self) {
         unsafe { C_Finalize(NULL) };
         self.modem.card().faults().clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 fn modem_rig(options: ModemOptions, at_mode: &str) -> ModemRig {
     let guard = module_lock();
-    iotsafe_pkcs11::transport::set_reader_source_override(None);
+    unplug_sim_readers();
     unsafe { C_Finalize(NULL) };
-    let dir = std::env::temp_dir().join(format!("iotsafe-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("modem");
+    let dir = TempDir::new(&format!("iotsafe-faults-{}", std::process::id()));
+    let link = dir.path().join("modem");
     let card = SharedCard::from_profile(iotsafe_sim::default_profile(), CardOptions::default());
     card.faults()
         .set_mute_limit(MODEM_TIMEOUT + Duration::from_millis(500));
@@ -410,22 +410,10 @@ fn modem_rig(options: ModemOptions, at_mode: &str) -> ModemRig {
         link.display(),
         MODEM_TIMEOUT.as_millis()
     );
-    let config = std::ffi::CString::new(config).unwrap();
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: config.as_ptr() as *mut _,
-    };
-    assert_eq!(
-        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
-        CKR_OK
-    );
+    initialize_with_config(&config);
     ModemRig {
+        _dir: dir,
         modem,
-        dir,
         _guard: guard,
     }
 }

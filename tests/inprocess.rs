@@ -1,13 +1,13 @@
 //! The module in-process over the simulator library: PKCS#11 behaviour, exact return values,
 //! signatures verified with p256 against the card's public key, APDU counts.
 
-mod support;
+mod helpers;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{AppInfoTags, CardOptions, ObjectListStyle, SignatureLengthStyle};
 use sha2::{Digest, Sha256, Sha384, Sha512};
-use support::*;
 
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
@@ -509,10 +509,6 @@ fn find_objects_state_rules() {
     }
 }
 
-fn client_key(s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
-    object_by_label(s, CKO_PRIVATE_KEY, "client")
-}
-
 #[test]
 fn ecdsa_signatures_verify_against_the_card_key() {
     let h = Harness::default();
@@ -963,21 +959,7 @@ fn removed_card_gives_device_removed_then_invalid_handle() {
 fn threads_sign_concurrently_on_one_token() {
     let h = Harness::default();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
-    let point = profile_client_point(h.card());
-    std::thread::scope(|scope| {
-        for t in 0..8 {
-            let point = point.clone();
-            scope.spawn(move || {
-                let s = open_session(0);
-                let key = client_key(s);
-                for i in 0..25 {
-                    let msg = format!("thread {t} message {i}");
-                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
-                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
-                }
-            });
-        }
-    });
+    sign_from_threads(h.card(), 8, 25);
     assert_eq!(
         h.card().stats().interleaved,
         0,
@@ -1006,18 +988,7 @@ fn a_card_without_logical_channels_is_used_on_the_basic_channel() {
 #[test]
 fn proprietary_class_is_configurable() {
     let h = Harness::default();
-    unsafe {
-        let config = c"[applet]\ncla = \"proprietary\"".as_ptr();
-        let mut args = CK_C_INITIALIZE_ARGS {
-            CreateMutex: None,
-            DestroyMutex: None,
-            LockMutex: None,
-            UnlockMutex: None,
-            flags: CKF_OS_LOCKING_OK,
-            pReserved: config as *mut _,
-        };
-        assert_eq!(C_Initialize(&mut args as *mut _ as *mut _), CKR_OK);
-    }
+    initialize_with_config("[applet]\ncla = \"proprietary\"");
     let s = open_session(0);
     let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"8x").unwrap();
     assert!(p256_verify(

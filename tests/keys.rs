@@ -1,22 +1,15 @@
 //! Key life-cycle in-process: on-board key generation and ECDH, checked against independent
 //! computations with the simulator's key material.
 
-mod support;
+mod helpers;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
 use sha2::{Digest, Sha256};
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-
-fn rw_session() -> CK_SESSION_HANDLE {
-    let mut h: CK_SESSION_HANDLE = 0;
-    let rv = unsafe { C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, None, &mut h) };
-    assert_eq!(rv, CKR_OK);
-    h
-}
 
 fn keygen(
     session: CK_SESSION_HANDLE,
@@ -61,7 +54,7 @@ fn card_point(h: &Harness, id: u8) -> Vec<u8> {
 fn generate_key_pair_regenerates_a_container_and_the_handles_show_the_new_key() {
     let h = Harness::default();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
-    let s = rw_session();
+    let s = open_rw_session(0);
     let before = card_point(&h, 0x04);
     let mut oid = P256_OID.to_vec();
     let mut id = [0x04u8];
@@ -103,7 +96,7 @@ fn generate_key_pair_regenerates_a_container_and_the_handles_show_the_new_key() 
 fn generate_key_pair_checks_its_templates() {
     let h = Harness::default();
     let ro = h.init_and_open();
-    let s = rw_session();
+    let s = open_rw_session(0);
     let mut oid = P256_OID.to_vec();
     let mut p384 = vec![0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
     let mut id = [0x04u8];

@@ -1,22 +1,18 @@
 //! Card life-cycle in-process: slot events, a card reset by someone else, removal during a
 //! signing loop, several tokens at once.
 
-mod support;
+mod helpers;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{CardOptions, SharedCard};
 use sha2::{Digest, Sha256};
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
-
-fn client_key(s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
-    object_by_label(s, CKO_PRIVATE_KEY, "client")
-}
 
 fn wait_event(flags: CK_FLAGS) -> Result<CK_SLOT_ID, CK_RV> {
     let mut slot: CK_SLOT_ID = 999;
@@ -163,37 +159,8 @@ fn two_tokens_with_their_own_keys() {
     unsafe { assert_eq!(C_GetTokenInfo(1, &mut ti), CKR_OK) };
 }
 
-fn init_with(config: &std::ffi::CStr) {
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: config.as_ptr() as *mut _,
-    };
-    assert_eq!(
-        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
-        CKR_OK
-    );
-}
-
 fn eight_threads_signing(h: &Harness) {
-    let point = profile_client_point(h.card());
-    std::thread::scope(|scope| {
-        for t in 0..8 {
-            let point = point.clone();
-            scope.spawn(move || {
-                let s = open_session(0);
-                let key = client_key(s);
-                for i in 0..15 {
-                    let msg = format!("thread {t} message {i}");
-                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
-                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
-                }
-            });
-        }
-    });
+    sign_from_threads(h.card(), 8, 15);
     assert_eq!(
         h.card().stats().interleaved,
         0,
@@ -214,7 +181,7 @@ fn slow_card(profile: iotsafe_sim::Profile) -> SharedCard {
 #[test]
 fn the_channel_pool_grows_to_the_configured_maximum_under_contention() {
     let h = Harness::with_cards(vec![slow_card(iotsafe_sim::default_profile())]);
-    init_with(c"[applet]\nmax_channels = 4");
+    initialize_with_config("[applet]\nmax_channels = 4");
     eight_threads_signing(&h);
     assert_eq!(
         h.card().open_channels(),
@@ -234,7 +201,7 @@ fn the_channel_pool_stops_where_the_card_refuses_more_channels() {
     let mut profile = iotsafe_sim::default_profile();
     profile.max_channels = 2;
     let h = Harness::with_cards(vec![slow_card(profile)]);
-    init_with(c"[applet]\nmax_channels = 4");
+    initialize_with_config("[applet]\nmax_channels = 4");
     eight_threads_signing(&h);
     assert_eq!(
         h.card().open_channels(),

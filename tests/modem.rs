@@ -1,33 +1,26 @@
 //! The module over the AT path, in-process: the simulator serves AT commands on a
 //! pseudo-terminal (no daemon), the module opens it as a `[[modem]]` slot.
 
-mod support;
+mod helpers;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
+use helpers::TempDir;
+use helpers::inprocess::*;
+use helpers::sim_reader::unplug_sim_readers;
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{AtDialect, CardOptions, ModemHandle, ModemOptions, SharedCard};
 use sha2::{Digest, Sha256};
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
-static SERIAL: Mutex<()> = Mutex::new(());
 
 struct ModemRig {
     modem: ModemHandle,
     link: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
     _guard: std::sync::MutexGuard<'static, ()>,
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl Drop for ModemRig {
@@ -52,45 +45,28 @@ fn rig_with_profile(
     options: ModemOptions,
     module_modem: &str,
 ) -> ModemRig {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    iotsafe_pkcs11::transport::set_reader_source_override(None);
+    let guard = module_lock();
+    unplug_sim_readers();
     unsafe { C_Finalize(NULL) };
-    let dir = std::env::temp_dir().join(format!(
+    let dir = TempDir::new(&format!(
         "iotsafe-modem-test-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("modem");
+    let link = dir.path().join("modem");
     let card = SharedCard::from_profile(profile, card_options);
     let modem = iotsafe_sim::modem::spawn(card, &link, options).expect("spawn the simulated modem");
     let config = format!(
         "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nlabel = \"sim modem\"\n{module_modem}\n",
         link.display()
     );
-    init_with_config(&config);
+    initialize_with_config(&config);
     ModemRig {
         modem,
         link,
-        _dir: TempDir(dir),
+        dir,
         _guard: guard,
     }
-}
-
-fn init_with_config(config: &str) {
-    let config = std::ffi::CString::new(config).unwrap();
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: config.as_ptr() as *mut _,
-    };
-    assert_eq!(
-        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
-        CKR_OK
-    );
 }
 
 fn sign_and_check(rig: &ModemRig, msg: &[u8]) -> Result<(), CK_RV> {
@@ -267,7 +243,7 @@ fn a_modem_that_goes_away_is_a_slot_without_token_until_it_returns() {
     // Unplugged: the port closes and its device node goes away.
     let replacement = iotsafe_sim::modem::spawn(
         card.clone(),
-        &rig._dir.0.join("other"),
+        &rig.dir.path().join("other"),
         ModemOptions::default(),
     )
     .unwrap();
@@ -287,10 +263,12 @@ fn a_modem_that_goes_away_is_a_slot_without_token_until_it_returns() {
 
 #[test]
 fn a_missing_modem_is_a_slot_without_token_not_a_failed_initialize() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    iotsafe_pkcs11::transport::set_reader_source_override(None);
+    let _guard = module_lock();
+    unplug_sim_readers();
     unsafe { C_Finalize(NULL) };
-    init_with_config("[pcsc]\nenabled = false\n[[modem]]\ndevice = \"/nonexistent/ttyACM9\"\n");
+    initialize_with_config(
+        "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"/nonexistent/ttyACM9\"\n",
+    );
     let mut n: CK_ULONG = 0;
     unsafe {
         assert_eq!(C_GetSlotList(0, std::ptr::null_mut(), &mut n), CKR_OK);
@@ -313,11 +291,7 @@ fn long_writes_are_split_to_fit_the_modems_command_line() {
         },
         "at_mode = \"csim\"\nmax_command_len = 120",
     );
-    let mut h: CK_SESSION_HANDLE = 0;
-    assert_eq!(
-        unsafe { C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, None, &mut h) },
-        CKR_OK
-    );
+    let h = open_rw_session(0);
     let content: Vec<u8> = (0..600u32).map(|i| (i % 253) as u8).collect();
     let mut class = CKO_DATA;
     let mut tru = [1u8];

@@ -3,15 +3,14 @@
 //! (COMPUTE PRF, COMPUTE HKDF) equals an independent computation by `openssl kdf` on the same
 //! inputs, plus the reference vectors of iot05-apdu.md §9.6.
 
-mod support;
+mod helpers;
 
 use std::process::Command;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
-use support::*;
 
-const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 const CKM_IOTSAFE_TLS12_PSK_KDF: CK_MECHANISM_TYPE = CKM_VENDOR_DEFINED | 0x4953_0001;
 const CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF: CK_MECHANISM_TYPE = CKM_VENDOR_DEFINED | 0x4953_0002;
 const CKA_IOTSAFE_KEY_DERIVATION: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0006;
@@ -39,13 +38,9 @@ fn psk_value(label: &str) -> Vec<u8> {
         .unwrap_or_else(|| panic!("no PSK {label} on the default card"))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// `openssl kdf` (OpenSSL 3) → the derived bytes.
 fn openssl_kdf(keylen: usize, options: &[String], kdf: &str) -> Vec<u8> {
-    let mut cmd = Command::new("openssl");
+    let mut cmd = helpers::openssl_plain();
     cmd.args(["kdf", "-keylen", &keylen.to_string()]);
     for o in options {
         cmd.args(["-kdfopt", o]);
@@ -54,10 +49,7 @@ fn openssl_kdf(keylen: usize, options: &[String], kdf: &str) -> Vec<u8> {
     let out = cmd.output().expect("run openssl kdf");
     assert!(out.status.success(), "openssl kdf: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).expect("hex byte"))
-        .collect()
+    hex::decode(text.trim().replace(':', "")).expect("hex bytes")
 }
 
 fn tls1_prf(digest: &str, secret: &[u8], label_and_seed: &[u8], len: usize) -> Vec<u8> {
@@ -65,8 +57,8 @@ fn tls1_prf(digest: &str, secret: &[u8], label_and_seed: &[u8], len: usize) -> V
         len,
         &[
             format!("digest:{digest}"),
-            format!("hexsecret:{}", hex(secret)),
-            format!("hexseed:{}", hex(label_and_seed)),
+            format!("hexsecret:{}", hex::encode(secret)),
+            format!("hexseed:{}", hex::encode(label_and_seed)),
         ],
         "TLS1-PRF",
     )
@@ -242,9 +234,7 @@ fn psks_are_secret_keys_that_derive_and_are_never_readable_changeable_or_deletab
     }
 
     // Never changed or deleted, in a read-write session too; nothing reaches the card.
-    let mut rw = 0;
-    let rv = unsafe { C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, None, &mut rw) };
-    assert_eq!(rv, CKR_OK);
+    let rw = open_rw_session(0);
     let k = psk_handle(rw, "device-psk");
     h.apdus();
     let mut label = b"renamed".to_vec();
@@ -313,7 +303,7 @@ fn plain_psk_master_secret_equals_openssl_tls1_prf_over_the_rfc4279_pre_master()
             &[&b"master secret"[..], &seed].concat(),
             48,
         );
-        assert_eq!(hex(&got), hex(&want), "{label} {digest}");
+        assert_eq!(hex::encode(&got), hex::encode(&want), "{label} {digest}");
     }
 }
 
@@ -335,7 +325,7 @@ fn ecdhe_psk_derivation_equals_openssl_over_the_rfc5489_pre_master() {
         &[&b"extended master secret"[..], &session_hash].concat(),
         100,
     );
-    assert_eq!(hex(&value(s, derived)), hex(&want));
+    assert_eq!(hex::encode(value(s, derived)), hex::encode(&want));
 
     // Without the ECDHE secret, ECDHE-PSK is a parameter error; plain PSK refuses one.
     p.pOtherSecret = std::ptr::null_mut();
@@ -361,12 +351,7 @@ fn tls12_kdf_reproduces_the_reference_prf_vectors() {
     let seed1 = "CE15B44D68440B652624244DB8D2FB7DD601C759E9EB627FB10529AB0DB76049";
     let first48 = "A1F02A766DA04C8FD83A40E358267528F8D815C48E3DC353\
                    D55FE3861C350622C78B48FE6F49F6E13E1B6B175CFE59FB";
-    let unhex = |s: &str| -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    };
+    let unhex = |s: &str| hex::decode(s).expect("hex");
     let base = session_secret(s, &unhex(secret1));
     let mut label = b"extended master secret".to_vec();
     let mut client = unhex(seed1);
@@ -388,14 +373,18 @@ fn tls12_kdf_reproduces_the_reference_prf_vectors() {
         derive(s, CKM_TLS12_KDF, &mut p, base, Some(255)).unwrap(),
     );
     assert_eq!(got.len(), 255);
-    assert_eq!(hex(&got[..48]), first48.to_lowercase());
+    assert_eq!(hex::encode(&got[..48]), first48.to_lowercase());
     let want = tls1_prf(
         "SHA256",
         &unhex(secret1),
         &[&label[..], &unhex(seed1)].concat(),
         255,
     );
-    assert_eq!(hex(&got), hex(&want), "all 255 bytes equal openssl's");
+    assert_eq!(
+        hex::encode(&got),
+        hex::encode(&want),
+        "all 255 bytes equal openssl's"
+    );
 
     // Vector 2: the 48 bytes above as secret, "key expansion", a 64-byte seed (split into the
     // two randoms), first and last 32 bytes given.
@@ -423,11 +412,11 @@ fn tls12_kdf_reproduces_the_reference_prf_vectors() {
         derive(s, CKM_TLS12_KDF, &mut p, base, Some(255)).unwrap(),
     );
     assert_eq!(
-        hex(&got[..32]),
+        hex::encode(&got[..32]),
         "ED6C6644C075653F1919FD05A11A93C8057267B9C2CBD09E6D8882B355473E8E".to_lowercase()
     );
     assert_eq!(
-        hex(&got[223..]),
+        hex::encode(&got[223..]),
         "BA6BD6F753F39DEC1890BAA4283B3139922D80D1E7D3DA69669877125B8C0B41".to_lowercase()
     );
 
@@ -442,7 +431,7 @@ fn tls12_kdf_reproduces_the_reference_prf_vectors() {
         &[&b"key expansion"[..], &seed2, &[0, 5], b"lwm2m"].concat(),
         20,
     );
-    assert_eq!(hex(&got), hex(&want));
+    assert_eq!(hex::encode(&got), hex::encode(&want));
 }
 
 #[test]
@@ -477,7 +466,7 @@ fn tls12_master_secret_from_a_session_pre_master_reports_its_version() {
         &[&b"master secret"[..], &client, &server].concat(),
         48,
     );
-    assert_eq!(hex(&got), hex(&want));
+    assert_eq!(hex::encode(&got), hex::encode(&want));
     // The DH form takes any pre-master length and reports no version.
     let base = session_secret(s, &pre_master[..32]);
     p.pVersion = std::ptr::null_mut();
@@ -491,14 +480,18 @@ fn tls12_master_secret_from_a_session_pre_master_reports_its_version() {
         &[&b"master secret"[..], &client, &server].concat(),
         48,
     );
-    assert_ne!(hex(&got), hex(&want), "SHA-256 was asked, not SHA-384");
+    assert_ne!(
+        hex::encode(&got),
+        hex::encode(&want),
+        "SHA-256 was asked, not SHA-384"
+    );
     let want = tls1_prf(
         "SHA256",
         &pre_master[..32],
         &[&b"master secret"[..], &client, &server].concat(),
         48,
     );
-    assert_eq!(hex(&got), hex(&want));
+    assert_eq!(hex::encode(&got), hex::encode(&want));
 
     // RFC 7627 extended master secret, SHA-384 PRF.
     let mut session_hash = random_bytes(48);
@@ -525,7 +518,7 @@ fn tls12_master_secret_from_a_session_pre_master_reports_its_version() {
         &[&b"extended master secret"[..], &session_hash].concat(),
         48,
     );
-    assert_eq!(hex(&got), hex(&want));
+    assert_eq!(hex::encode(&got), hex::encode(&want));
 }
 
 fn hkdf_params(
@@ -570,14 +563,14 @@ fn openssl_hkdf(
 ) -> Vec<u8> {
     let mut o = vec![
         format!("digest:{digest}"),
-        format!("hexkey:{}", hex(key)),
+        format!("hexkey:{}", hex::encode(key)),
         format!("mode:{mode}"),
     ];
     if !salt.is_empty() {
-        o.push(format!("hexsalt:{}", hex(salt)));
+        o.push(format!("hexsalt:{}", hex::encode(salt)));
     }
     if !info.is_empty() {
-        o.push(format!("hexinfo:{}", hex(info)));
+        o.push(format!("hexinfo:{}", hex::encode(info)));
     }
     openssl_kdf(len, &o, "HKDF")
 }
@@ -600,7 +593,11 @@ fn hkdf_from_psks_and_session_keys_equals_openssl_hkdf() {
         &[],
         48,
     );
-    assert_eq!(hex(&value(s, early)), hex(&want), "extract, no salt");
+    assert_eq!(
+        hex::encode(value(s, early)),
+        hex::encode(&want),
+        "extract, no salt"
+    );
 
     // Extract and expand with salt and info, each hash.
     for (label, hash, digest) in [
@@ -621,7 +618,7 @@ fn hkdf_from_psks_and_session_keys_equals_openssl_hkdf() {
             &info,
             42,
         );
-        assert_eq!(hex(&got), hex(&want), "{label} {digest}");
+        assert_eq!(hex::encode(&got), hex::encode(&want), "{label} {digest}");
     }
 
     // Expand only, from a session key as PRK (the early secret above).
@@ -632,7 +629,7 @@ fn hkdf_from_psks_and_session_keys_equals_openssl_hkdf() {
         derive(s, CKM_HKDF_DERIVE, &mut p, early, Some(200)).unwrap(),
     );
     let want = openssl_hkdf("EXPAND_ONLY", "SHA384", &value(s, early), &[], &info, 200);
-    assert_eq!(hex(&got), hex(&want), "expand only");
+    assert_eq!(hex::encode(&got), hex::encode(&want), "expand only");
 
     // Salt from a key (CKF_HKDF_SALT_KEY).
     let salt_key = session_secret(s, b"0123456789abcdef");
@@ -649,7 +646,7 @@ fn hkdf_from_psks_and_session_keys_equals_openssl_hkdf() {
         &[],
         32,
     );
-    assert_eq!(hex(&got), hex(&want), "salt from a key");
+    assert_eq!(hex::encode(&got), hex::encode(&want), "salt from a key");
 }
 
 #[test]
@@ -828,11 +825,11 @@ fn psk_derivations_for_the_trace_log_child() {
     let mut p = psk_params(CKM_SHA256, &mut label, &mut seed);
     let k = psk_handle(s, "device-psk");
     let derived = derive(s, CKM_IOTSAFE_TLS12_PSK_KDF, &mut p, k, None).unwrap();
-    println!("DERIVED={}", hex(&value(s, derived)));
+    println!("DERIVED={}", hex::encode(value(s, derived)));
     let base = session_secret(s, &[0xC3; 48]);
     let mut p = hkdf_params(true, true, CKM_SHA256, &mut [], &mut []);
     let derived = derive(s, CKM_HKDF_DERIVE, &mut p, base, Some(40)).unwrap();
-    println!("DERIVED={}", hex(&value(s, derived)));
+    println!("DERIVED={}", hex::encode(value(s, derived)));
 }
 
 #[test]
@@ -860,8 +857,8 @@ fn secrets_never_reach_the_trace_log() {
         .filter_map(|l| l.strip_prefix("DERIVED="))
         .collect();
     assert_eq!(derived.len(), 2, "{stdout}");
-    let psk = hex(&psk_value("device-psk"));
-    let session_secret = hex(&[0xC3; 48]);
+    let psk = hex::encode(psk_value("device-psk"));
+    let session_secret = hex::encode([0xC3; 48]);
     for secret in [
         psk.as_str(),
         session_secret.as_str(),
@@ -917,13 +914,17 @@ fn a_psk_replaced_by_remote_management_is_used_after_the_card_reports_completion
         s,
         derive(s, CKM_IOTSAFE_TLS12_PSK_KDF, &mut p, k, None).unwrap(),
     );
-    assert_ne!(hex(&after), hex(&before));
+    assert_ne!(hex::encode(&after), hex::encode(&before));
     let want = tls1_prf(
         "SHA256",
         &plain_psk_pre_master(&new_psk),
         &[&b"master secret"[..], &seed].concat(),
         48,
     );
-    assert_eq!(hex(&after), hex(&want), "made with the new PSK");
+    assert_eq!(
+        hex::encode(&after),
+        hex::encode(&want),
+        "made with the new PSK"
+    );
     assert_eq!(psk_handle(s, "device-psk"), k, "same object, same handle");
 }

@@ -11,14 +11,14 @@
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
 //! these tests with `--run-ignored all`).
 
-mod common;
+mod helpers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, Stack, TOOL_TIMEOUT, run};
+use helpers::stack::{Proc, Stack, TOOL_TIMEOUT, run};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use x509_cert::Certificate;
@@ -344,15 +344,12 @@ fn c_program_signs_through_c_get_interface_with_the_shipped_headers() {
     .expect_success();
     assert!(f.stdout.contains("interface: PKCS 11 3.0"), "{f}");
     assert!(f.stdout.contains("key usage: 1"), "{f}");
-    let hex = f
+    let sig_hex = f
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("signature: "))
         .unwrap_or_else(|| panic!("no signature printed:\n{f}"));
-    let sig: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
+    let sig = hex::decode(sig_hex).unwrap_or_else(|e| panic!("signature {sig_hex:?}: {e}"));
     let cert = Certificate::from_der(&stack.card_certificate_der(&dir)).unwrap();
     let point = cert
         .tbs_certificate()

@@ -7,12 +7,12 @@
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
 //! these tests with `--run-ignored all`). The README's compatibility table lists the commands.
 
-mod common;
+mod helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{
+use helpers::stack::{
     Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, TlsServer,
     client_certificate_on_status_page, openssl_plain, run,
 };

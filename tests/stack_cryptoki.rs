@@ -4,13 +4,12 @@
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
 //! these tests with `--run-ignored all`).
 
-mod common;
+mod helpers;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
-use common::{Stack, StackLock};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{
@@ -18,6 +17,7 @@ use cryptoki::object::{
 };
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
+use helpers::stack::{Stack, StackLock};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};

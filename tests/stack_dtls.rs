@@ -16,15 +16,14 @@
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
 //! these tests with `--run-ignored all`).
 
-mod common;
+mod helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
-use std::time::Duration;
 
-use common::{
-    Finished, Proc, ServerReport, SimStats, Stack, TOOL_TIMEOUT, client_certificate_on_status_page,
-    openssl_plain, run,
+use helpers::stack::{
+    Finished, Proc, ServerReport, SimStats, Stack, TOOL_TIMEOUT, accept_port,
+    client_certificate_on_status_page, openssl_plain, run, s_server_for_one_client,
 };
 
 const KEY_URI: &str = "pkcs11:object=client;type=private";
@@ -46,29 +45,10 @@ struct DtlsServer {
 
 impl DtlsServer {
     fn start(stack: &Stack, cipher: &str) -> DtlsServer {
-        let mut cmd = openssl_plain();
-        cmd.args([
-            "s_server",
-            "-dtls1_2",
-            "-accept",
-            "127.0.0.1:0",
-            "-naccept",
-            "1",
-        ])
-        .arg("-cert")
-        .arg(stack.card_file("server.pem"))
-        .arg("-key")
-        .arg(stack.card_file("server-key.pem"))
-        .arg("-CAfile")
-        .arg(stack.card_file("ca.pem"))
-        .args(["-Verify", "1", "-verify_return_error", "-cipher", cipher]);
+        let mut cmd = s_server_for_one_client(&stack.card_dir, &["-dtls1_2"]);
+        cmd.args(["-cipher", cipher]);
         let (mut proc, stdin) = Proc::spawn_with_open_stdin(&mut cmd);
-        // "ACCEPT 127.0.0.1:<port>" once the UDP socket is bound.
-        let port = proc.wait_for_line(Duration::from_secs(30), |l| {
-            l.strip_prefix("ACCEPT ")
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.trim().parse::<u16>().ok())
-        });
+        let port = accept_port(&mut proc);
         DtlsServer { port, proc, stdin }
     }
 

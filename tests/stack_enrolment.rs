@@ -3,38 +3,22 @@
 //! CSR through pkcs11-provider → CA → certificate written to the SIM → mutual TLS → deletion),
 //! and remote management (G4) during a signing loop.
 
-mod common;
+mod helpers;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, openssl_plain, run};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use helpers::stack::{
+    Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, TlsServer, openssl_plain, pkcs11_rv, run,
+    sim_binary, sim_control,
+};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
-
-fn sim_binary() -> PathBuf {
-    std::env::var_os("IOTSAFE_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/iotsafe-sim"))
-}
-
-fn control(socket: &Path, command: &str) -> String {
-    let mut s =
-        UnixStream::connect(socket).unwrap_or_else(|e| panic!("control {}: {e}", socket.display()));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("{command}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).unwrap();
-    assert!(line.contains("\"ok\":true"), "{command}: {line}");
-    line
-}
 
 /// The provisioning card on vpcd reader 1, and a module configuration showing only it.
 struct WritableCard {
@@ -87,8 +71,12 @@ impl WritableCard {
         card
     }
 
+    fn card_dir(&self) -> PathBuf {
+        self.dir.join("card")
+    }
+
     fn file(&self, name: &str) -> PathBuf {
-        self.dir.join("card").join(name)
+        self.card_dir().join(name)
     }
 
     fn tool(&self, stack: &Stack) -> Command {
@@ -171,30 +159,8 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
     let listing = expect_ok(run(card.tool(&stack).arg("-O"))).stdout;
     assert!(listing.contains("CN=enrolled-device"), "{listing}");
     // 5. Mutual TLS with the new key and certificate, both addressed on the SIM.
-    let mut server = {
-        let mut cmd = openssl_plain();
-        cmd.args([
-            "s_server",
-            "-accept",
-            "127.0.0.1:0",
-            "-naccept",
-            "1",
-            "-www",
-            "-cert",
-        ])
-        .arg(card.file("server.pem"))
-        .arg("-key")
-        .arg(card.file("server-key.pem"))
-        .arg("-CAfile")
-        .arg(card.file("ca.pem"))
-        .args(["-Verify", "1", "-verify_return_error"]);
-        Proc::spawn(&mut cmd, None)
-    };
-    let port = server.wait_for_line(Duration::from_secs(30), |l| {
-        l.strip_prefix("ACCEPT ")
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.trim().parse::<u16>().ok())
-    });
+    let server = TlsServer::start_with_card_files(&card.card_dir(), &[]);
+    let port = server.port;
     let client = Proc::spawn(
         card.openssl(&stack)
             .args([
@@ -215,14 +181,14 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
         Some(b"GET / HTTP/1.0\r\n\r\n"),
     )
     .wait(TOOL_TIMEOUT);
-    let server = server.wait(TOOL_TIMEOUT);
+    let server = server.finish();
     let report = ServerReport::read(&server);
     assert!(
         report.handshake_finished && report.client_leaf_verified,
         "{client}\n=== server:\n{server}"
     );
     assert_eq!(
-        common::client_certificate_on_status_page(&client.stdout),
+        helpers::stack::client_certificate_on_status_page(&client.stdout),
         Some(std::fs::read(&der).unwrap()),
         "the server saw the certificate written to the SIM: {client}"
     );
@@ -260,13 +226,6 @@ fn enrolment_keygen_csr_certificate_tls_and_deletion_with_real_tools() {
     );
 }
 
-fn rv(e: &CkError) -> Option<RvError> {
-    match e {
-        CkError::Pkcs11(rv, _) => Some(*rv),
-        _ => None,
-    }
-}
-
 #[test]
 #[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
 fn remote_update_of_the_client_key_during_a_signing_loop() {
@@ -300,11 +259,11 @@ fn remote_update_of_the_client_key_during_a_signing_loop() {
     for i in 0..12 {
         match i {
             3 => {
-                control(&card.control, "remote-begin private 01");
+                sim_control(&card.control, "remote-begin private 01");
             }
             7 => {
-                control(&card.control, "remote-replace-key 01");
-                control(&card.control, "remote-end");
+                sim_control(&card.control, "remote-replace-key 01");
+                sim_control(&card.control, "remote-end");
             }
             _ => {}
         }
@@ -319,7 +278,7 @@ fn remote_update_of_the_client_key_during_a_signing_loop() {
                 new_point = Some(current);
             }
         }
-        outcomes.push(outcome.map(|_| ()).map_err(|e| rv(&e)));
+        outcomes.push(outcome.map(|_| ()).map_err(|e| pkcs11_rv(&e)));
     }
     assert!(outcomes[..3].iter().all(|o| o.is_ok()), "{outcomes:?}");
     // During the remote session: the documented vendor error (CKR_IOTSAFE_OBJECT_BEING_UPDATED).

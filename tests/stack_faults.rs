@@ -8,16 +8,16 @@
 //! reports a timeout, which `tests/faults.rs` models in-process (`READER_TIMEOUT`) and the
 //! modem path measures against the module's own `timeout_ms`.
 
-mod common;
+mod helpers;
 
 use std::time::{Duration, Instant};
 
-use common::Stack;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::Session;
+use helpers::stack::Stack;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 

@@ -1,14 +1,14 @@
 //! Process and card life-cycle over the real stack (pcscd + vpcd + simulator): a long-running
 //! process whose card sat idle, and a forked child.
 
-mod common;
+mod helpers;
 
 use std::time::Duration;
 
-use common::{Proc, Stack, TOOL_TIMEOUT};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
+use helpers::stack::{Proc, Stack, TOOL_TIMEOUT};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 
@@ -82,7 +82,7 @@ fn a_pcscd_restart_is_recovered_in_the_same_process() {
         .sign(&Mechanism::EcdsaSha256, key, b"before")
         .expect("C_Sign");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack.sh");
-    let restarted = common::run(
+    let restarted = helpers::stack::run(
         std::process::Command::new("bash")
             .arg(script)
             .arg("restart-pcscd")

@@ -2,37 +2,17 @@
 //! simulated card on vpcd reader 1, and a simulated modem on a pseudo-terminal; and a card
 //! pulled out of pcscd's reader in the middle of a signing loop.
 
-mod common;
+mod helpers;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, Stack, openssl_plain, run};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
-
-/// The simulator binary (`IOTSAFE_SIM_BIN`, default `target/release/iotsafe-sim`).
-fn sim_binary() -> PathBuf {
-    std::env::var_os("IOTSAFE_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/iotsafe-sim"))
-}
-
-fn control(socket: &Path, command: &str) -> String {
-    let mut s = UnixStream::connect(socket)
-        .unwrap_or_else(|e| panic!("control socket {}: {e}", socket.display()));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("{command}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).unwrap();
-    assert!(line.contains("\"ok\":true"), "{command}: {line}");
-    line
-}
+use helpers::stack::{Proc, Stack, openssl_plain, pkcs11_rv, run, sim_binary, sim_control};
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -188,15 +168,8 @@ fn pkcs11_tool_lists_three_tokens_and_signs_on_each() {
         "three different cards, three different keys"
     );
     // The modem's card really was reached through the modem.
-    let stats = control(&cards.dir.join("modem.sock"), "stats");
+    let stats = sim_control(&cards.dir.join("modem.sock"), "stats");
     assert!(stats.contains("\"2B\""), "{stats}");
-}
-
-fn rv(e: &CkError) -> Option<RvError> {
-    match e {
-        CkError::Pkcs11(rv, _) => Some(*rv),
-        _ => None,
-    }
 }
 
 #[test]
@@ -234,7 +207,7 @@ fn card_pulled_out_of_the_reader_mid_loop_then_back_in_the_same_process() {
     let mut outcomes = Vec::new();
     for i in 0..12 {
         if i == 4 {
-            control(&card2, "remove");
+            sim_control(&card2, "remove");
             // Give pcscd the time to notice (the driver polls presence).
             std::thread::sleep(Duration::from_millis(1500));
         }
@@ -242,10 +215,10 @@ fn card_pulled_out_of_the_reader_mid_loop_then_back_in_the_same_process() {
             session
                 .sign(&Mechanism::EcdsaSha256, key, b"loop")
                 .map(|_| ())
-                .map_err(|e| rv(&e)),
+                .map_err(|e| pkcs11_rv(&e)),
         );
     }
-    control(&card2, "insert");
+    sim_control(&card2, "insert");
     assert!(outcomes[..4].iter().all(|o| o.is_ok()), "{outcomes:?}");
     assert_eq!(
         outcomes[4],

@@ -6,12 +6,12 @@
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
 //! these tests with `--run-ignored all`).
 
-mod common;
+mod helpers;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{
+use helpers::stack::{
     Finished, Proc, ServerReport, Stack, TOOL_TIMEOUT, TlsServer, base64_decode,
     client_certificate_on_status_page, openssl_plain, run,
 };

@@ -9,7 +9,7 @@
 //! debug one) and `IOTSAFE_STRESS_CYCLES` (default 1 000 / 200). `scripts/test.sh` runs the
 //! full size: `cargo test --release --test stress`.
 
-mod support;
+mod helpers;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
@@ -17,9 +17,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
 use sha2::{Digest, Sha256};
-use support::*;
 
 /// Counts the bytes this process has live on the heap.
 struct Counting;

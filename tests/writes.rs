@@ -1,25 +1,16 @@
 //! Writes through the provisioning profile and remote management (IoT.04 G4), in-process.
 
-mod support;
+mod helpers;
 
 use cryptoki_sys::*;
+use helpers::inprocess::*;
 use iotsafe_pkcs11::error::{CKR_IOTSAFE_OBJECT_BEING_UPDATED, CKR_IOTSAFE_OBJECT_CHANGED};
 use iotsafe_pkcs11::ffi::*;
 use iotsafe_sim::{CardOptions, ObjectClass, SharedCard};
 use sha2::{Digest, Sha256};
-use support::*;
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-
-fn rw_session() -> CK_SESSION_HANDLE {
-    let mut h: CK_SESSION_HANDLE = 0;
-    assert_eq!(
-        unsafe { C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, None, &mut h) },
-        CKR_OK
-    );
-    h
-}
 
 fn provisioning_card() -> Harness {
     Harness::with_cards(vec![SharedCard::from_profile(
@@ -65,7 +56,7 @@ fn a_card_without_the_provisioning_profile_stays_write_protected() {
     let h = Harness::default();
     let ro = h.init_and_open();
     assert_eq!(token_flags() & CKF_WRITE_PROTECTED, CKF_WRITE_PROTECTED);
-    let s = rw_session();
+    let s = open_rw_session(0);
     let mut class = CKO_DATA;
     let mut tru = [1u8];
     let mut value = b"hello".to_vec();
@@ -89,7 +80,7 @@ fn data_objects_and_certificates_are_written_read_and_deleted() {
     let h = provisioning_card();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
     assert_eq!(token_flags() & CKF_WRITE_PROTECTED, 0);
-    let s = rw_session();
+    let s = open_rw_session(0);
     // A data object larger than one APDU: several STORE DATA blocks.
     let content: Vec<u8> = (0..1500u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut class = CKO_DATA;
@@ -192,7 +183,7 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
 fn a_new_key_pair_container_is_created_used_and_deleted() {
     let h = provisioning_card();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
-    let s = rw_session();
+    let s = open_rw_session(0);
     let mut oid = P256_OID.to_vec();
     let mut id = [0x30u8];
     let mut label = b"fresh".to_vec();
@@ -356,7 +347,7 @@ fn a_remotely_replaced_certificate_is_served_after_the_card_reports_completion()
 fn a_write_cut_off_mid_transfer_changes_nothing_visible() {
     let h = provisioning_card();
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
-    let s = rw_session();
+    let s = open_rw_session(0);
     let cert = object_by_label(s, CKO_CERTIFICATE, "client");
     let cert_before = get_attr(s, cert, CKA_VALUE).unwrap();
     // The card is pulled out after the third STORE DATA block of a 1500-byte write.

@@ -1,122 +1,17 @@
-//! In-process test support: the module's `C_*` functions called directly, with the simulator
-//! library as the card behind a test `ReaderSource`.
-#![allow(dead_code)]
+//! The module in this process: its `C_*` functions called directly, with the simulator
+//! library's cards as its readers (plugged in by [`super::sim_reader`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
 use iotsafe_pkcs11::ffi::*;
-use iotsafe_pkcs11::transport::{
-    CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError,
-};
 use iotsafe_sim::{CardOptions, SharedCard};
+use sha2::{Digest, Sha256};
 
-/// One simulated reader with its card.
-#[derive(Clone)]
-pub struct SimReader {
-    pub name: String,
-    pub card: SharedCard,
-    pub present: Arc<AtomicBool>,
-    /// Set to make the next APDU fail the way PC/SC reports a card reset by someone else
-    /// (SCARD_W_RESET_CARD); the card is power-cycled at that moment.
-    pub reset_pending: Arc<AtomicBool>,
-    /// Nanoseconds spent inside the card's `transmit` (the card's own work and latency), so
-    /// benchmarks can tell the module's time from the card's.
-    pub card_nanos: Arc<AtomicU64>,
-}
-
-/// How long the in-process reader waits for a mute card (`iotsafe_sim::FaultKind::Mute`)
-/// before it reports a timeout, as a PC/SC reader driver does (`SCARD_E_TIMEOUT`).
-pub const READER_TIMEOUT: Duration = Duration::from_millis(300);
-
-pub struct SimReaders(pub Vec<SimReader>);
-
-struct SimConnection {
-    card: SharedCard,
-    present: Arc<AtomicBool>,
-    reset_pending: Arc<AtomicBool>,
-    card_nanos: Arc<AtomicU64>,
-}
-
-impl SimConnection {
-    /// The reader's flag and the card's own presence (a `remove` fault takes it out).
-    fn present(&self) -> bool {
-        self.present.load(Ordering::SeqCst) && self.card.is_present()
-    }
-}
-
-struct SimPipe<'a>(&'a SimConnection);
-
-impl Transmit for SimPipe<'_> {
-    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        if !self.0.present() {
-            return Err(TransportError::CardRemoved);
-        }
-        if self.0.reset_pending.swap(false, Ordering::SeqCst) {
-            self.0.card.reset();
-            return Err(TransportError::CardReset);
-        }
-        let start = Instant::now();
-        let response = self.0.card.transmit(command);
-        self.0
-            .card_nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        if response.is_empty() {
-            // A mute card: the reader gave up after READER_TIMEOUT (the card's mute limit).
-            return Err(TransportError::Timeout);
-        }
-        Ok(response)
-    }
-}
-
-impl CardConnection for SimConnection {
-    fn transaction(
-        &mut self,
-        _route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
-        Ok(Box::new(SimPipe(self)))
-    }
-    fn reconnect(&mut self) -> Result<(), TransportError> {
-        if self.present() {
-            Ok(())
-        } else {
-            Err(TransportError::CardRemoved)
-        }
-    }
-    fn is_present(&mut self) -> bool {
-        self.present()
-    }
-    fn disconnect(self: Box<Self>) {}
-}
-
-impl ReaderSource for SimReaders {
-    fn reader_names(&self) -> Result<Vec<String>, TransportError> {
-        Ok(self.0.iter().map(|r| r.name.clone()).collect())
-    }
-    fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
-        let r = self
-            .0
-            .iter()
-            .find(|r| r.name == reader)
-            .ok_or(TransportError::ReaderUnavailable)?;
-        if !r.present.load(Ordering::SeqCst) || !r.card.is_present() {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(SimConnection {
-            card: r.card.clone(),
-            present: r.present.clone(),
-            reset_pending: r.reset_pending.clone(),
-            card_nanos: r.card_nanos.clone(),
-        })))
-    }
-    fn card_present(&self, reader: &str) -> bool {
-        self.0
-            .iter()
-            .any(|r| r.name == reader && r.present.load(Ordering::SeqCst) && r.card.is_present())
-    }
-}
+pub use super::sim_reader::{READER_TIMEOUT, SimReader};
+use super::sim_reader::{plug_in_sim_readers, unplug_sim_readers};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -146,7 +41,7 @@ impl Harness {
     }
 
     pub fn with_cards(cards: Vec<SharedCard>) -> Harness {
-        let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = module_lock();
         let readers: Vec<SimReader> = cards
             .into_iter()
             .enumerate()
@@ -161,9 +56,7 @@ impl Harness {
                 }
             })
             .collect();
-        iotsafe_pkcs11::transport::set_reader_source_override(Some(Arc::new(SimReaders(
-            readers.clone(),
-        ))));
+        plug_in_sim_readers(&readers);
         // Clean slate even if an earlier test failed half-way.
         unsafe { C_Finalize(std::ptr::null_mut()) };
         Harness {
@@ -193,7 +86,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         unsafe { C_Finalize(std::ptr::null_mut()) };
-        iotsafe_pkcs11::transport::set_reader_source_override(None);
+        unplug_sim_readers();
     }
 }
 
@@ -202,6 +95,39 @@ pub fn open_session(slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
     let rv = unsafe { C_OpenSession(slot, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut h) };
     assert_eq!(rv, CKR_OK, "C_OpenSession");
     h
+}
+
+/// A read-write session on `slot`.
+pub fn open_rw_session(slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
+    let mut h: CK_SESSION_HANDLE = 0;
+    let rv = unsafe {
+        C_OpenSession(
+            slot,
+            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+            std::ptr::null_mut(),
+            None,
+            &mut h,
+        )
+    };
+    assert_eq!(rv, CKR_OK, "C_OpenSession (read-write)");
+    h
+}
+
+/// `C_Initialize` with `config` (the module's TOML configuration) in `pReserved`.
+pub fn initialize_with_config(config: &str) {
+    let config = CString::new(config).expect("configuration without NUL");
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: config.as_ptr() as *mut _,
+    };
+    assert_eq!(
+        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
+        CKR_OK
+    );
 }
 
 pub fn find(session: CK_SESSION_HANDLE, template: &mut [CK_ATTRIBUTE]) -> Vec<CK_OBJECT_HANDLE> {
@@ -286,6 +212,11 @@ pub fn object_by_label(
     found[0]
 }
 
+/// The private key labelled "client" on the default card.
+pub fn client_key(session: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
+    object_by_label(session, CKO_PRIVATE_KEY, "client")
+}
+
 pub fn mech(m: CK_MECHANISM_TYPE) -> CK_MECHANISM {
     CK_MECHANISM {
         mechanism: m,
@@ -334,6 +265,26 @@ pub fn sign(
     }
 }
 
+/// `threads` threads, each with its own session on slot 0, signing `per_thread` messages of
+/// its own with the client key; every signature must verify.
+pub fn sign_from_threads(card: &SharedCard, threads: usize, per_thread: usize) {
+    let point = profile_client_point(card);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let point = point.clone();
+            scope.spawn(move || {
+                let s = open_session(0);
+                let key = client_key(s);
+                for i in 0..per_thread {
+                    let msg = format!("thread {t} message {i}");
+                    let sig = sign(s, CKM_ECDSA_SHA256, key, msg.as_bytes()).unwrap();
+                    assert!(p256_verify(&point, &Sha256::digest(msg.as_bytes()), &sig));
+                }
+            });
+        }
+    });
+}
+
 /// The client key pair's public point from the simulator's profile.
 pub fn profile_client_point(card: &SharedCard) -> Vec<u8> {
     let profile = card.profile();
@@ -345,16 +296,13 @@ pub fn profile_client_point(card: &SharedCard) -> Vec<u8> {
     pk.point.clone().expect("filled public key")
 }
 
-/// Verifies raw r‖s over a 32-byte-fitted prehash with p256 against a SEC1 point.
+/// Verifies raw r‖s over `prehash` with p256 against a SEC1 point. `prehash` may have any
+/// length: p256 turns it into the number to verify by the ECDSA rule (bits2int: the leftmost
+/// 256 bits of a longer input; a shorter one read as a big-endian number, i.e. zero-padded on
+/// the left), independently of the module's own copy of that rule.
 pub fn p256_verify(point: &[u8], prehash: &[u8], sig: &[u8]) -> bool {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).expect("valid point");
     let sig = p256::ecdsa::Signature::from_slice(sig).expect("64-byte signature");
-    let mut fitted = [0u8; 32];
-    if prehash.len() >= 32 {
-        fitted.copy_from_slice(&prehash[..32]);
-    } else {
-        fitted[32 - prehash.len()..].copy_from_slice(prehash);
-    }
-    vk.verify_prehash(&fitted, &sig).is_ok()
+    vk.verify_prehash(prehash, &sig).is_ok()
 }

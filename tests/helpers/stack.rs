@@ -1,5 +1,6 @@
-//! Shared helpers for the tests that need the real PC/SC stack started by `scripts/stack.sh`
-//! (a private pcscd with the vsmartcard-vpcd driver, and `iotsafe-sim` as the card behind it).
+//! The built module (`.so`) loaded by real tools over the PC/SC stack that `scripts/stack.sh`
+//! starts (a private pcscd with the vsmartcard-vpcd driver, and `iotsafe-sim` as the card
+//! behind it): paths, the lock, the simulator's control socket, child processes, the tools.
 //!
 //! Where things are: `IOTSAFE_STACK_DIR` (default `<repo>/target/stack`) holds the card files
 //! written by `iotsafe-sim init-profile` under `card/`, the simulator's control socket `sim.sock`
@@ -8,7 +9,6 @@
 //!
 //! Every stack test holds [`StackLock`] for its whole run: the card and its APDU counters are
 //! shared, so tests that count APDUs must not see another test's traffic.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +20,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub use super::openssl_plain;
 
 /// Upper bound for one tool run (a hang guard, never an assertion on speed).
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -103,27 +105,9 @@ impl Stack {
         StackLock { _file: file }
     }
 
-    /// Sends one command to the simulator's control socket and returns its one-line JSON reply.
+    /// Sends one command to the stack's simulator (its control socket) and returns the reply.
     pub fn sim_command(&self, command: &str) -> String {
-        let mut s = UnixStream::connect(&self.control).unwrap_or_else(|e| {
-            panic!(
-                "cannot connect to simulator control {}: {e}",
-                self.control.display()
-            )
-        });
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(format!("{command}\n").as_bytes())
-            .expect("write to control socket");
-        let mut line = String::new();
-        BufReader::new(&s)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("no reply from simulator control to {command:?}: {e}"));
-        let line = line.trim().to_string();
-        assert!(
-            line.contains("\"ok\":true") || line.contains("\"ok\": true"),
-            "simulator control {command:?} failed: {line:?}"
-        );
-        line
+        sim_control(&self.control, command)
     }
 
     pub fn reset_stats(&self) {
@@ -134,6 +118,38 @@ impl Stack {
         let line = self.sim_command("stats");
         SimStats::parse(&line).unwrap_or_else(|| panic!("cannot parse stats reply {line:?}"))
     }
+}
+
+/// Sends one command to a simulator's control socket and returns its one-line JSON reply,
+/// which must say `"ok": true`.
+pub fn sim_control(socket: &Path, command: &str) -> String {
+    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to simulator control {}: {e}",
+            socket.display()
+        )
+    });
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{command}\n").as_bytes())
+        .expect("write to control socket");
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("no reply from simulator control to {command:?}: {e}"));
+    let line = line.trim().to_string();
+    assert!(
+        line.contains("\"ok\":true") || line.contains("\"ok\": true"),
+        "simulator control {command:?} failed: {line:?}"
+    );
+    line
+}
+
+/// The simulator binary for the tests that start more cards (`IOTSAFE_SIM_BIN`, default
+/// `target/release/iotsafe-sim`).
+pub fn sim_binary() -> PathBuf {
+    std::env::var_os("IOTSAFE_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/iotsafe-sim"))
 }
 
 /// Held while a stack test runs; released on drop.
@@ -434,13 +450,6 @@ impl Stack {
     }
 }
 
-/// `openssl …` with no configuration at all (plain OpenSSL, no PKCS#11).
-pub fn openssl_plain() -> Command {
-    let mut c = Command::new("openssl");
-    c.env("OPENSSL_CONF", "/dev/null");
-    c
-}
-
 /// The DER bytes of the first PEM certificate in `text`.
 pub fn first_pem_certificate_der(text: &str) -> Option<Vec<u8>> {
     let begin_marker = "-----BEGIN CERTIFICATE-----";
@@ -481,6 +490,14 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The return value of a failed `cryptoki` call (`None` for errors of the crate itself).
+pub fn pkcs11_rv(e: &cryptoki::error::Error) -> Option<cryptoki::error::RvError> {
+    match e {
+        cryptoki::error::Error::Pkcs11(rv, _) => Some(*rv),
+        _ => None,
+    }
+}
+
 // --- openssl s_server ------------------------------------------------------------------------
 
 /// `openssl s_server -www` on 127.0.0.1 (a free port picked by the kernel), with the card
@@ -493,30 +510,15 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub fn start(stack: &Stack, extra: &[&str]) -> TlsServer {
-        let mut cmd = openssl_plain();
-        cmd.args([
-            "s_server",
-            "-accept",
-            "127.0.0.1:0",
-            "-naccept",
-            "1",
-            "-www",
-        ])
-        .arg("-cert")
-        .arg(stack.card_file("server.pem"))
-        .arg("-key")
-        .arg(stack.card_file("server-key.pem"))
-        .arg("-CAfile")
-        .arg(stack.card_file("ca.pem"))
-        .args(["-Verify", "1", "-verify_return_error"])
-        .args(extra);
+        TlsServer::start_with_card_files(&stack.card_dir, extra)
+    }
+
+    /// The same with the certificates and key of the card profile in `card_dir`.
+    pub fn start_with_card_files(card_dir: &Path, extra: &[&str]) -> TlsServer {
+        let mut cmd = s_server_for_one_client(card_dir, &["-www"]);
+        cmd.args(extra);
         let mut proc = Proc::spawn(&mut cmd, None);
-        // OpenSSL prints "ACCEPT 127.0.0.1:<port>" once it listens.
-        let port = proc.wait_for_line(Duration::from_secs(30), |l| {
-            l.strip_prefix("ACCEPT ")
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.trim().parse::<u16>().ok())
-        });
+        let port = accept_port(&mut proc);
         TlsServer { port, proc }
     }
 
@@ -524,6 +526,34 @@ impl TlsServer {
     pub fn finish(self) -> Finished {
         self.proc.wait(TOOL_TIMEOUT)
     }
+}
+
+/// `openssl s_server <protocol> …` on 127.0.0.1 (a free port picked by the kernel), with the
+/// server certificate and key in `card_dir`, requiring and verifying a client certificate
+/// issued by its CA, for exactly one connection.
+pub fn s_server_for_one_client(card_dir: &Path, protocol: &[&str]) -> Command {
+    let mut cmd = openssl_plain();
+    cmd.arg("s_server")
+        .args(protocol)
+        .args(["-accept", "127.0.0.1:0", "-naccept", "1"])
+        .arg("-cert")
+        .arg(card_dir.join("server.pem"))
+        .arg("-key")
+        .arg(card_dir.join("server-key.pem"))
+        .arg("-CAfile")
+        .arg(card_dir.join("ca.pem"))
+        .args(["-Verify", "1", "-verify_return_error"]);
+    cmd
+}
+
+/// The port an `openssl s_server` listens on: it prints "ACCEPT 127.0.0.1:<port>" once its
+/// socket is bound.
+pub fn accept_port(server: &mut Proc) -> u16 {
+    server.wait_for_line(Duration::from_secs(30), |l| {
+        l.strip_prefix("ACCEPT ")
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.trim().parse::<u16>().ok())
+    })
 }
 
 /// What the server reports about one connection, read from its output.
