@@ -4,9 +4,12 @@
 //! Layers (arrows point down only): `ffi` (the C boundary, the only `unsafe`) → `token`
 //! (PKCS#11 semantics) → `applet` (IoT.05 commands and codec) → `transport` (APDUs over PC/SC).
 
+#![deny(unsafe_code)]
+
 pub mod applet;
 pub mod config;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod token;
 pub mod transport;

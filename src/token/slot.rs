@@ -13,14 +13,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transport::{CardConnection, ChannelRoute, ReaderSource, SessionOpen};
 
+use super::handles::HandleAllocator;
 use super::object::{self, CardObject, Object};
-
-static NEXT_OBJECT_HANDLE: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh object handle; handles are never reused while the module is loaded.
-pub fn allocate_object_handle() -> CK_OBJECT_HANDLE {
-    NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
-}
 
 /// The card link of a token. Its lock is held for the whole APDU sequence of one operation
 /// (one PC/SC transaction): the card is a serial device, and this keeps the sequences of two
@@ -206,6 +200,8 @@ pub struct Token {
     style: ClassStyle,
     cache: RwLock<Cache>,
     handles: Mutex<HashMap<HandleKey, CK_OBJECT_HANDLE>>,
+    /// Where new object handles come from (the module's allocator).
+    handle_allocator: Arc<HandleAllocator>,
     /// The card said a remote-management session completed (`63CF`): re-read the objects
     /// before the next operation.
     stale: AtomicBool,
@@ -256,7 +252,7 @@ impl Token {
         let objects = object::build_objects(&card_objects, |class, info| {
             *handles
                 .entry((class, info.id.clone(), info.label.clone()))
-                .or_insert_with(allocate_object_handle)
+                .or_insert_with(|| self.handle_allocator.object_handle())
         })
         .into_iter()
         .map(Arc::new)
@@ -474,13 +470,21 @@ impl Token {
         }
     }
 
-    /// A token over one connection whose pool cannot grow (no source of further connections).
+    /// A token over one connection whose pool cannot grow (no source of further connections),
+    /// with handles of its own.
     pub fn connect(
         conn: Box<dyn CardConnection>,
         config: &Config,
         reader: &str,
     ) -> Result<Option<Token>> {
-        Self::connect_pooled(Arc::new(NoFurtherConnections), conn, config, reader)
+        let handles = Arc::new(HandleAllocator::new());
+        Self::connect_pooled(
+            Arc::new(NoFurtherConnections),
+            handles,
+            conn,
+            config,
+            reader,
+        )
     }
 
     /// Opens a channel, selects the applet and reads everything the object cache needs; more
@@ -488,6 +492,7 @@ impl Token {
     /// SAFE applet.
     pub fn connect_pooled(
         source: Arc<dyn ReaderSource>,
+        handle_allocator: Arc<HandleAllocator>,
         mut conn: Box<dyn CardConnection>,
         config: &Config,
         reader: &str,
@@ -553,6 +558,7 @@ impl Token {
                 objects: Vec::new(),
             }),
             handles: Mutex::new(HashMap::new()),
+            handle_allocator,
             stale: AtomicBool::new(false),
             label,
             serial,
@@ -609,6 +615,7 @@ impl Slot {
         &self,
         source: &Arc<dyn ReaderSource>,
         config: &Config,
+        handles: &Arc<HandleAllocator>,
     ) -> Result<Option<Arc<Token>>> {
         if let Some(t) = self.current_token() {
             return Ok(Some(t));
@@ -625,7 +632,7 @@ impl Slot {
                 return Ok(None);
             }
         };
-        match Token::connect_pooled(source.clone(), conn, config, &self.reader) {
+        match Token::connect_pooled(source.clone(), handles.clone(), conn, config, &self.reader) {
             Ok(Some(token)) => {
                 let token = Arc::new(token);
                 *self.token.lock() = Some(token.clone());
