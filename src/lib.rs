@@ -4,8 +4,11 @@
 //! Layers (arrows point down only): `ffi` (the C boundary, the only `unsafe`) → `token`
 //! (PKCS#11 semantics) → `applet` (IoT.05 commands and codec) → `transport` (APDUs over PC/SC).
 
+#![deny(unsafe_code)]
+
 pub mod applet;
 pub mod config;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod token;
 pub mod transport;

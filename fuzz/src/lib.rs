@@ -13,6 +13,7 @@ use iotsafe_pkcs11::applet::{
 };
 use iotsafe_pkcs11::config::Config;
 use iotsafe_pkcs11::ffi::*;
+use iotsafe_pkcs11::token::handles::HandleAllocator;
 use iotsafe_pkcs11::token::object::{CardObject, build_objects};
 use iotsafe_pkcs11::token::slot::Token;
 use iotsafe_pkcs11::transport::{
@@ -242,7 +243,8 @@ pub fn card_read_objects(data: &[u8]) -> usize {
     let settings = AppletSettings::from_config(config);
     match ConnectedCard::open(conn, None, &settings, "fuzz reader") {
         Ok(Some(card)) => {
-            let token = Token::new(card, config, "fuzz reader");
+            let handles = Arc::new(HandleAllocator::new());
+            let token = Token::new(card, handles, config, "fuzz reader");
             let objects = token.objects();
             for o in &objects {
                 let _ = o.attribute(CKA_LABEL);

@@ -2,9 +2,9 @@
 
 use cryptoki_sys::*;
 
+use super::util::{entry, list_output, read, write};
 use super::*;
 use crate::error::{Error, Result};
-use util::{entry, read, to_usize, write};
 
 macro_rules! function_list {
     ($ty:ident, $major:expr, $minor:expr $(, $extra:ident)*) => {
@@ -163,22 +163,8 @@ pub unsafe extern "C" fn C_GetInterfaceList(
     pul_count: CK_ULONG_PTR,
 ) -> CK_RV {
     entry("C_GetInterfaceList", || -> Result<()> {
-        let all = &INTERFACES.0;
-        // SAFETY: pointers checked by the helpers; the list holds `*pul_count` entries.
-        unsafe {
-            let capacity = read(pul_count as *const CK_ULONG)?;
-            write(pul_count, all.len() as CK_ULONG)?;
-            if p_interfaces_list.is_null() {
-                return Ok(());
-            }
-            if to_usize(capacity)? < all.len() {
-                return Err(CKR_BUFFER_TOO_SMALL.into());
-            }
-            for (i, iface) in all.iter().enumerate() {
-                write(p_interfaces_list.add(i), *iface)?;
-            }
-        }
-        Ok(())
+        // SAFETY: pointers checked by the helper; the list holds `*pul_count` entries.
+        unsafe { list_output(p_interfaces_list, pul_count, || Ok(INTERFACES.0.to_vec())) }
     })
 }
 

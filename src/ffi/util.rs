@@ -106,6 +106,35 @@ pub unsafe fn output_buffer<'a>(
     Ok(Some(unsafe { std::slice::from_raw_parts_mut(out, needed) }))
 }
 
+/// The PKCS#11 list convention (`C_GetSlotList`, `C_GetMechanismList`, `C_GetInterfaceList`):
+/// the count is always written; a NULL list → only the count; a list shorter than `items` →
+/// `CKR_BUFFER_TOO_SMALL`; otherwise the items. `items` runs after `count` was checked.
+///
+/// # Safety
+/// `count` must be NULL or valid; `list` must be NULL or point to `*count` writable entries.
+pub unsafe fn list_output<T: Copy>(
+    list: *mut T,
+    count: *mut CK_ULONG,
+    items: impl FnOnce() -> Result<Vec<T>>,
+) -> Result<()> {
+    // SAFETY: the caller guarantees `count` is valid when not NULL.
+    let capacity = unsafe { read(count as *const CK_ULONG)? };
+    let items = items()?;
+    // SAFETY: as above.
+    unsafe { write(count, items.len() as CK_ULONG)? };
+    if list.is_null() {
+        return Ok(());
+    }
+    if to_usize(capacity)? < items.len() {
+        return Err(CKR_BUFFER_TOO_SMALL.into());
+    }
+    for (i, item) in items.into_iter().enumerate() {
+        // SAFETY: i < capacity entries, which the caller guarantees writable.
+        unsafe { write(list.add(i), item)? };
+    }
+    Ok(())
+}
+
 /// The caller's attribute template. NULL is allowed only with count 0.
 ///
 /// # Safety

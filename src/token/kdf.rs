@@ -365,6 +365,7 @@ impl Module {
         ) = value;
         let out = Zeroizing::new(out[..len.min(out.len())].to_vec());
         let object = Object::secret_key(
+            self.handles.object_handle(),
             &out,
             key_type,
             &flags,
@@ -406,6 +407,7 @@ impl Module {
             ));
         }
         let object = Object::secret_key(
+            self.handles.object_handle(),
             value,
             new.key_type,
             &new.flags,

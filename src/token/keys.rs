@@ -462,6 +462,7 @@ impl Module {
             x963_kdf(params.kdf, &z, &params.shared_data, len)?
         };
         let object = Object::secret_key(
+            self.handles.object_handle(),
             &value,
             key_type,
             &flags,

@@ -11,113 +11,76 @@ pub struct MechanismEntry {
 }
 
 const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+/// Signing, verification and ECDH on the card's P-256 keys.
+const EC_SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS;
+
+/// Key sizes in bits for the P-256 mechanisms.
+const P256_BITS: (CK_ULONG, CK_ULONG) = (256, 256);
+/// Secret-keyed derivations computed by the card (COMPUTE PRF / COMPUTE HKDF): key sizes in
+/// bytes (generic secrets), the card's one-byte length limit.
+const SECRET_BYTES: (CK_ULONG, CK_ULONG) = (1, 255);
+const NO_KEY: (CK_ULONG, CK_ULONG) = (0, 0);
+
+const fn entry(
+    mechanism: CK_MECHANISM_TYPE,
+    (min_key_bits, max_key_bits): (CK_ULONG, CK_ULONG),
+    flags: CK_FLAGS,
+) -> MechanismEntry {
+    MechanismEntry {
+        mechanism,
+        min_key_bits,
+        max_key_bits,
+        flags,
+    }
+}
 
 /// Signing happens on the card (`CKF_HW`); verification and hashing on the host.
 pub const MECHANISMS: [MechanismEntry; 17] = [
-    MechanismEntry {
-        mechanism: CKM_ECDSA,
-        min_key_bits: 256,
-        max_key_bits: 256,
-        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
-    },
-    MechanismEntry {
-        mechanism: CKM_ECDSA_SHA256,
-        min_key_bits: 256,
-        max_key_bits: 256,
-        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
-    },
-    MechanismEntry {
-        mechanism: CKM_ECDSA_SHA384,
-        min_key_bits: 256,
-        max_key_bits: 256,
-        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
-    },
-    MechanismEntry {
-        mechanism: CKM_ECDSA_SHA512,
-        min_key_bits: 256,
-        max_key_bits: 256,
-        flags: CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS,
-    },
-    MechanismEntry {
-        mechanism: CKM_EC_KEY_PAIR_GEN,
-        min_key_bits: 256,
-        max_key_bits: 256,
-        flags: CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS,
-    },
-    MechanismEntry {
-        mechanism: CKM_ECDH1_DERIVE,
-        min_key_bits: 256,
-        max_key_bits: 256,
-        flags: CKF_HW | CKF_DERIVE | EC_FLAGS,
-    },
-    // Secret-keyed derivations computed by the card (COMPUTE PRF / COMPUTE HKDF); key sizes
-    // in bytes (generic secrets), the card's one-byte length limit.
-    MechanismEntry {
-        mechanism: CKM_TLS12_MASTER_KEY_DERIVE,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: CKM_TLS12_MASTER_KEY_DERIVE_DH,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: CKM_TLS12_KDF,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: super::object::CKM_IOTSAFE_TLS12_PSK_KDF,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: super::object::CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: CKM_HKDF_DERIVE,
-        min_key_bits: 1,
-        max_key_bits: 255,
-        flags: CKF_HW | CKF_DERIVE,
-    },
-    MechanismEntry {
-        mechanism: CKM_SHA256,
-        min_key_bits: 0,
-        max_key_bits: 0,
-        flags: CKF_DIGEST,
-    },
-    MechanismEntry {
-        mechanism: CKM_SHA384,
-        min_key_bits: 0,
-        max_key_bits: 0,
-        flags: CKF_DIGEST,
-    },
-    MechanismEntry {
-        mechanism: CKM_SHA512,
-        min_key_bits: 0,
-        max_key_bits: 0,
-        flags: CKF_DIGEST,
-    },
+    entry(CKM_ECDSA, P256_BITS, EC_SIGN),
+    entry(CKM_ECDSA_SHA256, P256_BITS, EC_SIGN),
+    entry(CKM_ECDSA_SHA384, P256_BITS, EC_SIGN),
+    entry(CKM_ECDSA_SHA512, P256_BITS, EC_SIGN),
+    entry(
+        CKM_EC_KEY_PAIR_GEN,
+        P256_BITS,
+        CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+    ),
+    entry(CKM_ECDH1_DERIVE, P256_BITS, CKF_HW | CKF_DERIVE | EC_FLAGS),
+    entry(
+        CKM_TLS12_MASTER_KEY_DERIVE,
+        SECRET_BYTES,
+        CKF_HW | CKF_DERIVE,
+    ),
+    entry(
+        CKM_TLS12_MASTER_KEY_DERIVE_DH,
+        SECRET_BYTES,
+        CKF_HW | CKF_DERIVE,
+    ),
+    entry(
+        CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE,
+        SECRET_BYTES,
+        CKF_HW | CKF_DERIVE,
+    ),
+    entry(
+        CKM_TLS12_EXTENDED_MASTER_KEY_DERIVE_DH,
+        SECRET_BYTES,
+        CKF_HW | CKF_DERIVE,
+    ),
+    entry(CKM_TLS12_KDF, SECRET_BYTES, CKF_HW | CKF_DERIVE),
+    entry(
+        super::object::CKM_IOTSAFE_TLS12_PSK_KDF,
+        SECRET_BYTES,
+        CKF_HW | CKF_DERIVE,
+    ),
+    entry(
+        super::object::CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF,
+        SECRET_BYTES,
+        CKF_HW | CKF_DERIVE,
+    ),
+    entry(CKM_HKDF_DERIVE, SECRET_BYTES, CKF_HW | CKF_DERIVE),
+    entry(CKM_SHA256, NO_KEY, CKF_DIGEST),
+    entry(CKM_SHA384, NO_KEY, CKF_DIGEST),
+    entry(CKM_SHA512, NO_KEY, CKF_DIGEST),
 ];
 
 pub fn find(mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismEntry> {

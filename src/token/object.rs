@@ -101,16 +101,12 @@ impl Drop for Object {
     }
 }
 
-/// The next handle for an object that is not on the card (session objects).
-pub fn next_session_object_handle() -> CK_OBJECT_HANDLE {
-    super::slot::allocate_object_handle()
-}
-
 impl Object {
-    /// A session secret key holding `value` (a derived key), with the attributes `template`
-    /// asked for. The value is readable only when the key is neither sensitive nor
+    /// A session secret key `handle` holding `value` (a derived key), with the attributes
+    /// `template` asked for. The value is readable only when the key is neither sensitive nor
     /// unextractable.
     pub fn secret_key(
+        handle: CK_OBJECT_HANDLE,
         value: &[u8],
         key_type: CK_KEY_TYPE,
         flags: &SecretKeyFlags,
@@ -160,7 +156,7 @@ impl Object {
             ),
         ];
         Object {
-            handle: next_session_object_handle(),
+            handle,
             class: CKO_SECRET_KEY,
             attrs,
             card: ObjectInfo::default(),

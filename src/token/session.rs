@@ -1,68 +1,23 @@
-//! Sessions and the state of their active operations.
+//! A session: its slot and token, its kind, and what it has under way (one search, one
+//! cryptographic operation).
 
 use std::sync::Arc;
 
 use cryptoki_sys::*;
 
-use super::mechanism::Hasher;
-use super::object::Object;
+use super::operation::Operation;
 use super::slot::Token;
-
-/// What a signature or verification is computed over: a host-side hash for
-/// `CKM_ECDSA_SHA*`, or the raw input of `CKM_ECDSA` collected as it comes.
-pub enum MessageInput {
-    Hashed(Hasher),
-    Raw(Vec<u8>),
-}
-
-impl MessageInput {
-    pub fn new(mechanism: CK_MECHANISM_TYPE) -> Self {
-        match Hasher::new(mechanism) {
-            Some(h) => MessageInput::Hashed(h),
-            None => MessageInput::Raw(Vec::new()),
-        }
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            MessageInput::Hashed(h) => h.update(data),
-            MessageInput::Raw(buffer) => buffer.extend_from_slice(data),
-        }
-    }
-
-    /// The digest (or raw input) after a last part `data`.
-    pub fn finish(mut self, data: Option<&[u8]>) -> Vec<u8> {
-        if let Some(d) = data {
-            self.update(d);
-        }
-        match self {
-            MessageInput::Hashed(h) => h.finish(),
-            MessageInput::Raw(buffer) => buffer,
-        }
-    }
-}
-
-pub struct SignOperation {
-    pub mechanism: CK_MECHANISM_TYPE,
-    pub key: Arc<Object>,
-    pub input: MessageInput,
-}
-
-pub struct VerifyOperation {
-    pub mechanism: CK_MECHANISM_TYPE,
-    pub point: [u8; 65],
-    pub input: MessageInput,
-}
 
 pub struct Session {
     pub handle: CK_SESSION_HANDLE,
     pub slot_id: CK_SLOT_ID,
     pub token: Arc<Token>,
     pub flags: CK_FLAGS,
+    /// The search between `C_FindObjectsInit` and `C_FindObjectsFinal`: the handles still to
+    /// hand out, the next one last. Independent of `operation`.
     pub find: Option<Vec<CK_OBJECT_HANDLE>>,
-    pub sign: Option<SignOperation>,
-    pub verify: Option<VerifyOperation>,
-    pub digest: Option<Hasher>,
+    /// The active sign, verify or digest operation: one at a time.
+    pub operation: Option<Operation>,
 }
 
 impl Session {
@@ -78,9 +33,7 @@ impl Session {
             token,
             flags,
             find: None,
-            sign: None,
-            verify: None,
-            digest: None,
+            operation: None,
         }
     }
 

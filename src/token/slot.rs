@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cryptoki_sys::*;
 use log::{info, warn};
@@ -14,14 +14,8 @@ use crate::applet::{
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+use super::handles::HandleAllocator;
 use super::object::{self, Object};
-
-static NEXT_OBJECT_HANDLE: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh object handle; handles are never reused while the module is loaded.
-pub fn allocate_object_handle() -> CK_OBJECT_HANDLE {
-    NEXT_OBJECT_HANDLE.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Identifies one card object across cache rebuilds, so its handle stays the same.
 type HandleKey = (CK_OBJECT_CLASS, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -40,6 +34,8 @@ pub struct Token {
     channels: ChannelPool,
     cache: RwLock<Cache>,
     handles: Mutex<HashMap<HandleKey, CK_OBJECT_HANDLE>>,
+    /// Where new object handles come from (the module's allocator).
+    handle_allocator: Arc<HandleAllocator>,
     /// The card said a remote-management session completed (`63CF`): re-read the objects
     /// before the next operation.
     stale: AtomicBool,
@@ -90,7 +86,7 @@ impl Token {
         let objects = object::build_objects(&card_objects, |class, info| {
             *handles
                 .entry((class, info.id.clone(), info.label.clone()))
-                .or_insert_with(allocate_object_handle)
+                .or_insert_with(|| self.handle_allocator.object_handle())
         })
         .into_iter()
         .map(Arc::new)
@@ -205,7 +201,12 @@ impl Token {
 
     /// The token of a connected card: its label and serial from the configuration and the
     /// applet's identifier, its objects from the first card read.
-    pub fn new(card: ConnectedCard, config: &Config, reader: &str) -> Token {
+    pub fn new(
+        card: ConnectedCard,
+        handle_allocator: Arc<HandleAllocator>,
+        config: &Config,
+        reader: &str,
+    ) -> Token {
         let ConnectedCard {
             channels,
             contents,
@@ -231,6 +232,7 @@ impl Token {
                 objects: Vec::new(),
             }),
             handles: Mutex::new(HashMap::new()),
+            handle_allocator,
             stale: AtomicBool::new(false),
             label,
             serial,
@@ -264,7 +266,12 @@ impl Slot {
     }
 
     /// The connected token, connecting first if needed. `Ok(None)`: no card or no applet.
-    pub fn token(&self, readers: &Readers, config: &Config) -> Result<Option<Arc<Token>>> {
+    pub fn token(
+        &self,
+        readers: &Readers,
+        config: &Config,
+        handles: &Arc<HandleAllocator>,
+    ) -> Result<Option<Arc<Token>>> {
         if let Some(t) = self.current_token() {
             return Ok(Some(t));
         }
@@ -274,7 +281,7 @@ impl Slot {
         }
         match readers.connect(&self.reader).map_err(Error::from) {
             Ok(Some(card)) => {
-                let token = Arc::new(Token::new(card, config, &self.reader));
+                let token = Arc::new(Token::new(card, handles.clone(), config, &self.reader));
                 *self.token.lock() = Some(token.clone());
                 Ok(Some(token))
             }

@@ -1,0 +1,129 @@
+//! Objects as a session sees them: by handle (token objects, then its slot's session
+//! objects) and by template (`C_FindObjects*`).
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+
+use crate::error::{Error, Result};
+
+use super::module::{Module, SessionObject};
+use super::object::{AttrValue, Object};
+
+impl Module {
+    /// The object as session `handle` sees it: one of its token's, or a session object of its
+    /// slot.
+    pub fn object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<Arc<Object>> {
+        let s = self.session(handle)?;
+        let (token, slot_id) = {
+            let s = s.lock();
+            (s.token.clone(), s.slot_id)
+        };
+        if let Some(o) = token.object(object) {
+            return Ok(o);
+        }
+        self.session_objects
+            .read()
+            .get(&object)
+            .filter(|o| o.slot_id == slot_id)
+            .map(|o| o.object.clone())
+            .ok_or_else(|| CKR_OBJECT_HANDLE_INVALID.into())
+    }
+
+    /// Adds a session object owned by `owner`.
+    pub fn add_session_object(
+        &self,
+        owner: CK_SESSION_HANDLE,
+        slot_id: CK_SLOT_ID,
+        object: Object,
+    ) -> CK_OBJECT_HANDLE {
+        let handle = object.handle;
+        self.session_objects.write().insert(
+            handle,
+            SessionObject {
+                owner,
+                slot_id,
+                object: Arc::new(object),
+            },
+        );
+        handle
+    }
+
+    /// `C_DestroyObject`: session objects go at once; token objects are writes.
+    pub fn destroy_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let found = self.object(handle, object)?;
+        if self.session_objects.write().remove(&found.handle).is_some() {
+            return Ok(());
+        }
+        self.destroy_token_object(handle, &found)
+    }
+
+    pub fn find_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.find.is_some() {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        let session_objects: Vec<Arc<Object>> = self
+            .session_objects
+            .read()
+            .values()
+            .filter(|o| o.slot_id == s.slot_id)
+            .map(|o| o.object.clone())
+            .collect();
+        let mut found: Vec<CK_OBJECT_HANDLE> = s
+            .token
+            .objects()
+            .iter()
+            .chain(session_objects.iter())
+            .filter(|o| o.matches(template))
+            .map(|o| o.handle)
+            .collect();
+        found.reverse(); // popped from the end, so results come in object order
+        s.find = Some(found);
+        Ok(())
+    }
+
+    pub fn find(&self, handle: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        let remaining = s
+            .find
+            .as_mut()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        let mut out = Vec::new();
+        while out.len() < max {
+            match remaining.pop() {
+                Some(h) => out.push(h),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn find_final(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        s.find
+            .take()
+            .map(|_| ())
+            .ok_or_else(|| CKR_OPERATION_NOT_INITIALIZED.into())
+    }
+}
+
+/// True when the attribute exists (used by the FFI layer's `C_GetAttributeValue`).
+pub fn attribute_value(object: &Object, t: CK_ATTRIBUTE_TYPE) -> Option<&AttrValue> {
+    object.attribute(t)
+}

@@ -1,0 +1,397 @@
+//! The session's one cryptographic operation (sign, verify or digest) and the PKCS#11 rules
+//! around it, in one place: one operation at a time per session (the token does not set
+//! `CKF_DUAL_CRYPTO_OPERATIONS`), parts added by `C_*Update`, a length query that keeps the
+//! operation, a last call that ends it, and a failed call that ends it too (except
+//! `CKR_BUFFER_TOO_SMALL`).
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+
+use crate::applet::objects::{HASH_SHA256, HASH_SHA384, HASH_SHA512};
+use crate::error::{Error, Result};
+
+use super::mechanism::{self, Hasher, fit_to_p256};
+use super::module::Module;
+use super::object::Object;
+use super::session::Session;
+use super::slot::Token;
+
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Which operation a call is about (`C_Sign*`, `C_Verify*` or `C_Digest*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    Sign,
+    Verify,
+    Digest,
+}
+
+impl OperationKind {
+    /// The flag that names the operation in `C_SessionCancel`.
+    pub fn flag(self) -> CK_FLAGS {
+        match self {
+            OperationKind::Sign => CKF_SIGN,
+            OperationKind::Verify => CKF_VERIFY,
+            OperationKind::Digest => CKF_DIGEST,
+        }
+    }
+}
+
+/// What a signature or verification is computed over: a host-side hash for
+/// `CKM_ECDSA_SHA*`, or the raw input of `CKM_ECDSA` collected as it comes.
+pub enum MessageInput {
+    Hashed(Hasher),
+    Raw(Vec<u8>),
+}
+
+impl MessageInput {
+    pub fn new(mechanism: CK_MECHANISM_TYPE) -> Self {
+        match Hasher::new(mechanism) {
+            Some(h) => MessageInput::Hashed(h),
+            None => MessageInput::Raw(Vec::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            MessageInput::Hashed(h) => h.update(data),
+            MessageInput::Raw(buffer) => buffer.extend_from_slice(data),
+        }
+    }
+
+    /// The digest (or raw input) after a last part `data`.
+    pub fn finish(mut self, data: Option<&[u8]>) -> Vec<u8> {
+        if let Some(d) = data {
+            self.update(d);
+        }
+        match self {
+            MessageInput::Hashed(h) => h.finish(),
+            MessageInput::Raw(buffer) => buffer,
+        }
+    }
+}
+
+/// The operation a session has under way.
+pub enum Operation {
+    /// Signed on the card with `key` when it ends.
+    Sign {
+        key: Arc<Object>,
+        input: MessageInput,
+    },
+    /// Verified on the host against the key's cached public point (0 APDUs).
+    Verify {
+        point: [u8; 65],
+        input: MessageInput,
+    },
+    Digest(Hasher),
+}
+
+impl Operation {
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Operation::Sign { .. } => OperationKind::Sign,
+            Operation::Verify { .. } => OperationKind::Verify,
+            Operation::Digest(_) => OperationKind::Digest,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Operation::Sign { input, .. } | Operation::Verify { input, .. } => input.update(data),
+            Operation::Digest(hasher) => hasher.update(data),
+        }
+    }
+
+    /// How many bytes the last call returns (a verification returns none).
+    fn output_len(&self) -> usize {
+        match self {
+            Operation::Sign { .. } => SIGNATURE_LEN,
+            Operation::Verify { .. } => 0,
+            Operation::Digest(hasher) => hasher.output_len(),
+        }
+    }
+}
+
+impl Module {
+    /// Starts the session's operation built by `start`; `CKR_OPERATION_ACTIVE` while another
+    /// sign, verify or digest operation is under way.
+    fn start_operation(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        start: impl FnOnce(&Session) -> Result<Operation>,
+    ) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.operation.is_some() {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        let operation = start(&s)?;
+        s.operation = Some(operation);
+        Ok(())
+    }
+
+    pub fn sign_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_param: bool,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.start_operation(handle, |s| {
+            let (mechanism, key) =
+                operation_key(&s.token, OperationKind::Sign, mech, has_param, key)?;
+            Ok(Operation::Sign {
+                key,
+                input: MessageInput::new(mechanism),
+            })
+        })
+    }
+
+    pub fn verify_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_param: bool,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.start_operation(handle, |s| {
+            let (mechanism, key) =
+                operation_key(&s.token, OperationKind::Verify, mech, has_param, key)?;
+            let point = key
+                .point
+                .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+            Ok(Operation::Verify {
+                point,
+                input: MessageInput::new(mechanism),
+            })
+        })
+    }
+
+    pub fn digest_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        has_param: bool,
+    ) -> Result<()> {
+        self.start_operation(handle, |_| {
+            let hasher = mechanism::find(mech)
+                .filter(|m| m.flags & CKF_DIGEST != 0)
+                .and_then(|m| Hasher::new(m.mechanism))
+                .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+            if has_param {
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
+            }
+            Ok(Operation::Digest(hasher))
+        })
+    }
+
+    /// Runs `f` on the session's active operation of `kind`; `CKR_OPERATION_NOT_INITIALIZED`
+    /// when there is none (another kind under way is left as it is).
+    fn with_operation<R>(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: OperationKind,
+        f: impl FnOnce(&mut Operation) -> R,
+    ) -> Result<R> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        s.operation
+            .as_mut()
+            .filter(|op| op.kind() == kind)
+            .map(f)
+            .ok_or_else(|| CKR_OPERATION_NOT_INITIALIZED.into())
+    }
+
+    /// The length of what the last call will return (0 APDUs; the operation stays active).
+    pub fn output_len(&self, handle: CK_SESSION_HANDLE, kind: OperationKind) -> Result<usize> {
+        self.with_operation(handle, kind, |op| op.output_len())
+    }
+
+    /// `C_SignUpdate`, `C_VerifyUpdate`, `C_DigestUpdate`: one more part.
+    pub fn update(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: OperationKind,
+        data: &[u8],
+    ) -> Result<()> {
+        self.with_operation(handle, kind, |op| op.update(data))
+    }
+
+    /// Takes the active operation of `kind` out of its session: it ends here whatever the
+    /// outcome of the last call.
+    fn take_operation(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: OperationKind,
+    ) -> Result<(Operation, Arc<Token>)> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.operation.as_ref().map(Operation::kind) != Some(kind) {
+            return Err(CKR_OPERATION_NOT_INITIALIZED.into());
+        }
+        let operation = s
+            .operation
+            .take()
+            .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
+        Ok((operation, s.token.clone()))
+    }
+
+    /// The last call of a signature (on the card) or digest: single-part with `data`, or
+    /// multi-part without. A verification ends with `verify_finish` instead.
+    pub fn finish(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: OperationKind,
+        data: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        match self.take_operation(handle, kind)? {
+            (Operation::Sign { key, input }, token) => {
+                let digest = input.finish(data);
+                let (algorithm, to_sign) = card_hash_for(&key, &digest)?;
+                let signature = self.on_card(handle, &token, |ch| {
+                    ch.sign_hash(&key.card, algorithm, &to_sign)
+                })?;
+                Ok(signature.to_vec())
+            }
+            (Operation::Digest(mut hasher), _) => {
+                if let Some(d) = data {
+                    hasher.update(d);
+                }
+                Ok(hasher.finish())
+            }
+            (Operation::Verify { .. }, _) => Err(Error::new(
+                CKR_FUNCTION_FAILED,
+                "a verification ends with the signature to check",
+            )),
+        }
+    }
+
+    /// Verifies on the host with the cached public key (0 APDUs). Ends the operation.
+    pub fn verify_finish(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
+        let (Operation::Verify { point, input }, _) =
+            self.take_operation(handle, OperationKind::Verify)?
+        else {
+            return Err(CKR_OPERATION_NOT_INITIALIZED.into());
+        };
+        let digest = input.finish(data);
+        if signature.len() != SIGNATURE_LEN {
+            return Err(CKR_SIGNATURE_LEN_RANGE.into());
+        }
+        let vk = VerifyingKey::from_sec1_bytes(&point)
+            .map_err(|_| Error::new(CKR_KEY_HANDLE_INVALID, "public key is not on P-256"))?;
+        let sig =
+            Signature::from_slice(signature).map_err(|_| Error::from(CKR_SIGNATURE_INVALID))?;
+        vk.verify_prehash(&fit_to_p256(&digest), &sig)
+            .map_err(|_| Error::from(CKR_SIGNATURE_INVALID))
+    }
+
+    /// Ends the session's operations named by `flags` (`CKF_SIGN`, `CKF_VERIFY`, `CKF_DIGEST`,
+    /// `CKF_FIND_OBJECTS`), as `C_SessionCancel` does.
+    pub fn end_operations(&self, handle: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+        let s = self.session(handle)?;
+        let mut s = s.lock();
+        if s.operation
+            .as_ref()
+            .is_some_and(|op| flags & op.kind().flag() != 0)
+        {
+            s.operation = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            s.find = None;
+        }
+        Ok(())
+    }
+
+    /// Runs one call of `C_Sign*`, `C_Verify*` or `C_Digest*` (after its length query) with the
+    /// rule they share: a call that fails ends the operation of `kind`, except a
+    /// `CKR_BUFFER_TOO_SMALL` answer.
+    pub fn ending_on_error<R>(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: OperationKind,
+        call: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
+        let result = call();
+        if let Err(e) = &result
+            && e.rv() != CKR_BUFFER_TOO_SMALL
+        {
+            let _ = self.end_operations(handle, kind.flag());
+        }
+        result
+    }
+}
+
+/// What C_SignInit and C_VerifyInit both check: a mechanism the token offers for the operation
+/// (ECDSA takes no parameter) and a key of the class it needs (a private key to sign, a public
+/// one to verify) whose CKA_SIGN or CKA_VERIFY is set. Objects of another class (a public key to
+/// sign with, a certificate) are refused as SoftHSM and OpenSC do: the object does not permit
+/// the function.
+fn operation_key(
+    token: &Token,
+    operation: OperationKind,
+    mech: CK_MECHANISM_TYPE,
+    has_param: bool,
+    key: CK_OBJECT_HANDLE,
+) -> Result<(CK_MECHANISM_TYPE, Arc<Object>)> {
+    let (class, permission) = match operation {
+        OperationKind::Sign => (CKO_PRIVATE_KEY, CKA_SIGN),
+        OperationKind::Verify | OperationKind::Digest => (CKO_PUBLIC_KEY, CKA_VERIFY),
+    };
+    let entry = mechanism::find(mech)
+        .filter(|m| m.flags & operation.flag() != 0)
+        .ok_or_else(|| Error::from(CKR_MECHANISM_INVALID))?;
+    if has_param {
+        return Err(Error::new(
+            CKR_MECHANISM_PARAM_INVALID,
+            "ECDSA takes no parameter",
+        ));
+    }
+    let key = token
+        .object(key)
+        .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
+    let kind = if class == CKO_PRIVATE_KEY {
+        "private"
+    } else {
+        "public"
+    };
+    if key.class != class {
+        return Err(Error::new(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            format!("this operation needs a {kind} key"),
+        ));
+    }
+    if !key.bool_attribute(permission) {
+        return Err(Error::new(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            "the key does not allow this operation",
+        ));
+    }
+    Ok((entry.mechanism, key))
+}
+
+/// Chooses what the card signs in pad-and-sign mode: the input fitted to 32 bytes declared as
+/// SHA-256 (every IoT SAFE key supports it; the ECDSA result is identical because P-256 ECDSA
+/// only uses the leftmost 256 bits), or, for a key that refuses SHA-256, the full SHA-384/512
+/// digest under its own algorithm.
+fn card_hash_for(key: &Object, digest: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let allowed = key.card.hash_algorithms.unwrap_or(HASH_SHA256);
+    if allowed & HASH_SHA256 != 0 {
+        return Ok((HASH_SHA256, fit_to_p256(digest).to_vec()));
+    }
+    match digest.len() {
+        48 if allowed & HASH_SHA384 != 0 => Ok((HASH_SHA384, digest.to_vec())),
+        64 if allowed & HASH_SHA512 != 0 => Ok((HASH_SHA512, digest.to_vec())),
+        _ => Err(Error::new(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            format!("the key allows hash mask {allowed:04X} only"),
+        )),
+    }
+}
