@@ -5,7 +5,8 @@
 //! `pkcs11:` URIs), and p11-kit module registration by `scripts/install.sh`.
 //!
 //! Needs the stack: `bash scripts/stack.sh start` (`bash scripts/test.sh` starts it and runs
-//! these tests with `--run-ignored all`). The README's compatibility table lists the commands.
+//! these tests with `--run-ignored all`). The compatibility table in docs/usage.md lists the
+//! commands.
 
 mod helpers;
 

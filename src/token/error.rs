@@ -172,7 +172,6 @@ pub fn rv_name(rv: CK_RV) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::TransportError;
 
     fn rv(e: AppletError) -> CK_RV {
         Error::from(e).rv()
@@ -210,22 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn transport_and_card_failures_map_to_return_values() {
-        for (e, want) in [
-            (TransportError::CardRemoved, CKR_DEVICE_REMOVED),
-            (TransportError::NoCard, CKR_DEVICE_REMOVED),
-            (TransportError::CardReset, CKR_DEVICE_REMOVED),
-            (TransportError::ReaderUnavailable, CKR_DEVICE_REMOVED),
-            (TransportError::Timeout, CKR_DEVICE_ERROR),
-            (TransportError::Other("x".into()), CKR_DEVICE_ERROR),
-            (TransportError::UnsupportedRoute, CKR_GENERAL_ERROR),
-        ] {
-            assert_eq!(
-                rv_name(rv(AppletError::Transport(e.clone()))),
-                rv_name(want),
-                "{e}"
-            );
-        }
+    fn card_failures_map_to_return_values() {
         assert_eq!(rv(AppletError::NotConnected), CKR_DEVICE_REMOVED);
         assert_eq!(rv(AppletError::AppletGone), CKR_DEVICE_REMOVED);
         assert_eq!(rv(AppletError::Malformed("x".into())), CKR_DEVICE_ERROR);
