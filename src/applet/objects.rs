@@ -266,11 +266,8 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        hex::decode(digits).unwrap()
     }
 
     /// The real-card trace of iot05-apdu.md §9.1: no wrappers, with the `92 02 04` defect.

@@ -102,8 +102,15 @@ impl ReaderSource for PcscReaders {
         }
     }
 
+    /// Each connection gets a PC/SC context of its own: pcsc-lite serialises the calls made on
+    /// one context, and an `SCardConnect` waits inside pcscd while another handle holds the
+    /// card's transaction — on a shared context that wait would block the very thread that
+    /// holds the transaction (a second channel of the pool would deadlock the process).
     fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
-        let ctx = self.context()?;
+        let ctx = Context::establish(Scope::User).map_err(|e| {
+            warn!("cannot reach pcscd: {e}");
+            map_err(e)
+        })?;
         let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
         match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
             Ok(card) => Ok(Some(Box::new(PcscConnection { card: Some(card) }))),

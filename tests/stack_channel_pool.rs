@@ -1,0 +1,114 @@
+//! A channel pool over the real pcscd (issue #11 item 6): with `applet.max_channels = 4`, eight
+//! threads of one process sign at once, so the pool grows while other threads are inside their
+//! card transactions. Growing it used to call `SCardConnect` on the PC/SC context a transacting
+//! thread was using, which hung the process and pcscd with it. The signing runs in a child
+//! process under a watchdog, so a hang fails the test instead of hanging it.
+
+mod helpers;
+
+use std::process::Command;
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use helpers::stack::{Proc, Stack, first_pem_certificate_der};
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use x509_cert::Certificate;
+use x509_cert::der::Decode;
+
+const CHILD: &str = "IOTSAFE_CHANNEL_POOL_CHILD";
+const THREADS: usize = 8;
+const SIGNATURES_PER_THREAD: usize = 25;
+
+#[test]
+#[ignore = "needs the pcscd+vpcd stack (scripts/test.sh starts it)"]
+fn a_pool_of_four_channels_serves_eight_threads_without_hanging() {
+    let stack = Stack::get();
+    if std::env::var_os(CHILD).is_some() {
+        return sign_from_threads(&stack);
+    }
+    let _lock = stack.lock();
+    let scratch = stack.scratch("channel_pool");
+    let config = scratch.join("module.toml");
+    std::fs::write(&config, "[applet]\nmax_channels = 4\n").expect("write the configuration");
+    let child = Proc::spawn(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "a_pool_of_four_channels_serves_eight_threads_without_hanging",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("IOTSAFE_PKCS11_CONFIG", &config),
+        None,
+    );
+    // The watchdog: a hang kills the child and fails here.
+    let finished = child.wait(Duration::from_secs(90));
+    assert!(finished.success(), "the signing process failed:\n{finished}");
+    let out = finished.all_output();
+    let total = THREADS * SIGNATURES_PER_THREAD;
+    assert!(
+        out.contains(&format!("{total} signatures verified")),
+        "every thread signs and every signature verifies:\n{out}"
+    );
+}
+
+/// The child: eight threads, one session each, every signature checked against the card's
+/// certificate.
+fn sign_from_threads(stack: &Stack) {
+    let pem = std::fs::read_to_string(stack.card_file("client.pem")).expect("client.pem");
+    let der = first_pem_certificate_der(&pem).expect("a certificate in client.pem");
+    let cert = Certificate::from_der(&der).expect("the card's certificate parses");
+    let point = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    let key = VerifyingKey::from_sec1_bytes(&point).expect("a P-256 certificate key");
+
+    let p11 = Pkcs11::new(&stack.module).expect("load the module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = *p11
+        .get_slots_with_token()
+        .expect("C_GetSlotList")
+        .first()
+        .expect("a slot with a token");
+    let verified: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (p11, key) = (&p11, &key);
+                scope.spawn(move || {
+                    let session = p11.open_ro_session(slot).expect("C_OpenSession");
+                    let private = *session
+                        .find_objects(&[
+                            Attribute::Class(ObjectClass::PRIVATE_KEY),
+                            Attribute::Id(vec![0x01]),
+                        ])
+                        .expect("C_FindObjects")
+                        .first()
+                        .expect("the client key");
+                    for i in 0..SIGNATURES_PER_THREAD {
+                        let message = format!("thread {t} signature {i}");
+                        let raw = session
+                            .sign(&Mechanism::EcdsaSha256, private, message.as_bytes())
+                            .unwrap_or_else(|e| panic!("thread {t} C_Sign {i}: {e}"));
+                        let signature = Signature::from_slice(&raw).expect("r and s in range");
+                        key.verify(message.as_bytes(), &signature)
+                            .unwrap_or_else(|e| panic!("thread {t} signature {i}: {e}"));
+                    }
+                    SIGNATURES_PER_THREAD
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a signing thread panicked"))
+            .sum()
+    });
+    println!("{verified} signatures verified");
+}
