@@ -53,7 +53,7 @@ pub type Handler = fn(&Context, &str) -> Value;
 pub const COMMANDS: &[(&str, &str, Handler)] = &[
     (
         "stats",
-        "APDU counters (total, by INS), interleaved sessions, open channels, presence, modem counters",
+        "APDU counters (total, by INS), interleaved sessions, open channels (now and most at once), presence, modem counters",
         cmd_stats,
     ),
     (
@@ -81,6 +81,11 @@ pub const COMMANDS: &[(&str, &str, Handler)] = &[
         "set-latency",
         "set-latency apdu=<ms> signature=<ms> (either; units us/ms/s allowed)",
         cmd_set_latency,
+    ),
+    (
+        "logical-channels",
+        "`logical-channels` shows, `logical-channels N` (1..19) sets how many logical channels besides the basic one MANAGE CHANNEL may open",
+        cmd_logical_channels,
     ),
     (
         "quirk",
@@ -170,6 +175,8 @@ fn cmd_stats(ctx: &Context, _args: &str) -> Value {
         "interleaved": s.interleaved,
         "interleaved_by_channel": by_ch,
         "open_channels": channels,
+        "open_channel_count": s.open_channel_count,
+        "max_open_channels": s.max_open_channels,
         "present": present,
     });
     if let Some(m) = &ctx.modem {
@@ -259,6 +266,27 @@ fn cmd_set_latency(ctx: &Context, args: &str) -> Value {
     })
 }
 
+/// Parses a logical-channel limit: 1..=19 (channels besides the basic one).
+pub fn parse_logical_channels(s: &str) -> Result<u8, String> {
+    match s.trim().parse::<u8>() {
+        Ok(n @ 1..=19) => Ok(n),
+        _ => Err(format!(
+            "logical channels: a number 1..19 (besides the basic channel), got {s:?}"
+        )),
+    }
+}
+
+fn cmd_logical_channels(ctx: &Context, args: &str) -> Value {
+    if !args.is_empty() {
+        match parse_logical_channels(args) {
+            Ok(n) => ctx.card.set_max_channels(Some(n)),
+            Err(e) => return error(e),
+        }
+    }
+    let (max, open) = ctx.card.with(|c| (c.max_channels(), c.open_channels()));
+    json!({"ok": true, "logical_channels": max, "open_channels": open})
+}
+
 fn no_modem() -> Value {
     error("no modem in this process")
 }
@@ -305,8 +333,8 @@ pub fn cmd_fault(ctx: &Context, args: &str) -> Value {
     match args.trim() {
         "" => {}
         "clear" => faults.clear(),
-        text => match Fault::parse(text) {
-            Ok(f) => faults.arm(f),
+        text => match Fault::parse(text).and_then(|f| faults.try_arm(f)) {
+            Ok(()) => {}
             Err(e) => return json!({"ok": false, "error": e}),
         },
     }

@@ -19,7 +19,9 @@
 //! | `remove` | processed and answered, then the card is taken out ([`Card::remove`]) |
 //! | `mute` | not answered: `transmit` blocks until `fault clear` (or the mute limit, default 30 s, then returns an empty answer: no response) |
 //!
-//! A card with nothing armed behaves exactly as without this module.
+//! A card with nothing armed behaves exactly as without this module. A transport that
+//! cannot survive a command left without an answer (pcscd's vpcd driver) refuses the
+//! faults that cause one ([`Faults::refuse_unanswered`]).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -151,6 +153,12 @@ impl Fault {
             "count": self.count,
         })
     }
+
+    /// Whether the fault leaves a command without an answer (`mute`; `truncate=0`, an
+    /// empty answer).
+    pub fn leaves_unanswered(&self) -> bool {
+        matches!(self.kind, FaultKind::Mute | FaultKind::Truncate(0))
+    }
 }
 
 #[derive(Debug)]
@@ -160,6 +168,11 @@ struct State {
     endless: bool,
     muted: bool,
     mute_limit: Duration,
+    /// Incremented to end the current mute waits without an answer (card removed).
+    mute_wait_generation: u64,
+    /// Why faults that leave a command unanswered are refused (see
+    /// [`Faults::refuse_unanswered`]).
+    unanswered_refusal: Option<String>,
     rng: u64,
 }
 
@@ -171,6 +184,8 @@ impl Default for State {
             endless: false,
             muted: false,
             mute_limit: DEFAULT_MUTE_LIMIT,
+            mute_wait_generation: 0,
+            unanswered_refusal: None,
             rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -192,9 +207,36 @@ impl Faults {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Arms a fault (faults fire in the order they were armed; one per command).
+    /// Arms a fault (faults fire in the order they were armed; one per command). A fault
+    /// refused by [`Faults::refuse_unanswered`] is not armed; the reason goes to stderr
+    /// ([`Faults::try_arm`] returns it instead).
     pub fn arm(&self, fault: Fault) {
-        self.state().armed.push(fault);
+        if let Err(e) = self.try_arm(fault) {
+            eprintln!("iotsafe-sim: {e}");
+        }
+    }
+
+    /// Arms a fault, or says why it is refused (see [`Faults::refuse_unanswered`]).
+    pub fn try_arm(&self, fault: Fault) -> Result<(), String> {
+        let mut s = self.state();
+        if let Some(reason) = &s.unanswered_refusal
+            && fault.leaves_unanswered()
+        {
+            let kind = &fault.to_json()["kind"];
+            return Err(format!(
+                "fault {} refused: it leaves a command without an answer, and {reason}",
+                kind.as_str().unwrap_or("?")
+            ));
+        }
+        s.armed.push(fault);
+        Ok(())
+    }
+
+    /// From now on refuses the faults that leave a command without an answer (`mute`,
+    /// `truncate=0`), saying `reason` (the transport that cannot survive one). Faults armed
+    /// before are kept.
+    pub fn refuse_unanswered(&self, reason: &str) {
+        self.state().unanswered_refusal = Some(reason.to_string());
     }
 
     /// Disarms everything, ends an endless `61xx` and wakes a mute card.
@@ -272,13 +314,21 @@ impl Faults {
         Some(kind)
     }
 
+    /// Ends the mute waits in progress at once without an answer (the card left its
+    /// reader); the card stays mute.
+    pub(crate) fn abandon_mute_waits(&self) {
+        self.state().mute_wait_generation += 1;
+        self.0.unmuted.notify_all();
+    }
+
     /// Blocks while mute, at most the mute limit. True when unmuted in time.
-    fn wait_unmuted(&self) -> bool {
+    pub(crate) fn wait_unmuted(&self) -> bool {
         let mut s = self.state();
         let deadline = Instant::now() + s.mute_limit;
+        let generation = s.mute_wait_generation;
         while s.muted {
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || s.mute_wait_generation != generation {
                 return false;
             }
             s = self
@@ -306,6 +356,15 @@ impl Faults {
     }
 }
 
+/// How an exchange started by [`FaultyCard::start_exchange`] goes on.
+#[derive(Debug)]
+pub(crate) enum Exchange {
+    /// The answer (possibly faulted).
+    Answered(Vec<u8>),
+    /// The card is mute: wait for it, then process the command.
+    Mute,
+}
+
 /// A [`Card`] with fault injection in front of its [`transmit`](FaultyCard::transmit).
 /// Everything else is the card's: the wrapper dereferences to it.
 #[derive(Debug)]
@@ -329,23 +388,42 @@ impl FaultyCard {
     }
 
     /// [`Card::transmit`] with the armed fault, if any, applied. Latency and counters
-    /// apply to every command, also to one a fault keeps from the card.
+    /// apply to every command, also to one a fault keeps from the card. A mute card blocks
+    /// here with `self` borrowed; [`SharedCard`](crate::SharedCard) waits without its lock.
     pub fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
+        match self.start_exchange(command) {
+            Exchange::Answered(reply) => reply,
+            Exchange::Mute if self.faults.wait_unmuted() => self.process_after_mute(command),
+            Exchange::Mute => Vec::new(),
+        }
+    }
+
+    /// The command once the card is no longer mute: processed as without a fault.
+    pub(crate) fn process_after_mute(&mut self, command: &[u8]) -> Vec<u8> {
+        self.card.process(command)
+    }
+
+    /// The part of [`FaultyCard::transmit`] that does not wait: the answer, or
+    /// [`Exchange::Mute`] when the caller must wait for the card to speak again
+    /// ([`Faults::wait_unmuted`]) and then call [`FaultyCard::process_after_mute`].
+    pub(crate) fn start_exchange(&mut self, command: &[u8]) -> Exchange {
         let card = &mut self.card;
         let faults = &self.faults;
         card.begin_apdu(command);
         let Some(kind) = faults.take(command) else {
-            if faults.is_muted() && !faults.wait_unmuted() {
-                return Vec::new();
+            if faults.is_muted() {
+                return Exchange::Mute;
             }
-            return card.process(command);
+            return Exchange::Answered(card.process(command));
         };
         if kind == FaultKind::Mute {
-            if !faults.wait_unmuted() {
-                return Vec::new();
-            }
-            return card.process(command);
+            return Exchange::Mute;
         }
+        Exchange::Answered(Self::apply(card, faults, kind, command))
+    }
+
+    /// Processes `command` (unless the fault keeps it from the card) and answers as `kind` says.
+    fn apply(card: &mut Card, faults: &Faults, kind: FaultKind, command: &[u8]) -> Vec<u8> {
         if kind == FaultKind::Endless61xx {
             if command.get(1) != Some(&0xC0) {
                 let _ = card.process(command);

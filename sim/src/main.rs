@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use iotsafe_sim::control::parse_duration;
+use iotsafe_sim::control::{parse_duration, parse_logical_channels};
 use iotsafe_sim::profile::decode_hex;
 use iotsafe_sim::{
     AppInfoTags, AtDialect, Card, CardOptions, ModemOptions, ObjectListStyle, Profile, SharedCard,
@@ -19,17 +19,21 @@ iotsafe-sim — a simulated GSMA IoT SAFE (IoT.05) card
 
 USAGE:
   iotsafe-sim init-profile FILE [--force] [--seed TEXT] [--provisioning]
+                           [--logical-channels N]
       Write the default profile TOML to FILE and, in the same directory, ca.pem,
       ca-key.pem, client.pem, server.pem and server-key.pem. Refuses to overwrite
       existing files unless --force. --seed derives different (still deterministic) keys.
       --provisioning writes `provisioning = true` (STORE DATA offered).
+      --logical-channels N writes `max_channels = N`.
   iotsafe-sim vpcd [--profile FILE] [--host HOST] [--port PORT] [--control PATH] [CARD OPTIONS]
       Connect to pcscd's vsmartcard-vpcd driver (default 127.0.0.1:35963), retrying and
       reconnecting every ~200 ms, until SIGTERM/SIGINT. --control PATH serves the
       line/JSON control channel on a Unix socket (commands: stats, reset-stats, ping,
-      power-off, remove, insert, set-latency, fault, provisioning, remote, remote-begin,
-      remote-replace-file, remote-replace-key, remote-delete, remote-add-file, remote-end,
-      help). Without --profile the built-in default profile is used.
+      power-off, remove, insert, set-latency, logical-channels, fault, provisioning,
+      remote, remote-begin, remote-replace-file, remote-replace-key, remote-delete,
+      remote-add-file, remote-end, help). Faults that leave a command without an answer
+      (mute, truncate=0) are refused here: they would wedge pcscd's vpcd driver.
+      Without --profile the built-in default profile is used.
   iotsafe-sim modem --link PATH [--profile FILE] [--at csim|cgla|both] [--control PATH]
                     [CARD OPTIONS] [QUIRKS]
       Act as a cellular modem: create a pseudo-terminal, make PATH a symlink to its host
@@ -54,6 +58,9 @@ CARD OPTIONS:
   --latency-apdu DURATION     sleep per APDU, e.g. 5ms, 200us, 1s (default 0)
   --latency-sig DURATION      extra sleep per signature (default 0)
   --aid HEX                   applet AID override
+  --logical-channels N        channels MANAGE CHANNEL may open besides the basic one,
+                              1..19 (default: the profile's max_channels, 19); when none
+                              is free: 6A81, and AT+CCHO answers +CME ERROR: 3
   --provisioning              offer the STORE DATA provisioning profile (else 6D00)
   --no-persist                do not write changes back to the --profile file
 
@@ -108,6 +115,9 @@ struct InitProfileArgs {
     /// Write `provisioning = true` (STORE DATA offered).
     #[arg(long)]
     provisioning: bool,
+    /// Write `max_channels = N` (1..19).
+    #[arg(long, value_name = "N", value_parser = parse_logical_channels)]
+    logical_channels: Option<u8>,
 }
 
 #[derive(Args)]
@@ -195,6 +205,9 @@ struct CardArgs {
     /// Applet AID override.
     #[arg(long, value_name = "HEX")]
     aid: Option<String>,
+    /// Logical channels MANAGE CHANNEL may open besides the basic one (1..19).
+    #[arg(long, value_name = "N", value_parser = parse_logical_channels)]
+    logical_channels: Option<u8>,
 }
 
 fn parse_page_size(s: &str) -> Result<usize, String> {
@@ -234,6 +247,7 @@ impl CardArgs {
         if let Some(hex) = &self.aid {
             o.aid = Some(decode_hex(hex)?);
         }
+        o.max_channels = self.logical_channels;
         Ok(o)
     }
 }
@@ -346,6 +360,7 @@ fn cmd_init_profile(args: InitProfileArgs) -> Result<(), String> {
         force,
         seed,
         provisioning,
+        logical_channels,
     } = args;
     let dir = file
         .parent()
@@ -356,12 +371,11 @@ fn cmd_init_profile(args: InitProfileArgs) -> Result<(), String> {
         Some(s) => bundle_from_seed(s.as_bytes()).map_err(|e| e.to_string())?,
         None => iotsafe_sim::default_bundle(),
     };
-    let toml = bundle
-        .profile
-        .clone()
-        .with_provisioning(provisioning)
-        .to_toml()
-        .map_err(|e| e.to_string())?;
+    let mut profile = bundle.profile.clone().with_provisioning(provisioning);
+    if let Some(n) = logical_channels {
+        profile.max_channels = n;
+    }
+    let toml = profile.to_toml().map_err(|e| e.to_string())?;
     let outputs: Vec<(PathBuf, &str)> = vec![
         (file.clone(), toml.as_str()),
         (dir.join("ca.pem"), bundle.ca_cert_pem.as_str()),
@@ -387,6 +401,8 @@ fn cmd_init_profile(args: InitProfileArgs) -> Result<(), String> {
 fn cmd_vpcd(args: VpcdArgs) -> Result<(), String> {
     let card = SharedCard::new(args.content.card(args.card.options()?)?);
     install_signal_handlers();
+    // Before the control socket can arm one.
+    vpcd::refuse_unanswered_faults(&card);
     let _control = match &args.control {
         Some(p) => {
             let s = control::ControlServer::spawn(p, card.clone())

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::card::{Card, CardOptions, CardStats};
-use crate::faults::{Faults, FaultyCard};
+use crate::faults::{Exchange, Faults, FaultyCard};
 use crate::profile::{ObjectClass, Profile};
 
 /// What a transport needs from the card in its reader: the APDU exchange and presence.
@@ -22,13 +22,25 @@ pub trait CardSlot: Clone + Send + Sync + 'static {
 
 /// A [`Card`] shareable between threads, with fault injection (`Arc<Mutex<FaultyCard>>`).
 /// Each call holds the lock for one APDU, so latencies serialise like on a real card.
+/// A mute card keeps other APDUs waiting but not the other calls (stats, `fault clear`,
+/// remove, insert): `transmit` waits for it to speak again without the card lock.
 #[derive(Debug, Clone)]
-pub struct SharedCard(Arc<Mutex<FaultyCard>>);
+pub struct SharedCard {
+    card: Arc<Mutex<FaultyCard>>,
+    /// Taken by `transmit` for a whole exchange, a mute wait included: one APDU at a time.
+    exchange_turn: Arc<Mutex<()>>,
+    faults: Faults,
+}
 
 impl SharedCard {
     /// Wraps a card.
     pub fn new(card: Card) -> SharedCard {
-        SharedCard(Arc::new(Mutex::new(FaultyCard::new(card))))
+        let card = FaultyCard::new(card);
+        SharedCard {
+            faults: card.faults(),
+            card: Arc::new(Mutex::new(card)),
+            exchange_turn: Arc::new(Mutex::new(())),
+        }
     }
 
     /// Creates a card and wraps it.
@@ -38,12 +50,18 @@ impl SharedCard {
 
     /// Locks the card (poisoning is ignored). The guard dereferences to the [`Card`].
     pub fn lock(&self) -> MutexGuard<'_, FaultyCard> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.card.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// See [`FaultyCard::transmit`].
+    /// See [`FaultyCard::transmit`]; a mute card is waited for without the card lock.
     pub fn transmit(&self, command: &[u8]) -> Vec<u8> {
-        self.lock().transmit(command)
+        let _turn = self.exchange_turn.lock().unwrap_or_else(|e| e.into_inner());
+        let started = self.lock().start_exchange(command);
+        match started {
+            Exchange::Answered(reply) => reply,
+            Exchange::Mute if self.faults.wait_unmuted() => self.lock().process_after_mute(command),
+            Exchange::Mute => Vec::new(),
+        }
     }
 
     /// See [`Card::power_off`].
@@ -86,9 +104,11 @@ impl SharedCard {
         self.lock().options().clone()
     }
 
-    /// See [`Card::remove`].
+    /// See [`Card::remove`]. A `transmit` waiting for a mute card returns at once without
+    /// an answer (the card stays mute).
     pub fn remove(&self) {
-        self.lock().remove()
+        self.lock().remove();
+        self.faults.abandon_mute_waits();
     }
 
     /// See [`Card::insert`].
@@ -116,9 +136,19 @@ impl SharedCard {
         f(&mut self.lock())
     }
 
-    /// The card's fault handle; keep it to clear a mute card (whose `transmit` holds the lock).
+    /// The card's fault handle (needs no lock).
     pub fn faults(&self) -> Faults {
-        self.with(|c| c.faults())
+        self.faults.clone()
+    }
+
+    /// See [`Card::max_channels`].
+    pub fn max_channels(&self) -> u8 {
+        self.lock().max_channels()
+    }
+
+    /// Sets [`CardOptions::max_channels`] (`None`: the profile's limit).
+    pub fn set_max_channels(&self, max: Option<u8>) {
+        self.lock().options_mut().max_channels = max;
     }
 
     /// See [`Card::set_provisioning`].

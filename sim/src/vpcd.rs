@@ -4,6 +4,10 @@
 //! are control codes: `00` power off, `01` power on, `02` reset, `04` get ATR (the only one
 //! answered, with the ATR as a framed message). Longer payloads are command APDUs, each
 //! answered with one framed response APDU.
+//!
+//! The driver cannot survive a command left without an answer (pcscd wedges for every
+//! client), so serving a card here makes it refuse the faults that cause one
+//! ([`refuse_unanswered_faults`]).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -23,6 +27,17 @@ pub const CTRL_ATR: u8 = 0x04;
 
 /// How often blocking operations wake up to look at the shutdown flag.
 const POLL: Duration = Duration::from_millis(200);
+
+/// Why vpcd mode refuses faults that leave a command without an answer.
+pub const UNANSWERED_REFUSAL: &str = "in vpcd mode that wedges pcscd's vpcd driver for every client (use `remove` or `sw=XXXX` instead)";
+
+/// Makes `card` refuse the faults that leave a command without an answer (`mute`,
+/// `truncate=0`), see [`Faults::refuse_unanswered`](crate::Faults::refuse_unanswered).
+/// [`run`] and [`serve_connection`] call it; call it earlier when a control socket
+/// serving the card starts first.
+pub fn refuse_unanswered_faults(card: &SharedCard) {
+    card.faults().refuse_unanswered(UNANSWERED_REFUSAL);
+}
 
 /// Writes one framed message.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
@@ -96,6 +111,7 @@ pub fn serve_connection(
     card: &SharedCard,
     shutdown: &AtomicBool,
 ) -> io::Result<()> {
+    refuse_unanswered_faults(card);
     stream.set_read_timeout(Some(POLL))?;
     stream.set_nodelay(true)?;
     let epoch = card.presence_epoch();
@@ -143,6 +159,7 @@ pub fn run(
     shutdown: &AtomicBool,
     log: &mut dyn FnMut(&str),
 ) {
+    refuse_unanswered_faults(card);
     let addr = format!("{host}:{port}");
     let mut announced_wait = false;
     let mut announced_removed = false;

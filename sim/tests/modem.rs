@@ -830,3 +830,94 @@ fn cli_modem_with_control_and_sigterm() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ccho_on_a_card_with_three_channels() {
+    let limited = CardOptions {
+        max_channels: Some(3),
+        ..CardOptions::default()
+    };
+    let (dir, m, mut host) = start("ccholimit", limited, ModemOptions::default());
+    let sids: Vec<u64> = (0..3).map(|_| host.ccho(AID)).collect();
+    // No channel left: the card answers 6A81, the modem +CME ERROR: 3.
+    assert_eq!(host.cmd(&format!("AT+CCHO=\"{AID}\"")).fin, "+CME ERROR: 3");
+    assert_eq!(host.cmd("AT+CMEE=2").fin, "OK");
+    assert_eq!(
+        host.cmd(&format!("AT+CCHO=\"{AID}\"")).fin,
+        "+CME ERROR: operation not allowed"
+    );
+    assert_eq!(host.cmd("AT+CMEE=1").fin, "OK");
+    let card = m.card().stats();
+    assert_eq!((card.open_channel_count, card.max_open_channels), (3, 3));
+    let modem = m.stats();
+    assert_eq!((modem.open_sessions, modem.max_open_sessions), (3, 3));
+    // Hosts coming and going (one leaks its session each time another closes) stay bounded.
+    let mut open = sids;
+    for _ in 0..30 {
+        let sid = open.remove(0);
+        assert_eq!(host.cmd(&format!("AT+CCHC={sid}")).fin, "OK");
+        open.push(host.ccho(AID));
+        assert_eq!(host.cmd(&format!("AT+CCHO=\"{AID}\"")).fin, "+CME ERROR: 3");
+    }
+    assert_eq!(m.card().stats().max_open_channels, 3);
+    assert_eq!(m.stats().max_open_sessions, 3);
+    // Closing one frees its channel; reset-stats restarts the maxima from what is open.
+    assert_eq!(host.cmd(&format!("AT+CCHC={}", open[0])).fin, "OK");
+    m.card().reset_stats();
+    m.reset_stats();
+    assert_eq!(m.card().stats().max_open_channels, 2);
+    assert_eq!(m.stats().max_open_sessions, 2);
+    // A removal forgets the sessions.
+    m.card().remove();
+    m.card().insert();
+    assert_eq!(
+        host.cmd(&format!("AT+CCHC={}", open[1])).fin,
+        "+CME ERROR: 21"
+    );
+    assert_eq!(m.stats().open_sessions, 0);
+    assert_eq!(m.card().stats().open_channel_count, 0);
+    drop(m);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cli_modem_with_logical_channels() {
+    let dir = temp_dir("climodemch");
+    let link = dir.join("ttyIOTSAFE");
+    let sock = dir.join("ctl.sock");
+    let _guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_iotsafe-sim"))
+            .arg("modem")
+            .arg("--link")
+            .arg(&link)
+            .arg("--control")
+            .arg(&sock)
+            .args(["--logical-channels", "3"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&link);
+    wait_for(&sock);
+    let mut host = Host::open(&link);
+    for _ in 0..3 {
+        host.ccho(AID);
+    }
+    assert_eq!(host.cmd(&format!("AT+CCHO=\"{AID}\"")).fin, "+CME ERROR: 3");
+    let mut w = UnixStream::connect(&sock).unwrap();
+    let mut rd = BufReader::new(w.try_clone().unwrap());
+    let v = ask(&mut w, &mut rd, "stats");
+    assert_eq!(v["open_channel_count"], 3, "{v}");
+    assert_eq!(v["max_open_channels"], 3, "{v}");
+    assert_eq!(v["modem"]["open_sessions"], 3, "{v}");
+    assert_eq!(v["modem"]["max_open_sessions"], 3, "{v}");
+    assert_eq!(v["modem"]["cme_error"]["3"], 1, "{v}");
+    // The limit changes at run time.
+    assert_eq!(
+        ask(&mut w, &mut rd, "logical-channels 4")["logical_channels"],
+        4
+    );
+    host.ccho(AID);
+    assert_eq!(ask(&mut w, &mut rd, "stats")["max_open_channels"], 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ impl Card {
         if a.has_lc {
             return Err(sw::WRONG_LENGTH);
         }
-        let max = self.profile.max_channels as usize;
+        let max = self.max_channels() as usize;
         match a.p1 {
             0x00 => {
                 let target = if a.p2 == 0 {
@@ -32,6 +32,8 @@ impl Card {
                     applet_selected: inherit,
                     ..Channel::default()
                 });
+                let open = self.open_channel_count();
+                self.stats.max_open_channels = self.stats.max_open_channels.max(open);
                 if a.p2 == 0 {
                     Ok(Reply::free(vec![target as u8]))
                 } else {
@@ -40,7 +42,8 @@ impl Card {
             }
             0x80 => {
                 let n = a.p2 as usize;
-                if n == 0 || n > max || self.channels[n].is_none() {
+                // A channel above a lowered limit can still be closed.
+                if n == 0 || !matches!(self.channels.get(n), Some(Some(_))) {
                     return Err(sw::WRONG_P1P2);
                 }
                 self.channels[n] = None;

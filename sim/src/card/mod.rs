@@ -68,6 +68,12 @@ pub struct CardStats {
     pub interleaved: u64,
     /// [`CardStats::interleaved`] per logical channel.
     pub interleaved_by_channel: BTreeMap<u8, u64>,
+    /// Logical channels open now, the basic channel not counted (filled in by
+    /// [`Card::stats`]).
+    pub open_channel_count: u64,
+    /// The most logical channels (the basic channel not counted) open at once since the
+    /// card was created or its stats were reset; a reset starts from the channels open then.
+    pub max_open_channels: u64,
 }
 
 #[derive(Clone)]
@@ -121,6 +127,9 @@ impl Channel {
         self.selected = None;
     }
 }
+
+/// The highest logical channel number ISO 7816-4 can address (CLA `4x`–`7x`, `Cx`–`Fx`).
+const HIGHEST_CHANNEL: u8 = 19;
 
 /// The simulated card.
 #[derive(Debug)]
@@ -262,9 +271,19 @@ impl Card {
 
     /// Drops all channel state (like a power cycle). Object content and stats are kept.
     pub fn power_off(&mut self) {
-        let n = self.profile.max_channels as usize + 1;
-        self.channels = vec![None; n];
+        // Room for every addressable channel, so the limit can change while the card runs.
+        self.channels = vec![None; HIGHEST_CHANNEL as usize + 1];
         self.channels[0] = Some(Channel::default());
+    }
+
+    /// The highest logical channel number MANAGE CHANNEL may open: [`CardOptions::max_channels`]
+    /// if set, else the profile's `max_channels` (at most 19). Lowering it closes nothing;
+    /// channels above it stay usable until closed.
+    pub fn max_channels(&self) -> u8 {
+        self.options
+            .max_channels
+            .unwrap_or(self.profile.max_channels)
+            .min(HIGHEST_CHANNEL)
     }
 
     /// Warm reset: same effect as [`Card::power_off`].
@@ -277,14 +296,26 @@ impl Card {
         ATR.to_vec()
     }
 
-    /// APDU counters since the card was created or [`Card::reset_stats`] was called.
+    /// APDU counters since the card was created or [`Card::reset_stats`] was called, and
+    /// the open-channel counts.
     pub fn stats(&self) -> CardStats {
-        self.stats.clone()
+        CardStats {
+            open_channel_count: self.open_channel_count(),
+            ..self.stats.clone()
+        }
     }
 
-    /// Clears the APDU counters.
+    /// Clears the APDU counters; the open-channel maximum restarts from the channels open now.
     pub fn reset_stats(&mut self) {
-        self.stats = CardStats::default();
+        self.stats = CardStats {
+            max_open_channels: self.open_channel_count(),
+            ..CardStats::default()
+        };
+    }
+
+    /// Logical channels open now, the basic channel not counted.
+    fn open_channel_count(&self) -> u64 {
+        self.channels.iter().skip(1).flatten().count() as u64
     }
 
     /// Numbers of the currently open logical channels (always includes 0).

@@ -1,5 +1,5 @@
 //! Behaviour switches of the simulated card: the encoding styles real applets differ in,
-//! paging, latencies and the AID.
+//! paging, latencies, the AID and the number of logical channels.
 
 use std::time::Duration;
 
@@ -72,6 +72,10 @@ pub struct CardOptions {
     pub latency_per_signature: Duration,
     /// Overrides the profile's applet AID.
     pub aid: Option<Vec<u8>>,
+    /// Overrides the profile's `max_channels`: logical channels `1..=N` can be opened
+    /// besides the basic channel (0..=19; larger values count as 19). When none is free,
+    /// MANAGE CHANNEL open answers `6A81`. Real UICCs offer 3 or 4.
+    pub max_channels: Option<u8>,
 }
 
 impl Default for CardOptions {
@@ -85,6 +89,7 @@ impl Default for CardOptions {
             latency_per_apdu: Duration::ZERO,
             latency_per_signature: Duration::ZERO,
             aid: None,
+            max_channels: None,
         }
     }
 }

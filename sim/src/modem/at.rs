@@ -2,7 +2,9 @@
 
 /// `+CME ERROR` codes used by the modem (3GPP TS 27.007 §9.2.1).
 pub mod cme {
-    /// Operation not allowed (CCHO: no free logical channel).
+    /// Operation not allowed (CCHO: no free logical channel, the card answered `6A81`).
+    /// 27.007 has no code of its own for it; modems report the refusal as a generic one
+    /// (MBIM and QMI have `NoLogicalChannels` / `InsufficientResources`).
     pub const NOT_ALLOWED: u16 = 3;
     /// SIM not inserted (card removed).
     pub const SIM_NOT_INSERTED: u16 = 10;

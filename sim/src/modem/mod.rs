@@ -108,9 +108,16 @@ impl<C: CardSlot> ModemControl<C> {
         lock(&self.shared.stats).clone()
     }
 
-    /// Clears the modem counters (not the card's).
+    /// Clears the modem counters (not the card's); the session maximum restarts from the
+    /// sessions open now.
     pub fn reset_stats(&self) {
-        *lock(&self.shared.stats) = ModemStats::default();
+        let mut stats = lock(&self.shared.stats);
+        let open = stats.open_sessions;
+        *stats = ModemStats {
+            open_sessions: open,
+            max_open_sessions: open,
+            ..ModemStats::default()
+        };
     }
 
     fn count(&self, f: impl FnOnce(&mut ModemStats)) {

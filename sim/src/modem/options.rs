@@ -207,6 +207,11 @@ pub struct ModemStats {
     pub urc: u64,
     /// Noise lines written.
     pub garbage: u64,
+    /// `AT+CCHO` sessions open now (each holds a logical channel on the card).
+    pub open_sessions: u64,
+    /// The most `AT+CCHO` sessions open at once since start or the last stats reset (a
+    /// reset starts from the sessions open then).
+    pub max_open_sessions: u64,
 }
 
 impl ModemStats {
@@ -230,6 +235,8 @@ impl ModemStats {
             "dropped": self.dropped,
             "urc": self.urc,
             "garbage": self.garbage,
+            "open_sessions": self.open_sessions,
+            "max_open_sessions": self.max_open_sessions,
         })
     }
 }

@@ -38,9 +38,19 @@ impl<C: CardSlot> Server<C> {
         let epoch = card.presence_epoch();
         if epoch != self.seen_epoch {
             self.sessions.clear();
+            self.sessions_changed();
             self.seen_epoch = epoch;
         }
         card.is_present()
+    }
+
+    /// Brings the open-session counters up to date with the session table.
+    fn sessions_changed(&self) {
+        let open = self.sessions.len() as u64;
+        self.control.count(|s| {
+            s.open_sessions = open;
+            s.max_open_sessions = s.max_open_sessions.max(open);
+        });
     }
 
     fn busy(&mut self, opts: &ModemOptions) -> bool {
@@ -109,6 +119,7 @@ impl<C: CardSlot> Server<C> {
         let sid = self.next_session;
         self.next_session += 1;
         self.sessions.insert(sid, ch);
+        self.sessions_changed();
         let bare = self.control.options().bare_ccho;
         Answer::info(if bare {
             sid.to_string()
@@ -154,6 +165,7 @@ impl<C: CardSlot> Server<C> {
         let Some(ch) = self.sessions.remove(&sid) else {
             return Answer::cme(cme::INVALID_INDEX);
         };
+        self.sessions_changed();
         self.card().transmit(&[0x00, 0x70, 0x80, ch]);
         Answer::ok()
     }
