@@ -148,8 +148,8 @@ pub struct AppletConfig {
     pub cla: CommandClass,
     /// Use a logical channel (MANAGE CHANNEL); `false` forces the basic channel.
     pub logical_channel: bool,
-    /// Logical channels this process may open on one card (a pool that grows while operations
-    /// wait for each other; stays smaller when the card refuses more).
+    /// Accepted for configurations written for earlier versions and ignored (with a warning
+    /// when above 1): a process uses one logical channel per card.
     pub max_channels: usize,
     /// Token label; default derived from the applet identifier.
     pub token_label: Option<String>,

@@ -241,7 +241,7 @@ pub fn card_read_objects(data: &[u8]) -> usize {
         consumed: 0,
     });
     let settings = AppletSettings::from_config(config);
-    match ConnectedCard::open(conn, None, &settings, "fuzz reader") {
+    match ConnectedCard::open(conn, &settings, "fuzz reader") {
         Ok(Some(card)) => {
             let handles = Arc::new(HandleAllocator::new());
             let token = Token::new(card, handles, config, "fuzz reader");

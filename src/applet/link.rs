@@ -15,8 +15,8 @@ pub(super) struct Link {
     conn: Option<Box<dyn CardConnection>>,
     pub(super) route: ChannelRoute,
     /// The AID selected on the channel (to re-select after a card reset).
-    pub(super) aid: Vec<u8>,
-    pub(super) logical_channel: bool,
+    aid: Vec<u8>,
+    logical_channel: bool,
     /// A command answered `63CF` since the flag was last taken.
     pub(super) remote_update_seen: bool,
 }
@@ -43,18 +43,6 @@ impl Link {
                 conn.disconnect();
                 Ok(None)
             }
-        }
-    }
-
-    /// A link without a connection (only if the pool was emptied by `close`): every operation
-    /// on it reports the token removed.
-    pub(super) fn closed() -> Link {
-        Link {
-            conn: None,
-            route: ChannelRoute::Cla(0),
-            aid: Vec::new(),
-            logical_channel: false,
-            remote_update_seen: false,
         }
     }
 

@@ -1,8 +1,9 @@
 //! The IoT SAFE (GSMA IoT.05) client: one function per applet command over a logical channel,
-//! the APDU rules in one place, the card's status words, the channel pool of one card and the
-//! first card read. Knows nothing of PKCS#11.
+//! the APDU rules in one place, the card's status words, the link to one card and the first
+//! card read. Knows nothing of PKCS#11.
 
 mod apdu;
+mod card_link;
 mod card_read;
 mod channel;
 mod commands;
@@ -12,13 +13,13 @@ mod formats;
 mod info;
 mod link;
 pub mod objects;
-mod pool;
 mod readers;
 mod status;
 mod store;
 pub mod tlv;
 
 pub use apdu::{ClassStyle, Ins, Response, Trace, cla_for_channel};
+pub use card_link::{CardLink, LinkLease};
 pub use card_read::{CardContents, CardObject, read_card};
 pub use channel::AppletChannel;
 pub use commands::{close_channel, open_channel};
@@ -27,7 +28,6 @@ pub use error::{AppletError, Result};
 pub use formats::{parse_public_key, parse_signature};
 pub use info::AppInfo;
 pub use objects::{ObjectClass, ObjectInfo};
-pub use pool::{ChannelLease, ChannelPool};
 pub use readers::{AppletSettings, ConnectedCard, Readers};
 pub use status::StatusWord;
 

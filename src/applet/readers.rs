@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::debug;
+use log::{debug, warn};
 
 use super::GSMA_AID;
 use super::apdu::ClassStyle;
+use super::card_link::CardLink;
 use super::card_read::{CardContents, read_card};
 use super::error::Result;
 use super::link::Link;
-use super::pool::ChannelPool;
 use crate::config::{AtMode as ConfigAtMode, CommandClass, Config, ModemConfig, Provisioning};
 use crate::transport::at::{AtMode, ModemSettings};
 use crate::transport::{
@@ -28,8 +28,6 @@ pub struct AppletSettings {
     pub style: ClassStyle,
     /// Use a logical channel (MANAGE CHANNEL / AT+CCHO); `false` forces the basic channel.
     pub logical_channel: bool,
-    /// Logical channels this process may open on one card.
-    pub max_channels: usize,
     pub provisioning: Provisioning,
 }
 
@@ -46,7 +44,6 @@ impl AppletSettings {
                 CommandClass::Proprietary => ClassStyle::Proprietary,
             },
             logical_channel: config.applet.logical_channel,
-            max_channels: config.applet.max_channels,
             provisioning: config.applet.provisioning,
         }
     }
@@ -54,7 +51,7 @@ impl AppletSettings {
 
 /// A card with the applet selected and read.
 pub struct ConnectedCard {
-    pub channels: ChannelPool,
+    pub link: CardLink,
     pub contents: CardContents,
     /// The card takes writes through the STORE DATA provisioning profile.
     pub writable: bool,
@@ -62,11 +59,9 @@ pub struct ConnectedCard {
 
 impl ConnectedCard {
     /// Opens a channel on `conn`, selects the applet and reads everything the object cache
-    /// needs; more channels come from `source` when the pool grows. `Ok(None)` when the card
-    /// has no IoT SAFE applet.
+    /// needs. `Ok(None)` when the card has no IoT SAFE applet.
     pub fn open(
         conn: Box<dyn CardConnection>,
-        source: Option<Arc<dyn ReaderSource>>,
         settings: &AppletSettings,
         reader: &str,
     ) -> Result<Option<ConnectedCard>> {
@@ -81,10 +76,9 @@ impl ConnectedCard {
             return Ok(None);
         };
         let route = link.route;
-        let channels =
-            ChannelPool::new(link, source, settings.max_channels, settings.style, reader);
+        let link = CardLink::new(link, settings.style, reader);
         let (contents, writable) = {
-            let mut lease = channels.lease();
+            let mut lease = link.lease();
             let read = lease.run_once(&mut |ch| {
                 let contents = read_card(ch, reader)?;
                 let writable = match settings.provisioning {
@@ -100,7 +94,7 @@ impl ConnectedCard {
         };
         debug!("{reader}: applet read on {route:?}");
         Ok(Some(ConnectedCard {
-            channels,
+            link,
             contents,
             writable,
         }))
@@ -123,6 +117,13 @@ impl Readers {
             let modems = config.modem.iter().map(modem_endpoint).collect();
             Arc::new(ConfiguredReaders::new(pcsc, modems))
         });
+        if config.applet.max_channels > 1 {
+            warn!(
+                "applet.max_channels = {} is ignored: a process uses one logical channel per card \
+                 (see docs/configuration.md)",
+                config.applet.max_channels
+            );
+        }
         Readers {
             source,
             settings: AppletSettings::from_config(config),
@@ -150,7 +151,7 @@ impl Readers {
                 return Ok(None);
             }
         };
-        ConnectedCard::open(conn, Some(self.source.clone()), &self.settings, reader)
+        ConnectedCard::open(conn, &self.settings, reader)
     }
 }
 

@@ -8,9 +8,7 @@ use cryptoki_sys::*;
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
-use crate::applet::{
-    self, AppletChannel, CardObject, ChannelLease, ChannelPool, ConnectedCard, Readers,
-};
+use crate::applet::{self, AppletChannel, CardLink, CardObject, ConnectedCard, LinkLease, Readers};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -30,8 +28,8 @@ struct Cache {
 
 pub struct Token {
     reader: String,
-    /// The card's logical channels; an operation leases one for its whole APDU sequence.
-    channels: ChannelPool,
+    /// The card's logical channel; an operation leases it for its whole APDU sequence.
+    link: CardLink,
     cache: RwLock<Cache>,
     handles: Mutex<HashMap<HandleKey, CK_OBJECT_HANDLE>>,
     /// Where new object handles come from (the module's allocator).
@@ -107,7 +105,7 @@ impl Token {
     }
 
     /// Re-reads the objects on a leased channel, in a transaction of its own.
-    fn reload_on(&self, lease: &mut ChannelLease<'_>) -> Result<()> {
+    fn reload_on(&self, lease: &mut LinkLease<'_>) -> Result<()> {
         lease.run_once(&mut |ch: &mut AppletChannel<'_>| self.reload(ch))?;
         Ok(())
     }
@@ -117,7 +115,7 @@ impl Token {
         self.stale.store(true, Ordering::Release);
     }
 
-    /// Runs one operation's APDUs on one of the token's channels inside one card transaction
+    /// Runs one operation's APDUs on the token's channel inside one card transaction
     /// (the applet layer reopens the channel and retries once after a card reset); a removed
     /// card marks the token removed, and a remote update re-reads the objects.
     pub fn run<R>(
@@ -127,7 +125,7 @@ impl Token {
         if self.is_removed() {
             return Err(Error::new(CKR_DEVICE_REMOVED, "token was removed"));
         }
-        let mut lease = self.channels.lease();
+        let mut lease = self.link.lease();
         if self.stale.load(Ordering::Acquire)
             && let Err(e) = self.reload_on(&mut lease)
         {
@@ -174,18 +172,13 @@ impl Token {
         result
     }
 
-    /// How many channels the pool holds now.
-    pub fn channels(&self) -> usize {
-        self.channels.channels()
-    }
-
     /// True while the card is still in the reader (no APDU sent). A busy channel means the
     /// card is in use, hence present.
     pub fn check_present(&self) -> bool {
         if self.is_removed() {
             return false;
         }
-        match self.channels.is_present() {
+        match self.link.is_present() {
             Some(true) | None => true,
             Some(false) => {
                 self.mark_removed();
@@ -194,9 +187,9 @@ impl Token {
         }
     }
 
-    /// Closes the logical channels and leaves the card as it is.
+    /// Closes the logical channel and leaves the card as it is.
     pub fn close(&self) {
-        self.channels.close(self.is_removed());
+        self.link.close(self.is_removed());
     }
 
     /// The token of a connected card: its label and serial from the configuration and the
@@ -208,7 +201,7 @@ impl Token {
         reader: &str,
     ) -> Token {
         let ConnectedCard {
-            channels,
+            link,
             contents,
             writable,
         } = card;
@@ -226,7 +219,7 @@ impl Token {
         );
         let token = Token {
             reader: reader.to_string(),
-            channels,
+            link,
             cache: RwLock::new(Cache {
                 card_objects: Vec::new(),
                 objects: Vec::new(),
