@@ -105,7 +105,8 @@ impl ReaderSource for PcscReaders {
     /// Each connection gets a PC/SC context of its own: pcsc-lite serialises the calls made on
     /// one context, and an `SCardConnect` waits inside pcscd while another handle holds the
     /// card's transaction — on a shared context that wait would block the very thread that
-    /// holds the transaction (a second channel of the pool would deadlock the process).
+    /// holds the transaction, and the process would hang (as the channel pool of earlier
+    /// versions did).
     fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
         let ctx = Context::establish(Scope::User).map_err(|e| {
             warn!("cannot reach pcscd: {e}");
