@@ -1,0 +1,151 @@
+//! One modem with its SIM, as a card connection: logical channels through `AT+CCHO`/`AT+CCHC`,
+//! APDUs through `AT+CGLA` or `AT+CSIM`, each operation inside one turn on the port's lock.
+
+use std::path::Path;
+
+use log::{debug, warn};
+
+use super::lock::{PortLock, PortTurn};
+use super::port::AtPort;
+use super::{
+    AtError, AtMode, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED, ModemSettings, parse_apdu_answer,
+};
+use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError};
+
+/// One modem with its SIM.
+pub struct ModemConnection {
+    port: AtPort,
+    lock: PortLock,
+    mode: AtMode,
+}
+
+/// One operation's turn on the modem: APDUs go to `route` until it is dropped.
+struct ModemPipe<'a> {
+    port: &'a mut AtPort,
+    route: ChannelRoute,
+    _turn: PortTurn<'a>,
+}
+
+impl Transmit for ModemPipe<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let hex_apdu = hex::encode_upper(command);
+        let (cmd, prefix) = match self.route {
+            ChannelRoute::Cla(_) => (
+                format!("AT+CSIM={},\"{hex_apdu}\"", hex_apdu.len()),
+                "+CSIM:",
+            ),
+            ChannelRoute::Session(id) => (
+                format!("AT+CGLA={id},{},\"{hex_apdu}\"", hex_apdu.len()),
+                "+CGLA:",
+            ),
+        };
+        let info = self.port.command_retrying_busy(&cmd, prefix)?;
+        Ok(parse_apdu_answer(&info)?)
+    }
+
+    fn max_command_data(&self) -> usize {
+        // `AT+CGLA=<id>,<len>,"` + `"` is at most 24 characters (+CSIM's is shorter); every
+        // APDU byte takes two hex digits; 5 header bytes and 1 Le byte besides the data.
+        let room = self.port.max_command_len.saturating_sub(24) / 2;
+        room.saturating_sub(6).min(255)
+    }
+}
+
+impl ModemConnection {
+    /// Opens the port (shared with other processes) and sets the modem up on a turn of its
+    /// own.
+    pub fn open(config: &ModemSettings) -> Result<ModemConnection, TransportError> {
+        let mut port = AtPort::open(config)?;
+        let lock = PortLock::open(&config.device).map_err(|e| {
+            warn!(
+                "modem {}: cannot open the port for locking: {e}",
+                config.device
+            );
+            TransportError::NoCard
+        })?;
+        {
+            let _turn = lock.turn().map_err(lock_failed)?;
+            port.set_up()?;
+        }
+        Ok(ModemConnection {
+            port,
+            lock,
+            mode: config.at_mode,
+        })
+    }
+}
+
+fn lock_failed(e: std::io::Error) -> TransportError {
+    TransportError::Other(format!("cannot lock the modem port: {e}"))
+}
+
+impl CardConnection for ModemConnection {
+    fn transaction(
+        &mut self,
+        route: ChannelRoute,
+    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+        let turn = self.lock.turn().map_err(lock_failed)?;
+        Ok(Box::new(ModemPipe {
+            port: &mut self.port,
+            route,
+            _turn: turn,
+        }))
+    }
+
+    fn open_session(&mut self, aid: &[u8]) -> Result<SessionOpen, TransportError> {
+        if self.mode == AtMode::Csim {
+            return Ok(SessionOpen::NotManaged);
+        }
+        let _turn = self.lock.turn().map_err(lock_failed)?;
+        match self
+            .port
+            .command_retrying_busy(&format!("AT+CCHO=\"{}\"", hex::encode_upper(aid)), "+CCHO:")
+        {
+            Ok(id) => id
+                .trim()
+                .parse::<u32>()
+                .map(SessionOpen::Opened)
+                .map_err(|_| TransportError::Other(format!("+CCHO answered {id:?}"))),
+            // The modem does not know AT+CCHO: use AT+CSIM unless told to use CGLA only.
+            Err(AtError::Error) if self.mode == AtMode::Auto => {
+                debug!(
+                    "modem {}: no AT+CCHO; falling back to AT+CSIM",
+                    self.port.name
+                );
+                self.mode = AtMode::Csim;
+                Ok(SessionOpen::NotManaged)
+            }
+            Err(AtError::Cme(n)) if n != CME_SIM_NOT_INSERTED && n != CME_SIM_FAILURE => {
+                debug!(
+                    "modem {}: AT+CCHO of {} refused (+CME ERROR: {n})",
+                    self.port.name,
+                    hex::encode_upper(aid)
+                );
+                Ok(SessionOpen::NoApplet)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn close_session(&mut self, session: u32) -> Result<(), TransportError> {
+        let _turn = self.lock.turn().map_err(lock_failed)?;
+        self.port
+            .command(&format!("AT+CCHC={session}"), None)
+            .map(|_| ())
+            .map_err(TransportError::from)
+    }
+
+    fn reconnect(&mut self) -> Result<(), TransportError> {
+        // The modem keeps its own link to the SIM; channels are re-opened by the caller.
+        match self.port.broken {
+            Some(_) => Err(TransportError::CardRemoved),
+            None => Ok(()),
+        }
+    }
+
+    fn is_present(&mut self) -> bool {
+        self.port.broken.is_none() && Path::new(&self.port.name).exists()
+    }
+
+    fn disconnect(self: Box<Self>) {}
+}

@@ -1,0 +1,306 @@
+//! The line side of a modem port: commands, their answers, echo, URCs, deadlines.
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use log::{debug, trace, warn};
+use serialport::{SerialPort, TTYPort};
+
+use super::{AtError, BUSY_RETRIES, CME_SIM_BUSY, ModemSettings, short, without_payload};
+use crate::transport::TransportError;
+
+/// How long one read waits before the deadline is checked again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Attempts to open a port that another program holds exclusively for a moment.
+const OPEN_ATTEMPTS: u32 = 20;
+
+/// The line side of a modem port.
+pub(super) struct AtPort {
+    port: TTYPort,
+    pub(super) name: String,
+    pending: Vec<u8>,
+    timeout: Duration,
+    pub(super) max_command_len: usize,
+    /// The modem echoes command lines: every answer is read from the echo of its own command on,
+    /// and whatever came before it (a late answer to another command, a URC) is dropped.
+    echo: bool,
+    /// A command timed out without echo: resynchronise before the next one.
+    needs_resync: bool,
+    /// The port failed (closed, unplugged): stays failed.
+    pub(super) broken: Option<ErrorKind>,
+}
+
+impl AtPort {
+    /// Opens the port, shared: other processes may open it too, and take turns on its lock.
+    pub(super) fn open(config: &ModemSettings) -> Result<AtPort, TransportError> {
+        let mut attempt = 0;
+        let port = loop {
+            let opened = serialport::new(config.device.as_str(), config.baud)
+                .timeout(POLL)
+                .exclusive(false)
+                .open_native();
+            match opened {
+                Err(e)
+                    if e.kind() == serialport::ErrorKind::Io(ErrorKind::ResourceBusy)
+                        && attempt < OPEN_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other,
+            }
+        }
+        .map_err(|e| {
+            match e.kind() {
+                serialport::ErrorKind::NoDevice => {
+                    debug!("modem {}: not present ({e})", config.device)
+                }
+                serialport::ErrorKind::Io(ErrorKind::NotFound) => {
+                    debug!("modem {}: not present ({e})", config.device)
+                }
+                _ => warn!(
+                    "modem {}: cannot open the port ({e}); is another program (ModemManager, a \
+                         second process) holding it?",
+                    config.device
+                ),
+            }
+            TransportError::NoCard
+        })?;
+        Ok(AtPort {
+            port,
+            name: config.device.clone(),
+            pending: Vec::new(),
+            timeout: config.timeout,
+            max_command_len: config.max_command_len,
+            echo: false,
+            needs_resync: false,
+            broken: None,
+        })
+    }
+
+    /// Echo on and numeric `+CME ERROR`s, on the caller's turn. Some modems need a moment after
+    /// opening, so one retry. Whether the modem really echoes is seen on a plain `AT`.
+    pub(super) fn set_up(&mut self) -> Result<(), TransportError> {
+        if self.command("ATE1", None).is_err() {
+            self.command("ATE1", None).map_err(TransportError::from)?;
+        }
+        self.echo = self.echoes()?;
+        if !self.echo {
+            debug!(
+                "modem {}: no command echo; answers are matched by order only",
+                self.name
+            );
+        }
+        let _ = self.command("AT+CMEE=1", None);
+        Ok(())
+    }
+
+    /// Sends `AT` and tells whether its echo came back before the `OK`.
+    fn echoes(&mut self) -> Result<bool, TransportError> {
+        self.drain().map_err(TransportError::from)?;
+        self.write_line("AT").map_err(TransportError::from)?;
+        let deadline = Instant::now() + self.timeout;
+        let mut echoed = false;
+        while let Some(line) = self.next_line(deadline).map_err(TransportError::from)? {
+            match line.as_str() {
+                "AT" => echoed = true,
+                "OK" => return Ok(echoed),
+                _ => {}
+            }
+        }
+        Err(TransportError::Timeout)
+    }
+
+    fn write_line(&mut self, cmd: &str) -> Result<(), AtError> {
+        self.port
+            .write_all(format!("{cmd}\r").as_bytes())
+            .map_err(|e| {
+                self.broken = Some(e.kind());
+                AtError::Io(e.kind())
+            })
+    }
+
+    fn read_some(&mut self) -> Result<(), AtError> {
+        if let Some(kind) = self.broken {
+            return Err(AtError::Io(kind));
+        }
+        let mut buf = [0u8; 512];
+        match self.port.read(&mut buf) {
+            Ok(0) => {
+                self.broken = Some(ErrorKind::UnexpectedEof);
+                Err(AtError::Io(ErrorKind::UnexpectedEof))
+            }
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                warn!("modem {}: read failed: {e}", self.name);
+                self.broken = Some(e.kind());
+                Err(AtError::Io(e.kind()))
+            }
+        }
+    }
+
+    /// The next non-empty line, or `None` at the deadline.
+    fn next_line(&mut self, deadline: Instant) -> Result<Option<String>, AtError> {
+        loop {
+            if let Some(pos) = self.pending.iter().position(|b| *b == b'\r' || *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1])
+                    .trim()
+                    .to_string();
+                if !text.is_empty() {
+                    return Ok(Some(text));
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.read_some()?;
+        }
+    }
+
+    /// Throws away whatever arrived unasked (late answers, URCs).
+    fn drain(&mut self) -> Result<(), AtError> {
+        // Only what has already arrived: never wait here (a read would block for POLL).
+        let deadline = Instant::now() + POLL;
+        while Instant::now() < deadline && self.port.bytes_to_read().unwrap_or(0) > 0 {
+            self.read_some()?;
+        }
+        if !self.pending.is_empty() {
+            trace!(
+                "modem {}: discarding {} unasked bytes",
+                self.name,
+                self.pending.len()
+            );
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// After a timeout the modem may still answer the old command, at any moment. A bare `AT`
+    /// cannot tell its `OK` from the late one, so the probe is `AT+CMEE?`: only its own answer
+    /// carries a `+CMEE:` line; everything before that line is the old command's.
+    fn resync(&mut self) -> Result<(), AtError> {
+        for _ in 0..3 {
+            self.drain()?;
+            self.port
+                .write_all(b"AT+CMEE?\r")
+                .map_err(|e| AtError::Io(e.kind()))?;
+            let deadline = Instant::now() + Duration::from_millis(500).min(self.timeout);
+            let mut answered = false;
+            while let Some(line) = self.next_line(deadline)? {
+                if line.starts_with("+CMEE:") {
+                    answered = true;
+                } else if answered && line == "OK" {
+                    self.needs_resync = false;
+                    return Ok(());
+                }
+            }
+        }
+        Err(AtError::Timeout)
+    }
+
+    /// Sends one command line and collects the information lines that start with
+    /// `info_prefix` (the prefix removed) until the final result.
+    pub(super) fn command(
+        &mut self,
+        cmd: &str,
+        info_prefix: Option<&str>,
+    ) -> Result<Vec<String>, AtError> {
+        if cmd.len() > self.max_command_len {
+            return Err(AtError::TooLong(cmd.len()));
+        }
+        if self.needs_resync && !self.echo {
+            self.resync()?;
+        } else {
+            self.drain()?;
+        }
+        // APDUs are traced (redacted where they carry secrets) by the applet layer; the AT
+        // layer shows only the command and the length of a quoted APDU.
+        trace!("modem {} > {}", self.name, without_payload(cmd));
+        self.write_line(cmd)?;
+        let deadline = Instant::now() + self.timeout;
+        let mut info = Vec::new();
+        // With echo, nothing before our own command line is ours.
+        let mut echoed = !self.echo;
+        loop {
+            let Some(line) = self.next_line(deadline)? else {
+                warn!(
+                    "modem {}: no answer to {:?} within {:?}",
+                    self.name,
+                    short(cmd),
+                    self.timeout
+                );
+                self.needs_resync = true;
+                return Err(AtError::Timeout);
+            };
+            trace!("modem {} < {}", self.name, without_payload(&line));
+            if line == cmd {
+                echoed = true;
+                continue;
+            }
+            if !echoed {
+                debug!(
+                    "modem {}: dropping {:?}, which came before the echo of our command",
+                    self.name,
+                    without_payload(&line)
+                );
+                continue;
+            }
+            if line == "OK" {
+                return Ok(info);
+            }
+            if line == "ERROR" {
+                return Err(AtError::Error);
+            }
+            if let Some(code) = line.strip_prefix("+CME ERROR:") {
+                let code = code.trim();
+                return Err(AtError::Cme(code.parse().unwrap_or(u32::MAX)));
+            }
+            match info_prefix {
+                Some(prefix) if line.starts_with(prefix) => {
+                    info.push(line[prefix.len()..].trim().to_string());
+                }
+                // 27.007 gives +CCHO's answer as a bare number; some modems prefix it.
+                Some("+CCHO:") if line.bytes().all(|b| b.is_ascii_digit()) => info.push(line),
+                _ => debug!("modem {}: ignoring unsolicited line {line:?}", self.name),
+            }
+        }
+    }
+
+    /// A command that the SIM may answer with "busy": retried a few times.
+    pub(super) fn command_retrying_busy(
+        &mut self,
+        cmd: &str,
+        info_prefix: &str,
+    ) -> Result<String, AtError> {
+        let mut attempt = 0;
+        loop {
+            match self.command(cmd, Some(info_prefix)) {
+                Err(AtError::Cme(CME_SIM_BUSY)) if attempt < BUSY_RETRIES => {
+                    attempt += 1;
+                    debug!("modem {}: SIM busy, retry {attempt}", self.name);
+                    std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+                }
+                Err(e) => return Err(e),
+                Ok(mut info) => {
+                    return info
+                        .pop()
+                        .ok_or_else(|| AtError::Malformed(format!("no {info_prefix} line")));
+                }
+            }
+        }
+    }
+}

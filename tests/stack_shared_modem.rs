@@ -1,0 +1,182 @@
+//! One modem slot shared by several processes (issue #11 item 1): four processes load the built
+//! module and sign at once on one simulated modem (AT+CGLA, and AT+CSIM with T=0 answers).
+//! The port is opened shared and each operation takes a turn on the port's lock, so every
+//! process sees the token, every signature verifies against the card's certificate and the
+//! card never sees two sequences interleaved.
+
+mod helpers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use helpers::stack::{Proc, first_pem_certificate_der, run, sim_binary, sim_control};
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use x509_cert::Certificate;
+use x509_cert::der::Decode;
+
+const CHILD: &str = "IOTSAFE_SHARED_MODEM_CHILD";
+const PROCESSES: usize = 4;
+const SIGNING_TIME: Duration = Duration::from_secs(10);
+
+fn module() -> PathBuf {
+    std::env::var_os("IOTSAFE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
+        })
+}
+
+#[test]
+#[ignore = "needs the release build of the module (scripts/test.sh builds it)"]
+fn four_processes_share_one_modem_slot_over_cgla() {
+    shared_modem("cgla", &["--at", "both"], "cgla");
+}
+
+#[test]
+#[ignore = "needs the release build of the module (scripts/test.sh builds it)"]
+fn four_processes_share_one_modem_slot_over_csim_with_t0() {
+    shared_modem("csim", &["--at", "csim", "--t0"], "csim");
+}
+
+fn shared_modem(name: &str, modem_flags: &[&str], at_mode: &str) {
+    if let Some(config) = std::env::var_os(CHILD) {
+        return sign_until_time_is_up(Path::new(&config));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "iotsafe-shared-modem-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    run(Command::new(sim_binary())
+        .arg("init-profile")
+        .arg(dir.join("profile.toml")))
+    .expect_success();
+    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
+    let _modem = Proc::spawn(
+        Command::new(sim_binary())
+            .args(["modem", "--no-persist", "--latency-apdu", "2ms", "--link"])
+            .arg(&link)
+            .arg("--profile")
+            .arg(dir.join("profile.toml"))
+            .arg("--control")
+            .arg(&control)
+            .args(modem_flags),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(link.exists() && control.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the simulated modem did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = dir.join("module.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nat_mode = \"{at_mode}\"\n",
+            link.display()
+        ),
+    )
+    .expect("write the configuration");
+    sim_control(&control, "reset-stats");
+    let test = format!(
+        "four_processes_share_one_modem_slot_over_{}",
+        name_of(at_mode)
+    );
+    let children: Vec<Proc> = (0..PROCESSES)
+        .map(|_| {
+            Proc::spawn(
+                Command::new(std::env::current_exe().expect("test binary"))
+                    .args(["--exact", &test, "--ignored", "--nocapture"])
+                    .env(CHILD, &config)
+                    .env("IOTSAFE_PKCS11_CONFIG", &config),
+                None,
+            )
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for child in children {
+        let finished = child.wait(SIGNING_TIME + Duration::from_secs(60));
+        assert!(finished.success(), "a signing process failed:\n{finished}");
+        let out = finished.all_output();
+        let count: usize = out
+            .lines()
+            .find_map(|l| l.strip_suffix(" signatures verified")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no count in the child's output:\n{out}"));
+        counts.push(count);
+    }
+    let stats = sim_control(&control, "stats");
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    let fewest = *counts.iter().min().unwrap_or(&0);
+    println!(
+        "{at_mode}: signatures per process {counts:?}, fewest {:.2} of the mean",
+        fewest as f64 / mean
+    );
+    assert!(fewest > 0, "every process signs: {counts:?}");
+    assert!(
+        stats.contains("\"interleaved\":0,"),
+        "no sequence interleaved on the card: {stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn name_of(at_mode: &str) -> &'static str {
+    match at_mode {
+        "cgla" => "cgla",
+        _ => "csim_with_t0",
+    }
+}
+
+/// The child: one session, signing until the time is up, every signature checked against the
+/// card's certificate; never calls C_Finalize (a one-shot process often does not).
+fn sign_until_time_is_up(config: &Path) {
+    let pem = std::fs::read_to_string(config.with_file_name("client.pem")).expect("client.pem");
+    let der = first_pem_certificate_der(&pem).expect("a certificate in client.pem");
+    let cert = Certificate::from_der(&der).expect("the card's certificate parses");
+    let point = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    let key = VerifyingKey::from_sec1_bytes(&point).expect("a P-256 certificate key");
+    let p11 = Pkcs11::new(module()).expect("load the module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = *p11
+        .get_slots_with_token()
+        .expect("C_GetSlotList")
+        .first()
+        .expect("the modem slot has a token in every process");
+    let session = p11.open_ro_session(slot).expect("C_OpenSession");
+    let private = *session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![0x01]),
+        ])
+        .expect("C_FindObjects")
+        .first()
+        .expect("the client key");
+    let start = Instant::now();
+    let mut signed = 0usize;
+    while start.elapsed() < SIGNING_TIME {
+        let message = format!("process {} signature {signed}", std::process::id());
+        let raw = session
+            .sign(&Mechanism::EcdsaSha256, private, message.as_bytes())
+            .unwrap_or_else(|e| panic!("C_Sign {signed}: {e}"));
+        let signature = Signature::from_slice(&raw).expect("r and s in range");
+        key.verify(message.as_bytes(), &signature)
+            .unwrap_or_else(|e| panic!("signature {signed}: {e}"));
+        signed += 1;
+    }
+    println!("{signed} signatures verified");
+    std::mem::forget(p11);
+}
