@@ -10,14 +10,10 @@ mod helpers;
 use std::process::Command;
 use std::time::Duration;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
-use helpers::stack::{Proc, Stack, first_pem_certificate_der};
+use helpers::stack::{Proc, Stack, certificate_key, load_module, session_with_client_key};
+use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
-use x509_cert::Certificate;
-use x509_cert::der::Decode;
 
 const CHILD: &str = "IOTSAFE_CHANNEL_POOL_CHILD";
 const THREADS: usize = 8;
@@ -69,39 +65,14 @@ fn max_channels_four_with_eight_threads_over_pcscd_does_not_hang() {
 /// The child: eight threads, one session each, every signature checked against the card's
 /// certificate.
 fn sign_from_threads(stack: &Stack) {
-    let pem = std::fs::read_to_string(stack.card_file("client.pem")).expect("client.pem");
-    let der = first_pem_certificate_der(&pem).expect("a certificate in client.pem");
-    let cert = Certificate::from_der(&der).expect("the card's certificate parses");
-    let point = cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .subject_public_key
-        .raw_bytes()
-        .to_vec();
-    let key = VerifyingKey::from_sec1_bytes(&point).expect("a P-256 certificate key");
-
-    let p11 = Pkcs11::new(&stack.module).expect("load the module");
-    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = *p11
-        .get_slots_with_token()
-        .expect("C_GetSlotList")
-        .first()
-        .expect("a slot with a token");
+    let key = certificate_key(&stack.card_file("client.pem"));
+    let p11 = load_module(&stack.module);
     let verified: usize = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (p11, key) = (&p11, &key);
                 scope.spawn(move || {
-                    let session = p11.open_ro_session(slot).expect("C_OpenSession");
-                    let private = *session
-                        .find_objects(&[
-                            Attribute::Class(ObjectClass::PRIVATE_KEY),
-                            Attribute::Id(vec![0x01]),
-                        ])
-                        .expect("C_FindObjects")
-                        .first()
-                        .expect("the client key");
+                    let (session, private) = session_with_client_key(p11);
                     for i in 0..SIGNATURES_PER_THREAD {
                         let message = format!("thread {t} signature {i}");
                         let raw = session

@@ -10,14 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
-use helpers::stack::{Proc, first_pem_certificate_der, run, sim_binary, sim_control};
+use helpers::stack::{
+    Proc, certificate_key, load_module, run, session_with_client_key, sim_binary, sim_control,
+};
+use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
-use x509_cert::Certificate;
-use x509_cert::der::Decode;
 
 const CHILD: &str = "IOTSAFE_SHARED_MODEM_CHILD";
 const PROCESSES: usize = 4;
@@ -138,33 +136,9 @@ fn name_of(at_mode: &str) -> &'static str {
 /// The child: one session, signing until the time is up, every signature checked against the
 /// card's certificate; never calls C_Finalize (a one-shot process often does not).
 fn sign_until_time_is_up(config: &Path) {
-    let pem = std::fs::read_to_string(config.with_file_name("client.pem")).expect("client.pem");
-    let der = first_pem_certificate_der(&pem).expect("a certificate in client.pem");
-    let cert = Certificate::from_der(&der).expect("the card's certificate parses");
-    let point = cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .subject_public_key
-        .raw_bytes()
-        .to_vec();
-    let key = VerifyingKey::from_sec1_bytes(&point).expect("a P-256 certificate key");
-    let p11 = Pkcs11::new(module()).expect("load the module");
-    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = *p11
-        .get_slots_with_token()
-        .expect("C_GetSlotList")
-        .first()
-        .expect("the modem slot has a token in every process");
-    let session = p11.open_ro_session(slot).expect("C_OpenSession");
-    let private = *session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(vec![0x01]),
-        ])
-        .expect("C_FindObjects")
-        .first()
-        .expect("the client key");
+    let key = certificate_key(&config.with_file_name("client.pem"));
+    let p11 = load_module(&module());
+    let (session, private) = session_with_client_key(&p11);
     let start = Instant::now();
     let mut signed = 0usize;
     while start.elapsed() < SIGNING_TIME {

@@ -604,3 +604,51 @@ impl Proc {
         (proc, stdin)
     }
 }
+
+/// The public key of the first certificate in the PEM file `pem` (a card's `client.pem`), to
+/// check the card's signatures with.
+pub fn certificate_key(pem: &Path) -> p256::ecdsa::VerifyingKey {
+    use x509_cert::der::Decode;
+    let text = std::fs::read_to_string(pem)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", pem.display()));
+    let der = first_pem_certificate_der(&text).expect("a certificate in the PEM file");
+    let cert = x509_cert::Certificate::from_der(&der).expect("the certificate parses");
+    let point = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes();
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(point).expect("a P-256 certificate key")
+}
+
+/// A session on the first slot that has a token, and the card's client key (ID 01) on it.
+pub fn session_with_client_key(
+    p11: &cryptoki::context::Pkcs11,
+) -> (cryptoki::session::Session, cryptoki::object::ObjectHandle) {
+    use cryptoki::object::{Attribute, ObjectClass};
+    let slot = *p11
+        .get_slots_with_token()
+        .expect("C_GetSlotList")
+        .first()
+        .expect("a slot with a token");
+    let session = p11.open_ro_session(slot).expect("C_OpenSession");
+    let key = *session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![0x01]),
+        ])
+        .expect("C_FindObjects")
+        .first()
+        .expect("the client key");
+    (session, key)
+}
+
+/// Loads the module at `module` and calls `C_Initialize` with OS locking.
+pub fn load_module(module: &Path) -> cryptoki::context::Pkcs11 {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let p11 =
+        Pkcs11::new(module).unwrap_or_else(|e| panic!("cannot load {}: {e}", module.display()));
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    p11
+}
