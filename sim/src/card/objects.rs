@@ -147,42 +147,51 @@ impl Card {
     // ---------------------------------------------------------------- object lookup
 
     pub(super) fn find_private(&self, tlvs: &[Tlv<'_>]) -> Result<&PrivateKey, u16> {
-        let r = obj_ref(tlvs, 0x84, 0x74)?;
-        self.remote_check(ObjectClass::PrivateKey, &r)?;
-        self.profile
-            .private_keys
-            .iter()
-            .find(|k| r.matches(&k.id, &k.label))
-            .ok_or(sw::NOT_FOUND)
+        let keys = &self.profile.private_keys;
+        self.find_stored(tlvs, ObjectClass::PrivateKey, (0x84, 0x74), keys, |k| {
+            (&k.id, &k.label)
+        })
     }
 
     pub(super) fn find_public(&self, tlvs: &[Tlv<'_>]) -> Result<&PublicKey, u16> {
-        let r = obj_ref(tlvs, 0x85, 0x75)?;
-        self.remote_check(ObjectClass::PublicKey, &r)?;
-        self.profile
-            .public_keys
-            .iter()
-            .find(|k| r.matches(&k.id, &k.label))
-            .ok_or(sw::NOT_FOUND)
+        let keys = &self.profile.public_keys;
+        self.find_stored(tlvs, ObjectClass::PublicKey, (0x85, 0x75), keys, |k| {
+            (&k.id, &k.label)
+        })
     }
 
     pub(super) fn find_file(&self, tlvs: &[Tlv<'_>]) -> Result<&File, u16> {
-        let r = obj_ref(tlvs, 0x83, 0x73)?;
-        self.remote_check(ObjectClass::File, &r)?;
-        self.profile
-            .files
-            .iter()
-            .find(|k| r.matches(&k.id, &k.label))
-            .ok_or(sw::NOT_FOUND)
+        let files = &self.profile.files;
+        self.find_stored(tlvs, ObjectClass::File, (0x83, 0x73), files, |f| {
+            (&f.id, &f.label)
+        })
     }
 
     pub(super) fn find_secret(&self, tlvs: &[Tlv<'_>]) -> Result<&SecretKey, u16> {
-        let r = obj_ref(tlvs, 0x86, 0x76)?;
-        self.remote_check(ObjectClass::SecretKey, &r)?;
-        self.profile
-            .secret_keys
+        let keys = &self.profile.secret_keys;
+        self.find_stored(tlvs, ObjectClass::SecretKey, (0x86, 0x76), keys, |k| {
+            (&k.id, &k.label)
+        })
+    }
+
+    /// The object of `items` the command names by ID or label (tags `id_tag`/`label_tag`),
+    /// unless a remote-management session holds it.
+    fn find_stored<'p, T>(
+        &'p self,
+        tlvs: &[Tlv<'_>],
+        class: ObjectClass,
+        (id_tag, label_tag): (u8, u8),
+        items: &'p [T],
+        names: impl Fn(&T) -> (&Vec<u8>, &Option<Vec<u8>>),
+    ) -> Result<&'p T, u16> {
+        let r = obj_ref(tlvs, id_tag, label_tag)?;
+        self.remote_check(class, &r)?;
+        items
             .iter()
-            .find(|k| r.matches(&k.id, &k.label))
+            .find(|item| {
+                let (id, label) = names(item);
+                r.matches(id, label)
+            })
             .ok_or(sw::NOT_FOUND)
     }
 }
