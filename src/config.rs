@@ -26,7 +26,7 @@ impl fmt::Display for ConfigError {
 
 pub type Result<T> = std::result::Result<T, ConfigError>;
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// env_logger filter used when `IOTSAFE_PKCS11_LOG` is not set (default `warn`).
@@ -38,6 +38,34 @@ pub struct Config {
     /// Modems, each a slot.
     #[serde(default)]
     pub modem: Vec<ModemConfig>,
+    /// Keep what cards said (objects, public keys, certificates) on disk for the next process
+    /// (see docs/design.md, "How processes share a card").
+    #[serde(default = "default_cache")]
+    pub cache: bool,
+    /// Where; default `$XDG_CACHE_HOME/iotsafe-pkcs11`, `~/.cache/iotsafe-pkcs11`, or
+    /// `/var/cache/iotsafe-pkcs11` for root.
+    pub cache_dir: Option<PathBuf>,
+    /// Where the lock files (and the notes beside them) that processes share a card by live;
+    /// default `/run/lock`. Every process using the card must use the same.
+    pub lock_dir: Option<PathBuf>,
+}
+
+fn default_cache() -> bool {
+    true
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: None,
+            pcsc: PcscConfig::default(),
+            applet: AppletConfig::default(),
+            modem: Vec::new(),
+            cache: true,
+            cache_dir: None,
+            lock_dir: None,
+        }
+    }
 }
 
 /// How APDUs reach the SIM through a modem.

@@ -56,9 +56,11 @@ fn rig_with_profile(
     let link = dir.path().join("modem");
     let card = SharedCard::from_profile(profile, card_options);
     let modem = iotsafe_sim::modem::spawn(card, &link, options).expect("spawn the simulated modem");
+    // Lock files, notes and cached content of this test's own: pty numbers are reused.
     let config = format!(
-        "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nlabel = \"sim modem\"\n{module_modem}\n",
-        link.display()
+        "lock_dir = \"{dir}\"\ncache_dir = \"{dir}/cache\"\n[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nlabel = \"sim modem\"\n{module_modem}\n",
+        link.display(),
+        dir = dir.path().display()
     );
     initialize_with_config(&config);
     ModemRig {

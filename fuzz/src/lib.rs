@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki_sys::*;
 use iotsafe_pkcs11::applet::{
-    self, AppletChannel, AppletSettings, ClassStyle, ConnectedCard, ObjectInfo, objects, tlv,
+    self, AppletChannel, AppletSettings, ClassStyle, ConnectedCard, ContentCache, ObjectInfo,
+    objects, tlv,
 };
 use iotsafe_pkcs11::config::Config;
 use iotsafe_pkcs11::ffi::*;
@@ -17,7 +18,7 @@ use iotsafe_pkcs11::token::handles::HandleAllocator;
 use iotsafe_pkcs11::token::object::{CardObject, build_objects};
 use iotsafe_pkcs11::token::slot::Token;
 use iotsafe_pkcs11::transport::{
-    CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError,
+    CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError, Turn,
 };
 
 /// Target names, in the order `scripts/fuzz.sh` runs them.
@@ -210,11 +211,14 @@ impl Transmit for ScriptedTransaction<'_> {
     }
 }
 
+impl Turn for ScriptedTransaction<'_> {
+    fn set_route(&mut self, _route: ChannelRoute) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
 impl CardConnection for ScriptedConnection {
-    fn transaction(
-        &mut self,
-        _route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+    fn transaction(&mut self, _route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
         Ok(Box::new(ScriptedTransaction {
             conn: self,
             sent: 0,
@@ -241,7 +245,8 @@ pub fn card_read_objects(data: &[u8]) -> usize {
         consumed: 0,
     });
     let settings = AppletSettings::from_config(config);
-    match ConnectedCard::open(conn, &settings, "fuzz reader") {
+    let cache = Arc::new(ContentCache::new(false, None));
+    match ConnectedCard::open(conn, &settings, &cache, "fuzz reader") {
         Ok(Some(card)) => {
             let handles = Arc::new(HandleAllocator::new());
             let token = Token::new(card, handles, config, "fuzz reader");
@@ -278,11 +283,14 @@ impl Transmit for SimPipe<'_> {
     }
 }
 
+impl Turn for SimPipe<'_> {
+    fn set_route(&mut self, _route: ChannelRoute) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
 impl CardConnection for SimConnection {
-    fn transaction(
-        &mut self,
-        _route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+    fn transaction(&mut self, _route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
         Ok(Box::new(SimPipe(&self.0)))
     }
     fn reconnect(&mut self) -> Result<(), TransportError> {

@@ -29,6 +29,7 @@ pub struct CardContents {
 /// list, and the content of every active public key and file (a failure there is logged and
 /// leaves that object without content). `reader` names the card in log lines.
 pub fn read_card(ch: &mut AppletChannel<'_>, reader: &str) -> Result<CardContents> {
+    let changes_before = ch.content_changes;
     let app_info = ch.application_info().unwrap_or_else(|e| {
         warn!("{reader}: GET DATA (application) failed: {e}");
         AppInfo::default()
@@ -56,5 +57,10 @@ pub fn read_card(ch: &mut AppletChannel<'_>, reader: &str) -> Result<CardContent
         }
         objects.push(obj);
     }
-    Ok(CardContents { app_info, objects })
+    let contents = CardContents { app_info, objects };
+    // Only a read the card did not report a change during is worth keeping.
+    if ch.content_changes == changes_before {
+        ch.fresh_read = Some(contents.clone());
+    }
+    Ok(contents)
 }

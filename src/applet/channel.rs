@@ -5,6 +5,7 @@
 use log::{debug, log_enabled, trace};
 
 use super::apdu::{ClassStyle, Ins, MAX_APDU_DATA, Response, Trace, build_apdu, cla_for_channel};
+use super::card_read::CardContents;
 use super::error::{AppletError, Result};
 use super::status::StatusWord;
 use crate::transport::Transmit;
@@ -18,6 +19,11 @@ pub struct AppletChannel<'a> {
     style: ClassStyle,
     /// A command answered `63CF`: a remote-management session on the card has completed.
     pub remote_update_completed: bool,
+    /// How often in this turn the card's objects may have changed: a write was sent
+    /// (whatever its outcome), or the card said so (`63CF`, `6989`).
+    pub(super) content_changes: u32,
+    /// A whole card read made in this turn after its last change, for the content cache.
+    pub(super) fresh_read: Option<CardContents>,
 }
 
 impl<'a> AppletChannel<'a> {
@@ -27,7 +33,16 @@ impl<'a> AppletChannel<'a> {
             channel,
             style,
             remote_update_completed: false,
+            content_changes: 0,
+            fresh_read: None,
         }
+    }
+
+    /// Notes that the card's objects may have changed: every process's view of them is out of
+    /// date, including a read made earlier in this turn.
+    pub(super) fn mark_content_changed(&mut self) {
+        self.content_changes += 1;
+        self.fresh_read = None;
     }
 
     fn cla(&self) -> u8 {
@@ -94,6 +109,9 @@ impl<'a> AppletChannel<'a> {
     ) -> Result<Response> {
         let cla = self.cla();
         let apdu = build_apdu(cla, ins, p1, p2, data, le)?;
+        if matches!(ins, Ins::StoreData | Ins::GenerateKeyPair) {
+            self.mark_content_changed();
+        }
         let mut resp = self.send_raw(&apdu, trace)?;
         if resp.sw.wrong_le() {
             let apdu = build_apdu(cla, ins, p1, p2, data, Some(resp.sw.sw2()))?;
@@ -120,7 +138,11 @@ impl<'a> AppletChannel<'a> {
                 self.channel
             );
             self.remote_update_completed = true;
+            self.mark_content_changed();
             resp.sw = StatusWord::OK;
+        }
+        if resp.sw == StatusWord::OBJECT_CHANGED {
+            self.mark_content_changed();
         }
         Ok(Response {
             data: collected,

@@ -140,12 +140,14 @@ impl AppletChannel<'_> {
     }
 }
 
-/// MANAGE CHANNEL open on the basic channel. `Ok(None)` when the card refuses.
+/// MANAGE CHANNEL open on the basic channel. `Ok(None)` when the card refuses it (it has no
+/// logical channels); [`AppletError::NoChannelFree`] when it has none left (`6A81`).
 pub fn open_channel(pipe: &mut dyn Transmit) -> Result<Option<u8>> {
     let mut basic = AppletChannel::new(pipe, 0, ClassStyle::InterIndustry);
     let resp = basic.exchange(Ins::ManageChannel, 0x00, 0x00, &[], Some(0x01), Trace::Full)?;
     match (resp.sw, resp.data.as_slice()) {
         (StatusWord::OK, [ch]) if (1..=19).contains(ch) => Ok(Some(*ch)),
+        (StatusWord(0x6A81), _) => Err(AppletError::NoChannelFree),
         _ => Ok(None),
     }
 }

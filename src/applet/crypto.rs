@@ -138,6 +138,11 @@ impl AppletChannel<'_> {
     /// PUT PUBLIC KEY (init + last-block update): stores a peer point in a public-key
     /// container.
     pub fn put_public_key(&mut self, container: &ObjectInfo, point: &[u8; 65]) -> Result<()> {
+        // A persistent container is content every process sees; a volatile one (an ECDH
+        // peer's key) is scratch space that changes with every derivation.
+        if container.key_type != Some(objects::KEY_TYPE_P256_VOLATILE) {
+            self.mark_content_changed();
+        }
         self.exchange_ok(
             Ins::PutPublicKeyInit,
             0x00,

@@ -26,6 +26,8 @@ pub enum AppletError {
     NotConnected,
     /// After a card reset the applet no longer selects.
     AppletGone,
+    /// The card (or the modem) has no logical channel left to open.
+    NoChannelFree,
 }
 
 pub type Result<T> = std::result::Result<T, AppletError>;
@@ -91,6 +93,9 @@ impl fmt::Display for AppletError {
             AppletError::AppletGone => {
                 f.write_str("the applet no longer selects after the card reset")
             }
+            AppletError::NoChannelFree => f.write_str(
+                "the card has no logical channel left (other applications hold them all)",
+            ),
         }
     }
 }

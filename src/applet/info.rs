@@ -3,7 +3,7 @@
 use super::objects;
 use super::tlv;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AppInfo {
     pub version: Option<u8>,
     pub identifier: Vec<u8>,

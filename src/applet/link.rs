@@ -1,15 +1,35 @@
 //! A link: one connection to the card with one logical channel on which the applet is
-//! selected. Opening it (transport-managed AT+CCHO, or MANAGE CHANNEL + SELECT, or the basic
-//! channel), running an operation in one transaction, reopening it after a card reset, closing
-//! it without resetting the card.
+//! selected. Running an operation in one turn (and keeping the endpoint's note current:
+//! another process's change of the card is noticed, ours is told to the others), reopening the
+//! channel after a card reset, closing it without resetting the card.
+//!
+//! Where the transport keeps a note, the channel is the one recorded there and shared by every
+//! process of this module on the machine: it stays open when a process ends, so the next one
+//! needs no MANAGE CHANNEL, and the card never holds more than one channel of ours, however
+//! processes end (`kill -9` included).
 
-use log::debug;
+use std::sync::Arc;
+
+use log::{debug, warn};
 
 use super::apdu::ClassStyle;
 use super::channel::AppletChannel;
+use super::channel_note::{ChannelNote, ContentVersion};
 use super::commands::{close_channel, open_channel};
+use super::content_cache::{CachedCard, ContentCache};
 use super::error::{AppletError, Result};
-use crate::transport::{CardConnection, ChannelRoute, SessionOpen};
+use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Turn};
+
+/// The link's place in the endpoint's note, when the transport keeps one.
+pub(super) struct NoteState {
+    /// The note version this process's view of the card was read against.
+    pub(super) known: ContentVersion,
+    pub(super) cache: Arc<ContentCache>,
+    /// The content cache entry's name: the reader or modem.
+    pub(super) endpoint: String,
+    /// Whether the token takes writes (kept with cached content).
+    pub(super) writable: bool,
+}
 
 pub(super) struct Link {
     conn: Option<Box<dyn CardConnection>>,
@@ -17,36 +37,31 @@ pub(super) struct Link {
     /// The AID selected on the channel (to re-select after a card reset).
     aid: Vec<u8>,
     logical_channel: bool,
-    /// A command answered `63CF` since the flag was last taken.
+    /// A command answered `63CF`, or another process changed the card, since the flag was
+    /// last taken.
     pub(super) remote_update_seen: bool,
+    pub(super) note: Option<NoteState>,
 }
 
 impl Link {
-    /// Opens a channel on `conn` and selects the first of `aids` that answers. `Ok(None)` when
-    /// the card has none of them (the connection is then closed).
-    pub(super) fn open(
-        mut conn: Box<dyn CardConnection>,
-        aids: &[Vec<u8>],
+    pub(super) fn new(
+        conn: Box<dyn CardConnection>,
+        route: ChannelRoute,
+        aid: Vec<u8>,
         logical_channel: bool,
-        style: ClassStyle,
-        reader: &str,
-    ) -> Result<Option<Link>> {
-        match open_applet_channel(conn.as_mut(), aids, logical_channel, style, reader)? {
-            Some((route, aid)) => Ok(Some(Link {
-                conn: Some(conn),
-                route,
-                aid,
-                logical_channel,
-                remote_update_seen: false,
-            })),
-            None => {
-                conn.disconnect();
-                Ok(None)
-            }
+        note: Option<NoteState>,
+    ) -> Link {
+        Link {
+            conn: Some(conn),
+            route,
+            aid,
+            logical_channel,
+            remote_update_seen: false,
+            note,
         }
     }
 
-    /// Runs `op` in one transaction on the link's channel.
+    /// Runs `op` in one turn on the link's channel.
     pub(super) fn run_once<R>(
         &mut self,
         style: ClassStyle,
@@ -54,27 +69,86 @@ impl Link {
     ) -> Result<R> {
         let route = self.route;
         let conn = self.conn.as_mut().ok_or(AppletError::NotConnected)?;
-        let mut transaction = conn.transaction(route)?;
-        let mut ch = AppletChannel::new(transaction.as_mut(), route.cla_channel(), style);
+        let mut turn = conn.transaction(route)?;
+        let note = match &self.note {
+            Some(_) => turn.read_note().map(|bytes| ChannelNote::decode(&bytes)),
+            None => None,
+        };
+        let mut ch = AppletChannel::new(turn.as_mut(), route.cla_channel(), style);
         let result = op(&mut ch);
         let remote_update = ch.remote_update_completed;
-        drop(transaction);
+        let changes = ch.content_changes;
+        let fresh = ch.fresh_read.take();
+        drop(ch);
         self.remote_update_seen |= remote_update;
+        if let (Some(state), Some(note)) = (&mut self.note, note) {
+            let lost = note.is_none();
+            let mut note = note.unwrap_or_else(|| {
+                // Lost (or torn by a writer that died): start a new epoch, which no view or
+                // cache entry matches, and record our channel again.
+                let mut n = ChannelNote::new_epoch();
+                if route != ChannelRoute::Cla(0) {
+                    n.route = Some(route);
+                    n.aid = self.aid.clone();
+                }
+                n
+            });
+            if changes > 0 {
+                note.generation += 1;
+            }
+            if changes > 0 || lost {
+                turn.write_note(&note.encode());
+            }
+            match fresh {
+                Some(contents) => {
+                    state.known = note.version();
+                    state.cache.store(
+                        &state.endpoint,
+                        &CachedCard {
+                            version: state.known,
+                            aid: self.aid.clone(),
+                            writable: state.writable,
+                            contents,
+                        },
+                    );
+                }
+                // Our view is older than the card: the token re-reads it.
+                None if note.version() != state.known => self.remote_update_seen = true,
+                None => {}
+            }
+        }
+        drop(turn);
         result
     }
 
-    /// After a card reset: reconnect, reopen the channel and re-select the applet.
+    /// After a card reset: reconnect, then use the channel another process of this module
+    /// reopened already, or reopen it (and record it).
     pub(super) fn reopen(&mut self, style: ClassStyle, reader: &str) -> Result<()> {
         let conn = self.conn.as_mut().ok_or(AppletError::NotConnected)?;
         conn.reconnect()?;
-        let aids = [self.aid.clone()];
-        match open_applet_channel(conn.as_mut(), &aids, self.logical_channel, style, reader)? {
-            Some((route, _)) => {
-                self.route = route;
-                Ok(())
-            }
-            None => Err(AppletError::AppletGone),
+        let mut turn = conn.transaction(ChannelRoute::Cla(0))?;
+        let note = turn.read_note().map(|bytes| ChannelNote::decode(&bytes));
+        if self.logical_channel
+            && let Some(Some(recorded)) = &note
+            && let Some(route) = recorded.route
+            && recorded.aid == self.aid
+            && applet_answers_on(turn.as_mut(), route, style)
+        {
+            debug!("{reader}: using the channel another process reopened ({route:?})");
+            self.route = route;
+            return Ok(());
         }
+        turn.set_route(ChannelRoute::Cla(0))?;
+        let aids = [self.aid.clone()];
+        let (route, _) =
+            open_applet_channel(turn.as_mut(), &aids, self.logical_channel, style, reader)?
+                .ok_or(AppletError::AppletGone)?;
+        self.route = route;
+        if let Some(note) = note {
+            let mut note = note.unwrap_or_else(ChannelNote::new_epoch);
+            record_channel(turn.as_mut(), &mut note, route, &self.aid);
+        }
+        Ok(())
     }
 
     /// True while the card is there (no APDU is sent).
@@ -82,34 +156,88 @@ impl Link {
         self.conn.as_mut().is_some_and(|c| c.is_present())
     }
 
-    /// Closes the channel (unless the card is gone) and the connection, leaving the card as it
-    /// is.
+    /// Closes the connection, leaving the card as it is. The channel is closed too unless it
+    /// is the one the endpoint's note shares with other processes (or the card is gone).
     pub(super) fn close(&mut self, card_gone: bool, reader: &str) {
         let route = self.route;
-        if let Some(mut conn) = self.conn.take() {
-            if !card_gone {
-                let closed = match route {
-                    ChannelRoute::Session(id) => conn.close_session(id).map_err(AppletError::from),
-                    ChannelRoute::Cla(0) => Ok(()),
-                    ChannelRoute::Cla(ch) => conn
-                        .transaction(ChannelRoute::Cla(0))
-                        .map_err(AppletError::from)
-                        .and_then(|mut basic| close_channel(basic.as_mut(), ch)),
-                };
-                if let Err(e) = closed {
-                    debug!("{reader}: closing the channel: {e}");
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !card_gone && route != ChannelRoute::Cla(0) {
+            let closed = conn.transaction(ChannelRoute::Cla(0)).and_then(|mut turn| {
+                let shared = turn
+                    .read_note()
+                    .and_then(|bytes| ChannelNote::decode(&bytes))
+                    .is_some_and(|n| n.route == Some(route));
+                if shared {
+                    debug!("{reader}: leaving the shared channel {route:?} open");
+                    return Ok(());
                 }
+                close_route(turn.as_mut(), route)
+            });
+            if let Err(e) = closed {
+                debug!("{reader}: closing the channel: {e}");
             }
-            conn.disconnect();
+        }
+        conn.disconnect();
+    }
+}
+
+/// Closes a channel of ours: the transport's session, or MANAGE CHANNEL close on the basic
+/// channel.
+pub(super) fn close_route(
+    turn: &mut dyn Turn,
+    route: ChannelRoute,
+) -> std::result::Result<(), crate::transport::TransportError> {
+    match route {
+        ChannelRoute::Session(id) => turn.close_session(id),
+        ChannelRoute::Cla(0) => Ok(()),
+        ChannelRoute::Cla(ch) => {
+            turn.set_route(ChannelRoute::Cla(0))?;
+            if let Err(e) = close_channel(turn, ch) {
+                debug!("MANAGE CHANNEL close {ch}: {e}");
+            }
+            Ok(())
         }
     }
 }
 
+/// Records `route` as the channel every process shares (a basic channel is never recorded:
+/// another configuration may still want a logical one).
+pub(super) fn record_channel(
+    turn: &mut dyn Turn,
+    note: &mut ChannelNote,
+    route: ChannelRoute,
+    aid: &[u8],
+) {
+    if route == ChannelRoute::Cla(0) {
+        return;
+    }
+    note.route = Some(route);
+    note.aid = aid.to_vec();
+    turn.write_note(&note.encode());
+}
+
+/// Whether the applet answers on `route` (a recorded channel may be gone since a reset, or
+/// reused by someone else for another applet): one GET DATA.
+pub(super) fn applet_answers_on(
+    turn: &mut dyn Turn,
+    route: ChannelRoute,
+    style: ClassStyle,
+) -> bool {
+    if turn.set_route(route).is_err() {
+        return false;
+    }
+    let mut ch = AppletChannel::new(turn, route.cla_channel(), style);
+    ch.application_info().is_ok()
+}
+
 /// Opens a logical channel and selects the first AID that answers: through the transport
 /// (AT+CCHO) where it manages channels, else with MANAGE CHANNEL + SELECT (the basic channel
-/// when the card refuses MANAGE CHANNEL or the configuration says so).
-fn open_applet_channel(
-    conn: &mut dyn CardConnection,
+/// when the card has no logical channels or the configuration says so). A card with no
+/// channel left is an error, never a silent move to the basic channel the modem uses itself.
+pub(super) fn open_applet_channel(
+    turn: &mut dyn Turn,
     aids: &[Vec<u8>],
     logical_channel: bool,
     style: ClassStyle,
@@ -118,11 +246,12 @@ fn open_applet_channel(
     if logical_channel {
         let mut managed = false;
         for aid in aids {
-            match conn.open_session(aid)? {
+            match turn.open_session(aid)? {
                 SessionOpen::Opened(id) => {
                     return Ok(Some((ChannelRoute::Session(id), aid.clone())));
                 }
                 SessionOpen::NoApplet => managed = true,
+                SessionOpen::NoChannelFree => return Err(AppletError::NoChannelFree),
                 SessionOpen::NotManaged => break,
             }
         }
@@ -131,16 +260,25 @@ fn open_applet_channel(
             return Ok(None);
         }
     }
-    let mut basic = conn.transaction(ChannelRoute::Cla(0))?;
+    turn.set_route(ChannelRoute::Cla(0))?;
     let channel = if logical_channel {
-        open_channel(basic.as_mut())?.unwrap_or_else(|| {
-            debug!("{reader}: MANAGE CHANNEL refused; using the basic channel");
-            0
-        })
+        match open_channel(turn) {
+            Ok(Some(ch)) => ch,
+            Ok(None) => {
+                debug!("{reader}: the card has no logical channels; using the basic channel");
+                0
+            }
+            Err(AppletError::NoChannelFree) => {
+                warn!("{reader}: the card has no logical channel left (MANAGE CHANNEL: 6A81)");
+                return Err(AppletError::NoChannelFree);
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         0
     };
-    let mut ch = AppletChannel::new(basic.as_mut(), channel, style);
+    turn.set_route(ChannelRoute::Cla(channel))?;
+    let mut ch = AppletChannel::new(turn, channel, style);
     for aid in aids {
         if ch.select(aid)? {
             return Ok(Some((ChannelRoute::Cla(channel), aid.clone())));
@@ -148,7 +286,8 @@ fn open_applet_channel(
     }
     debug!("{reader}: no IoT SAFE applet on this card");
     if channel != 0 {
-        close_channel(basic.as_mut(), channel)?;
+        turn.set_route(ChannelRoute::Cla(0))?;
+        close_channel(turn, channel)?;
     }
     Ok(None)
 }

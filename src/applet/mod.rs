@@ -3,10 +3,13 @@
 //! card read. Knows nothing of PKCS#11.
 
 mod apdu;
+mod attach;
 mod card_link;
 mod card_read;
 mod channel;
+mod channel_note;
 mod commands;
+mod content_cache;
 mod crypto;
 mod error;
 mod formats;
@@ -22,7 +25,9 @@ pub use apdu::{ClassStyle, Ins, Response, Trace, cla_for_channel};
 pub use card_link::{CardLink, LinkLease};
 pub use card_read::{CardContents, CardObject, read_card};
 pub use channel::AppletChannel;
+pub use channel_note::ContentVersion;
 pub use commands::{close_channel, open_channel};
+pub use content_cache::ContentCache;
 pub use crypto::{GeneratedKeyPair, HkdfKey, HkdfStep, PrfSecret};
 pub use error::{AppletError, Result};
 pub use formats::{parse_public_key, parse_signature};

@@ -4,7 +4,7 @@
 
 use super::tlv::{self, Tlv};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ObjectClass {
     PrivateKey,
     PublicKey,
@@ -69,7 +69,7 @@ pub const HASH_SHA512: u16 = 0x0004;
 pub const FILE_USAGE_CERTIFICATE: u8 = 0x02;
 
 /// One object as the applet describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectInfo {
     pub class: Option<ObjectClass>,
     pub id: Option<Vec<u8>>,

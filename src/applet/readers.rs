@@ -9,10 +9,11 @@ use log::{debug, warn};
 
 use super::GSMA_AID;
 use super::apdu::ClassStyle;
+use super::attach::attach;
 use super::card_link::CardLink;
-use super::card_read::{CardContents, read_card};
+use super::card_read::CardContents;
+use super::content_cache::ContentCache;
 use super::error::Result;
-use super::link::Link;
 use crate::config::{AtMode as ConfigAtMode, CommandClass, Config, ModemConfig, Provisioning};
 use crate::transport::at::{AtMode, ModemSettings};
 use crate::transport::{
@@ -58,45 +59,22 @@ pub struct ConnectedCard {
 }
 
 impl ConnectedCard {
-    /// Opens a channel on `conn`, selects the applet and reads everything the object cache
-    /// needs. `Ok(None)` when the card has no IoT SAFE applet.
+    /// Opens (or reuses) the applet's channel on `conn` and learns everything the object cache
+    /// needs, from the card or from the content cache. `Ok(None)` when the card has no IoT
+    /// SAFE applet.
     pub fn open(
         conn: Box<dyn CardConnection>,
         settings: &AppletSettings,
+        cache: &Arc<ContentCache>,
         reader: &str,
     ) -> Result<Option<ConnectedCard>> {
-        let link = Link::open(
-            conn,
-            &settings.aids,
-            settings.logical_channel,
-            settings.style,
-            reader,
-        )?;
-        let Some(link) = link else {
+        let Some(attached) = attach(conn, settings, cache, reader)? else {
             return Ok(None);
         };
-        let route = link.route;
-        let link = CardLink::new(link, settings.style, reader);
-        let (contents, writable) = {
-            let mut lease = link.lease();
-            let read = lease.run_once(&mut |ch| {
-                let contents = read_card(ch, reader)?;
-                let writable = match settings.provisioning {
-                    Provisioning::On => true,
-                    Provisioning::Off => false,
-                    Provisioning::Auto => ch.supports_provisioning()?,
-                };
-                Ok((contents, writable))
-            })?;
-            // The first read is fresh whatever the card said about earlier remote updates.
-            lease.take_remote_update();
-            read
-        };
-        debug!("{reader}: applet read on {route:?}");
         Ok(Some(ConnectedCard {
-            link,
-            contents,
-            writable,
+            link: CardLink::new(attached.link, settings.style, reader),
+            contents: attached.contents,
+            writable: attached.writable,
         }))
     }
 }
@@ -105,6 +83,7 @@ impl ConnectedCard {
 pub struct Readers {
     source: Arc<dyn ReaderSource>,
     settings: AppletSettings,
+    cache: Arc<ContentCache>,
 }
 
 impl Readers {
@@ -114,7 +93,11 @@ impl Readers {
                 include: config.pcsc.readers.clone(),
                 exclude: config.pcsc.exclude_readers.clone(),
             });
-            let modems = config.modem.iter().map(modem_endpoint).collect();
+            let modems = config
+                .modem
+                .iter()
+                .map(|m| modem_endpoint(m, config.lock_dir.clone()))
+                .collect();
             Arc::new(ConfiguredReaders::new(pcsc, modems))
         });
         if config.applet.max_channels > 1 {
@@ -127,6 +110,7 @@ impl Readers {
         Readers {
             source,
             settings: AppletSettings::from_config(config),
+            cache: Arc::new(ContentCache::new(config.cache, config.cache_dir.as_deref())),
         }
     }
 
@@ -151,11 +135,11 @@ impl Readers {
                 return Ok(None);
             }
         };
-        ConnectedCard::open(conn, &self.settings, reader)
+        ConnectedCard::open(conn, &self.settings, &self.cache, reader)
     }
 }
 
-fn modem_endpoint(modem: &ModemConfig) -> ModemEndpoint {
+fn modem_endpoint(modem: &ModemConfig, lock_dir: Option<std::path::PathBuf>) -> ModemEndpoint {
     ModemEndpoint {
         name: modem.slot_name(),
         settings: ModemSettings {
@@ -168,6 +152,7 @@ fn modem_endpoint(modem: &ModemConfig) -> ModemEndpoint {
             },
             max_command_len: modem.max_command_len,
             timeout: Duration::from_millis(modem.timeout_ms),
+            lock_dir,
         },
     }
 }

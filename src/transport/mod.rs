@@ -100,17 +100,15 @@ pub enum SessionOpen {
     Opened(u32),
     /// The card has no applet with that AID.
     NoApplet,
+    /// The card (or modem) has no logical channel left.
+    NoChannelFree,
 }
 
-/// An open connection to one card.
-pub trait CardConnection: Send {
-    /// Begins one exclusive transaction (PC/SC: `SCardBeginTransaction`), with APDUs going to
-    /// `route`, so no other process or session interleaves with the sequence. The transaction
-    /// ends when the guard is dropped (PC/SC: `SCardEndTransaction(LEAVE_CARD)`).
-    fn transaction(
-        &mut self,
-        route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError>;
+/// One turn on the card: while it is held, no other process or session of this module sends
+/// anything to the card, and APDUs go to the route set last.
+pub trait Turn: Transmit {
+    /// Where the next APDUs go (the transaction's route until changed).
+    fn set_route(&mut self, route: ChannelRoute) -> Result<(), TransportError>;
 
     /// Transports that manage logical channels themselves (AT+CCHO) open one here and select
     /// `aid` on it.
@@ -122,6 +120,26 @@ pub trait CardConnection: Send {
     fn close_session(&mut self, _session: u32) -> Result<(), TransportError> {
         Ok(())
     }
+
+    /// The endpoint's note: a few bytes every process of this module that uses the card sees,
+    /// read and written only during a turn (the layer above gives them their meaning). `None`
+    /// when the transport keeps no notes; empty when there is none yet (or it cannot be read).
+    fn read_note(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Replaces the endpoint's note; a failure is logged and leaves no note the next reader
+    /// could mistake for a whole one (the layer above checks its own notes).
+    fn write_note(&mut self, _note: &[u8]) {}
+}
+
+/// An open connection to one card.
+pub trait CardConnection: Send {
+    /// Begins one turn on the card (an exclusive transaction: PC/SC `SCardBeginTransaction`,
+    /// a modem's port lock), with APDUs going to `route`, so no other process or session
+    /// interleaves with the sequence. The turn ends when the guard is dropped (PC/SC:
+    /// `SCardEndTransaction(LEAVE_CARD)`).
+    fn transaction(&mut self, route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError>;
 
     /// After the card was reset (by another process, a power cycle): reconnect without
     /// resetting it again. Logical channels and selections are gone afterwards.

@@ -12,7 +12,7 @@ use pcsc::{
     Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
 };
 
-use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError};
+use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError, Turn};
 
 fn map_err(e: PcscError) -> TransportError {
     match e {
@@ -178,11 +178,17 @@ impl Transmit for PcscTransaction<'_> {
     }
 }
 
+impl Turn for PcscTransaction<'_> {
+    fn set_route(&mut self, route: ChannelRoute) -> Result<(), TransportError> {
+        match route {
+            ChannelRoute::Cla(_) => Ok(()),
+            ChannelRoute::Session(_) => Err(TransportError::UnsupportedRoute),
+        }
+    }
+}
+
 impl CardConnection for PcscConnection {
-    fn transaction(
-        &mut self,
-        route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+    fn transaction(&mut self, route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
         if let ChannelRoute::Session(_) = route {
             return Err(TransportError::UnsupportedRoute);
         }

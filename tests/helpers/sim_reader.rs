@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use iotsafe_pkcs11::transport::{
-    CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError,
+    CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError, Turn,
 };
 use iotsafe_sim::SharedCard;
 
@@ -69,11 +69,17 @@ impl Transmit for SimPipe<'_> {
     }
 }
 
+impl Turn for SimPipe<'_> {
+    fn set_route(&mut self, route: ChannelRoute) -> Result<(), TransportError> {
+        match route {
+            ChannelRoute::Cla(_) => Ok(()),
+            ChannelRoute::Session(_) => Err(TransportError::UnsupportedRoute),
+        }
+    }
+}
+
 impl CardConnection for SimConnection {
-    fn transaction(
-        &mut self,
-        _route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+    fn transaction(&mut self, _route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
         Ok(Box::new(SimPipe(self)))
     }
     fn reconnect(&mut self) -> Result<(), TransportError> {

@@ -8,6 +8,10 @@ impl Card {
             return Err(sw::WRONG_LENGTH);
         }
         let max = self.max_channels() as usize;
+        if max == 0 {
+            // A card with the basic channel only (ISO 7816-4: "logical channel not supported").
+            return Err(sw::CHANNEL_NOT_SUPPORTED);
+        }
         match a.p1 {
             0x00 => {
                 let target = if a.p2 == 0 {

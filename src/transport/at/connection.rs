@@ -10,7 +10,11 @@ use super::port::AtPort;
 use super::{
     AtError, AtMode, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED, ModemSettings, parse_apdu_answer,
 };
-use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError};
+use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError, Turn};
+
+/// `+CME ERROR: 3` (operation not allowed) to AT+CCHO: the SIM has no logical channel left
+/// (what it says to MANAGE CHANNEL with `6A81`).
+const CME_OPERATION_NOT_ALLOWED: u32 = 3;
 
 /// One modem with its SIM.
 pub struct ModemConnection {
@@ -22,8 +26,9 @@ pub struct ModemConnection {
 /// One operation's turn on the modem: APDUs go to `route` until it is dropped.
 struct ModemPipe<'a> {
     port: &'a mut AtPort,
+    mode: &'a mut AtMode,
     route: ChannelRoute,
-    _turn: PortTurn<'a>,
+    turn: PortTurn<'a>,
 }
 
 impl Transmit for ModemPipe<'_> {
@@ -51,12 +56,79 @@ impl Transmit for ModemPipe<'_> {
     }
 }
 
+impl Turn for ModemPipe<'_> {
+    fn set_route(&mut self, route: ChannelRoute) -> Result<(), TransportError> {
+        if matches!(route, ChannelRoute::Session(_)) && *self.mode == AtMode::Csim {
+            return Err(TransportError::UnsupportedRoute);
+        }
+        self.route = route;
+        Ok(())
+    }
+
+    fn open_session(&mut self, aid: &[u8]) -> Result<SessionOpen, TransportError> {
+        if *self.mode == AtMode::Csim {
+            return Ok(SessionOpen::NotManaged);
+        }
+        match self
+            .port
+            .command_retrying_busy(&format!("AT+CCHO=\"{}\"", hex::encode_upper(aid)), "+CCHO:")
+        {
+            Ok(id) => id
+                .trim()
+                .parse::<u32>()
+                .map(SessionOpen::Opened)
+                .map_err(|_| TransportError::Other(format!("+CCHO answered {id:?}"))),
+            // The modem does not know AT+CCHO: use AT+CSIM unless told to use CGLA only.
+            Err(AtError::Error) if *self.mode == AtMode::Auto => {
+                debug!(
+                    "modem {}: no AT+CCHO; falling back to AT+CSIM",
+                    self.port.name
+                );
+                *self.mode = AtMode::Csim;
+                Ok(SessionOpen::NotManaged)
+            }
+            Err(AtError::Cme(CME_OPERATION_NOT_ALLOWED)) => {
+                warn!(
+                    "modem {}: AT+CCHO refused with +CME ERROR: {CME_OPERATION_NOT_ALLOWED}: the SIM has \
+                     no free logical channel",
+                    self.port.name
+                );
+                Ok(SessionOpen::NoChannelFree)
+            }
+            Err(AtError::Cme(n)) if n != CME_SIM_NOT_INSERTED && n != CME_SIM_FAILURE => {
+                debug!(
+                    "modem {}: AT+CCHO of {} refused (+CME ERROR: {n})",
+                    self.port.name,
+                    hex::encode_upper(aid)
+                );
+                Ok(SessionOpen::NoApplet)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn close_session(&mut self, session: u32) -> Result<(), TransportError> {
+        self.port
+            .command(&format!("AT+CCHC={session}"), None)
+            .map(|_| ())
+            .map_err(TransportError::from)
+    }
+
+    fn read_note(&mut self) -> Option<Vec<u8>> {
+        Some(self.turn.read_note())
+    }
+
+    fn write_note(&mut self, note: &[u8]) {
+        self.turn.write_note(note);
+    }
+}
+
 impl ModemConnection {
     /// Opens the port (shared with other processes) and sets the modem up on a turn of its
     /// own.
     pub fn open(config: &ModemSettings) -> Result<ModemConnection, TransportError> {
         let mut port = AtPort::open(config)?;
-        let lock = PortLock::open(&config.device).map_err(|e| {
+        let lock = PortLock::open(&config.device, config.lock_dir.as_deref()).map_err(|e| {
             warn!(
                 "modem {}: cannot open the port for locking: {e}",
                 config.device
@@ -80,59 +152,14 @@ fn lock_failed(e: std::io::Error) -> TransportError {
 }
 
 impl CardConnection for ModemConnection {
-    fn transaction(
-        &mut self,
-        route: ChannelRoute,
-    ) -> Result<Box<dyn Transmit + '_>, TransportError> {
+    fn transaction(&mut self, route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
         let turn = self.lock.turn().map_err(lock_failed)?;
         Ok(Box::new(ModemPipe {
             port: &mut self.port,
+            mode: &mut self.mode,
             route,
-            _turn: turn,
+            turn,
         }))
-    }
-
-    fn open_session(&mut self, aid: &[u8]) -> Result<SessionOpen, TransportError> {
-        if self.mode == AtMode::Csim {
-            return Ok(SessionOpen::NotManaged);
-        }
-        let _turn = self.lock.turn().map_err(lock_failed)?;
-        match self
-            .port
-            .command_retrying_busy(&format!("AT+CCHO=\"{}\"", hex::encode_upper(aid)), "+CCHO:")
-        {
-            Ok(id) => id
-                .trim()
-                .parse::<u32>()
-                .map(SessionOpen::Opened)
-                .map_err(|_| TransportError::Other(format!("+CCHO answered {id:?}"))),
-            // The modem does not know AT+CCHO: use AT+CSIM unless told to use CGLA only.
-            Err(AtError::Error) if self.mode == AtMode::Auto => {
-                debug!(
-                    "modem {}: no AT+CCHO; falling back to AT+CSIM",
-                    self.port.name
-                );
-                self.mode = AtMode::Csim;
-                Ok(SessionOpen::NotManaged)
-            }
-            Err(AtError::Cme(n)) if n != CME_SIM_NOT_INSERTED && n != CME_SIM_FAILURE => {
-                debug!(
-                    "modem {}: AT+CCHO of {} refused (+CME ERROR: {n})",
-                    self.port.name,
-                    hex::encode_upper(aid)
-                );
-                Ok(SessionOpen::NoApplet)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn close_session(&mut self, session: u32) -> Result<(), TransportError> {
-        let _turn = self.lock.turn().map_err(lock_failed)?;
-        self.port
-            .command(&format!("AT+CCHC={session}"), None)
-            .map(|_| ())
-            .map_err(TransportError::from)
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {

@@ -7,7 +7,9 @@
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+
+use log::{debug, warn};
 use std::path::{Path, PathBuf};
 
 pub(super) struct PortLock {
@@ -20,9 +22,9 @@ pub(super) struct PortTurn<'a> {
 }
 
 impl PortLock {
-    pub(super) fn open(device: &str) -> io::Result<PortLock> {
+    pub(super) fn open(device: &str, lock_dir: Option<&Path>) -> io::Result<PortLock> {
         let node = std::fs::metadata(device)?;
-        let path = lock_path(node.rdev());
+        let path = lock_path(node.rdev(), lock_dir);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -44,6 +46,35 @@ impl PortLock {
     }
 }
 
+/// The largest note kept in the lock file.
+const MAX_NOTE: u64 = 4096;
+
+impl PortTurn<'_> {
+    /// The note kept in the lock file (empty: none yet, or unreadable).
+    pub(super) fn read_note(&self) -> Vec<u8> {
+        let read = self.file.metadata().and_then(|m| {
+            let mut note = vec![0; m.len().min(MAX_NOTE) as usize];
+            self.file.read_exact_at(&mut note, 0).map(|()| note)
+        });
+        read.unwrap_or_else(|e| {
+            debug!("reading the modem port's note: {e}");
+            Vec::new()
+        })
+    }
+
+    /// Replaces the note in place: the turn keeps other processes out, and a writer that dies
+    /// half-way leaves a note its reader's checks reject.
+    pub(super) fn write_note(&self, note: &[u8]) {
+        let written = self
+            .file
+            .write_all_at(note, 0)
+            .and_then(|()| self.file.set_len(note.len() as u64));
+        if let Err(e) = written {
+            warn!("cannot write the modem port's note: {e}");
+        }
+    }
+}
+
 impl Drop for PortTurn<'_> {
     fn drop(&mut self) {
         let _ = self.file.unlock();
@@ -52,12 +83,12 @@ impl Drop for PortTurn<'_> {
 
 /// `/run/lock/iotsafe-pkcs11.tty-<major>-<minor>.lock`: one name per device, whatever path
 /// (a `/dev/serial/by-id` link, a pty link) names it.
-fn lock_path(rdev: u64) -> PathBuf {
-    let dir = Path::new("/run/lock");
-    let dir = if dir.is_dir() {
-        dir.to_path_buf()
-    } else {
-        std::env::temp_dir()
+fn lock_path(rdev: u64, lock_dir: Option<&Path>) -> PathBuf {
+    let default = Path::new("/run/lock");
+    let dir = match lock_dir {
+        Some(dir) => dir.to_path_buf(),
+        None if default.is_dir() => default.to_path_buf(),
+        None => std::env::temp_dir(),
     };
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     dir.join(format!("iotsafe-pkcs11.tty-{major}-{minor}.lock"))

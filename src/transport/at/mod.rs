@@ -48,6 +48,8 @@ pub struct ModemSettings {
     pub max_command_len: usize,
     /// Deadline for one AT command.
     pub timeout: Duration,
+    /// Where the port's lock file (and note) lives; default `/run/lock`.
+    pub lock_dir: Option<std::path::PathBuf>,
 }
 
 /// How long one read waits before the deadline is checked again.
