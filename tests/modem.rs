@@ -20,6 +20,8 @@ struct ModemRig {
     modem: ModemHandle,
     link: PathBuf,
     dir: TempDir,
+    /// The module's configuration, for a restart as a new process would make.
+    config: String,
     _guard: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -67,6 +69,7 @@ fn rig_with_profile(
         modem,
         link,
         dir,
+        config,
         _guard: guard,
     }
 }
@@ -396,4 +399,163 @@ fn a_psk_derivation_over_the_modem_with_every_quirk_on() {
         48,
     );
     assert_eq!(value, want);
+}
+
+/// The module as the next one-shot process sees it: C_Finalize, then C_Initialize with the same
+/// configuration (the endpoint's note and the content cache outlive the first).
+fn restart(rig: &ModemRig) {
+    unsafe { C_Finalize(NULL) };
+    initialize_with_config(&rig.config);
+}
+
+/// APDUs the card saw from a new C_Initialize up to and including the first signature.
+fn apdus_to_first_signature(rig: &ModemRig) -> u64 {
+    unsafe { C_Finalize(NULL) };
+    rig.modem.card().reset_stats();
+    initialize_with_config(&rig.config);
+    sign_and_check(rig, b"first").unwrap();
+    rig.modem.card().stats().total
+}
+
+fn warm_start(card_options: CardOptions, at: AtDialect, module_modem: &str, limit: u64) {
+    let rig = rig(
+        card_options,
+        ModemOptions {
+            at,
+            ..Default::default()
+        },
+        module_modem,
+    );
+    let cold = apdus_to_first_signature(&rig);
+    let warm: Vec<u64> = (0..3).map(|_| apdus_to_first_signature(&rig)).collect();
+    println!("APDUs to the first signature: cold {cold}, warm {warm:?}");
+    assert!(
+        warm.iter().all(|&w| w <= limit),
+        "warm start within {limit} APDUs: {warm:?}"
+    );
+    assert!(cold > limit, "the cold start read the card ({cold} APDUs)");
+    let card = rig.modem.card().stats();
+    assert_eq!(card.open_channel_count, 1, "one shared channel: {card:?}");
+    assert_eq!(card.interleaved, 0);
+}
+
+#[test]
+fn a_new_process_reaches_its_first_signature_in_four_apdus_over_cgla() {
+    warm_start(
+        CardOptions::default(),
+        AtDialect::Both,
+        "at_mode = \"cgla\"",
+        4,
+    );
+}
+
+#[test]
+fn a_new_process_reaches_its_first_signature_in_six_apdus_over_csim_with_t0() {
+    warm_start(
+        CardOptions {
+            t0_style: true,
+            ..Default::default()
+        },
+        AtDialect::Csim,
+        "at_mode = \"csim\"",
+        6,
+    );
+}
+
+/// The certificate file (ID 02) as the token shows it.
+fn certificate_value() -> Vec<u8> {
+    let s = open_session(0);
+    let cert = object_by_label(s, CKO_CERTIFICATE, "client");
+    let value = get_attr(s, cert, CKA_VALUE).unwrap();
+    unsafe { C_CloseSession(s) };
+    value
+}
+
+#[test]
+fn a_remote_update_seen_by_one_process_reaches_the_next_one() {
+    let rig = rig(CardOptions::default(), ModemOptions::default(), "");
+    sign_and_check(&rig, b"a").unwrap();
+    let old = certificate_value();
+    // A remote-management session replaces the certificate while nobody uses the card.
+    let mut new_cert = old.clone();
+    let last = new_cert.len() - 1;
+    new_cert[last] ^= 0x55;
+    let card = rig.modem.card();
+    card.remote_begin(iotsafe_sim::ObjectClass::File, &[0x02])
+        .unwrap();
+    card.remote_replace_file(&[0x02], new_cert.clone()).unwrap();
+    card.remote_end().unwrap();
+    // Process B: its first command takes the 63CF.
+    restart(&rig);
+    sign_and_check(&rig, b"b").unwrap();
+    assert_eq!(certificate_value(), new_cert, "B re-read after the 63CF");
+    // Process C never sees a 63CF, yet serves the new certificate.
+    restart(&rig);
+    assert_eq!(certificate_value(), new_cert, "C");
+    sign_and_check(&rig, b"c").unwrap();
+}
+
+#[test]
+fn another_card_with_the_same_object_ids_gets_none_of_the_first_cards_data() {
+    let rig = rig(CardOptions::default(), ModemOptions::default(), "");
+    sign_and_check(&rig, b"first card").unwrap();
+    let first_cert = certificate_value();
+    unsafe { C_Finalize(NULL) };
+    // Another SIM in the same modem: same objects and IDs, other keys and certificate.
+    let other = iotsafe_sim::bundle_from_seed(b"another card")
+        .unwrap()
+        .profile;
+    let other_point = other
+        .public_keys
+        .iter()
+        .find(|k| k.id == [0x01])
+        .and_then(|k| k.point.clone())
+        .unwrap();
+    rig.modem
+        .card()
+        .with(|card| **card = iotsafe_sim::Card::new(other, CardOptions::default()));
+    initialize_with_config(&rig.config);
+    assert_ne!(certificate_value(), first_cert);
+    let s = open_session(0);
+    let key = object_by_label(s, CKO_PRIVATE_KEY, "client");
+    let sig = sign(s, CKM_ECDSA_SHA256, key, b"second card").unwrap();
+    assert!(p256_verify(
+        &other_point,
+        &Sha256::digest(b"second card"),
+        &sig
+    ));
+    let public = object_by_label(s, CKO_PUBLIC_KEY, "client");
+    let ec_point = get_attr(s, public, CKA_EC_POINT).unwrap();
+    assert!(
+        ec_point.ends_with(&other_point),
+        "the second card's public key"
+    );
+    unsafe { C_CloseSession(s) };
+}
+
+#[test]
+fn a_corrupt_truncated_or_foreign_cache_file_is_ignored() {
+    let rig = rig(CardOptions::default(), ModemOptions::default(), "");
+    sign_and_check(&rig, b"fill").unwrap();
+    let cache_dir = rig.dir.path().join("cache");
+    let file = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a cache entry");
+    let whole = std::fs::read(&file).unwrap();
+    let cert = certificate_value();
+    let garbage = whole.iter().map(|b| b ^ 0x21).collect::<Vec<u8>>();
+    for (what, bytes) in [
+        ("truncated", whole[..whole.len() / 3].to_vec()),
+        ("corrupt", garbage),
+        ("empty", Vec::new()),
+    ] {
+        std::fs::write(&file, &bytes).unwrap();
+        let apdus = apdus_to_first_signature(&rig);
+        assert!(apdus > 4, "{what}: the card was read again ({apdus} APDUs)");
+        assert_eq!(certificate_value(), cert, "{what}");
+    }
+    // Trusted again once rewritten by a whole read.
+    assert!(apdus_to_first_signature(&rig) <= 4);
 }
