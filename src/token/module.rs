@@ -73,7 +73,10 @@ pub fn initialize(inline_config: Option<&str>) -> Result<()> {
             std::mem::forget(inherited);
         }
     }
-    let config = Config::load(inline_config)?;
+    let config = Config::load(inline_config).inspect_err(|_| {
+        // The configuration names the log filter; without one, the error must still be seen.
+        crate::init_logging(None);
+    })?;
     crate::init_logging(config.log.as_deref());
     let module = Module {
         pid: std::process::id(),
