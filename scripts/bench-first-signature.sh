@@ -71,10 +71,12 @@ message=$scratch/message.txt
 printf 'first signature benchmark\n' >"$message"
 openssl dgst -sha256 -binary -out "$scratch/digest.bin" "$message"
 
-pids=()
+# The processes this script started and that still run: the TLS server and the current
+# simulator (each simulator is stopped, and forgotten, before the next one starts).
+server_pid= sim_pid=
 cleanup() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  for p in $sim_pid $server_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -97,7 +99,7 @@ CONF
 server_log=$scratch/s_server.log
 openssl s_server -accept 127.0.0.1:0 -www -cert "$card/server.pem" -key "$card/server-key.pem" \
   -CAfile "$card/ca.pem" -Verify 1 -verify_return_error >"$server_log" 2>&1 </dev/null &
-pids+=("$!")
+server_pid=$!
 port=
 for _ in $(seq 100); do
   port=$(sed -n 's/^ACCEPT .*:\([0-9]*\)$/\1/p' "$server_log" | head -n 1)
@@ -109,7 +111,7 @@ done
 # --- simulators ------------------------------------------------------------------------------
 
 sim_count=0
-sim_dir= sim_pid= control=
+sim_dir= control=
 ctl() { printf '%s\n' "$1" | socat -t 30 - "UNIX-CONNECT:$control"; }
 
 # A fresh modem simulator (its own pty link, control socket, module configurations and an
@@ -122,7 +124,6 @@ start_sim() {
   "$sim" modem --link "$sim_dir/tty" --control "$control" --profile "$card/profile.toml" \
     --no-persist --t0 >"$sim_dir/sim.log" 2>&1 &
   sim_pid=$!
-  pids+=("$sim_pid")
   for _ in $(seq 100); do [ -S "$control" ] && [ -e "$sim_dir/tty" ] && break; sleep 0.05; done
   [ -S "$control" ] || die "iotsafe-sim modem did not start: $(cat "$sim_dir/sim.log")"
   ctl "set-latency apdu=${apdu_ms}ms signature=${sig_ms}ms" | grep -q '"ok":true' \
@@ -134,6 +135,7 @@ start_sim() {
 stop_sim() {
   kill "$sim_pid" 2>/dev/null || true
   wait "$sim_pid" 2>/dev/null || true
+  sim_pid=
 }
 
 # --- one process -----------------------------------------------------------------------------
