@@ -4,6 +4,7 @@
  *
  *   cc -O2 -Wall -Wextra -Werror -I include -o first_signature tests/c/first_signature.c -ldl
  *   ./first_signature MODULE LABEL MESSAGE_FILE SIGNATURE_OUT [--control SOCKET] [--repeat N]
+ *                     [--exit-at-once]
  *
  * Writes the first signature to SIGNATURE_OUT as DER (ECDSA-Sig-Value, for `openssl dgst
  * -verify`) and prints `key=value` lines on stdout:
@@ -14,6 +15,8 @@
  *   repeat_signatures repeat_us  (with --repeat N: N more signatures in one session after the
  *                          first, and the time they took; with --control also
  *                          card_total_after_repeat)
+ * With --exit-at-once the process `_exit`s right after writing the signature, without
+ * C_CloseSession or C_Finalize (as one-shot tools and crashing programs end).
  * Exit 0 on success, 1 on any failure (the failing call and its CK_RV on stderr).
  */
 #include <dlfcn.h>
@@ -128,18 +131,22 @@ int main(int argc, char **argv)
 {
 	if (argc < 5) {
 		fprintf(stderr,
-			"usage: %s MODULE LABEL MESSAGE_FILE SIGNATURE_OUT [--control SOCKET] [--repeat N]\n",
+			"usage: %s MODULE LABEL MESSAGE_FILE SIGNATURE_OUT [--control SOCKET] [--repeat N] "
+			"[--exit-at-once]\n",
 			argv[0]);
 		return 2;
 	}
 	const char *label = argv[2];
 	const char *control = NULL;
 	long repeat = 0;
-	for (int i = 5; i + 1 < argc; i += 2) {
-		if (strcmp(argv[i], "--control") == 0)
-			control = argv[i + 1];
-		else if (strcmp(argv[i], "--repeat") == 0)
-			repeat = strtol(argv[i + 1], NULL, 10);
+	int exit_at_once = 0;
+	for (int i = 5; i < argc; i++) {
+		if (strcmp(argv[i], "--exit-at-once") == 0)
+			exit_at_once = 1;
+		else if (strcmp(argv[i], "--control") == 0 && i + 1 < argc)
+			control = argv[++i];
+		else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
+			repeat = strtol(argv[++i], NULL, 10);
 		else {
 			fprintf(stderr, "unknown option %s\n", argv[i]);
 			return 2;
@@ -217,6 +224,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cannot write %s (signature of %lu bytes)\n", argv[4],
 			(unsigned long)signature_len);
 		return 1;
+	}
+
+	if (exit_at_once) {
+		fflush(stdout);
+		_exit(0);
 	}
 
 	if (repeat > 0) {

@@ -1,0 +1,314 @@
+//! 200 one-shot processes on one modem slot whose SIM has 3 logical channels (issue #11): a C
+//! program that `_exit`s after signing (no C_Finalize), `openssl pkeyutl -sign` through
+//! pkcs11-provider with `pkcs11-module-quirks = no-deinit`, and curl with the libp11 engine
+//! (mutual TLS against a local `openssl s_server` that verifies the client certificate). Every
+//! 10th process is killed with SIGKILL in the middle of its signature. Every other process
+//! succeeds and its signature verifies against the card's certificate, the card never has more
+//! than the one shared channel of this module open, and the process after the last works.
+
+mod helpers;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use helpers::stack::{Proc, run, sim_binary, sim_control};
+
+const PROCESSES: usize = 200;
+/// Long enough for the killer to find a process inside its signature.
+const SIGNATURE_LATENCY: &str = "150ms";
+const KEY_URI: &str = "pkcs11:object=client;type=private";
+
+fn module() -> PathBuf {
+    std::env::var_os("IOTSAFE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
+        })
+}
+
+fn openssl_dir(flag: &str, name: &str) -> PathBuf {
+    let out = Command::new("openssl")
+        .args(["version", flag])
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dir = text
+        .split('"')
+        .nth(1)
+        .unwrap_or_else(|| panic!("openssl version {flag}: {text}"));
+    Path::new(dir).join(name)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    CProgram,
+    Pkeyutl,
+    Curl,
+}
+
+struct Rig {
+    dir: PathBuf,
+    control: PathBuf,
+    helper: PathBuf,
+    provider_conf: PathBuf,
+    module_conf: PathBuf,
+    port: u16,
+}
+
+impl Rig {
+    fn command(&self, kind: Kind, i: usize) -> Command {
+        let out = self.dir.join(format!("sig-{i}.der"));
+        let mut c = match kind {
+            Kind::CProgram => {
+                let mut c = Command::new(&self.helper);
+                c.arg(module())
+                    .arg("client")
+                    .arg(self.dir.join("message.txt"))
+                    .arg(&out)
+                    .arg("--exit-at-once");
+                c
+            }
+            Kind::Pkeyutl => {
+                let mut c = Command::new("openssl");
+                c.env("OPENSSL_CONF", &self.provider_conf)
+                    .args(["pkeyutl", "-sign", "-inkey", KEY_URI, "-in"])
+                    .arg(self.dir.join("digest.bin"))
+                    .arg("-out")
+                    .arg(&out);
+                c
+            }
+            Kind::Curl => {
+                let mut c = Command::new("curl");
+                c.env_remove("OPENSSL_CONF")
+                    .env("PKCS11_MODULE_PATH", module())
+                    .args(["--silent", "--show-error", "--fail", "--resolve"])
+                    .arg(format!("localhost:{}:127.0.0.1", self.port))
+                    .arg("--cacert")
+                    .arg(self.dir.join("ca.pem"))
+                    .args(["--engine", "pkcs11", "--key-type", "ENG", "--key", KEY_URI])
+                    .arg("--cert")
+                    .arg(self.dir.join("client.pem"))
+                    .arg(format!("https://localhost:{}/", self.port));
+                c
+            }
+        };
+        c.env("IOTSAFE_PKCS11_CONFIG", &self.module_conf)
+            .env("XDG_CACHE_HOME", self.dir.join("cache"))
+            .env_remove("IOTSAFE_PKCS11_LOG");
+        c
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&sim_control(&self.control, "stats")).expect("stats JSON")
+    }
+
+    fn signatures_begun(&self) -> u64 {
+        self.stats()["by_ins"]["2A"].as_u64().unwrap_or(0)
+    }
+
+    /// The signature (or, for curl, the TLS handshake the server checked) verifies.
+    fn check(&self, kind: Kind, i: usize, output: &str) {
+        match kind {
+            Kind::CProgram | Kind::Pkeyutl => {
+                let input = match kind {
+                    Kind::CProgram => ["dgst", "-sha256", "-verify"],
+                    _ => ["pkeyutl", "-verify", "-pubin"],
+                };
+                let mut c = Command::new("openssl");
+                c.args(input);
+                match kind {
+                    Kind::CProgram => {
+                        c.arg(self.dir.join("client-pub.pem"))
+                            .arg("-signature")
+                            .arg(self.dir.join(format!("sig-{i}.der")))
+                            .arg(self.dir.join("message.txt"));
+                    }
+                    _ => {
+                        c.arg("-inkey")
+                            .arg(self.dir.join("client-pub.pem"))
+                            .arg("-in")
+                            .arg(self.dir.join("digest.bin"))
+                            .arg("-sigfile")
+                            .arg(self.dir.join(format!("sig-{i}.der")));
+                    }
+                }
+                let verified = run(c.env_remove("OPENSSL_CONF"));
+                assert!(
+                    verified.success(),
+                    "process {i} ({kind:?}): its signature does not verify:\n{verified}"
+                );
+            }
+            Kind::Curl => assert!(
+                output.contains("Client certificate") && output.contains("Cipher is"),
+                "process {i} (curl): the server did not verify the client:\n{output}"
+            ),
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the release build of the module (scripts/test.sh builds it)"]
+fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
+    let dir = std::env::temp_dir().join(format!("iotsafe-one-shot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("cache")).expect("scratch directory");
+    run(Command::new(sim_binary())
+        .arg("init-profile")
+        .arg(dir.join("profile.toml")))
+    .expect_success();
+    run(Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(dir.join("client.pem"))
+        .arg("-out")
+        .arg(dir.join("client-pub.pem")))
+    .expect_success();
+    std::fs::write(dir.join("message.txt"), b"one-shot process\n").expect("message");
+    run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary", "-out"])
+        .arg(dir.join("digest.bin"))
+        .arg(dir.join("message.txt")))
+    .expect_success();
+    let helper = dir.join("first_signature");
+    run(Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-I"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"))
+        .arg("-o")
+        .arg(&helper)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/first_signature.c"))
+        .arg("-ldl"))
+    .expect_success();
+
+    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
+    let _modem = Proc::spawn(
+        Command::new(sim_binary())
+            .args(["modem", "--no-persist", "--logical-channels", "3", "--link"])
+            .arg(&link)
+            .arg("--profile")
+            .arg(dir.join("profile.toml"))
+            .arg("--control")
+            .arg(&control),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(link.exists() && control.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the simulated modem did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sim_control(
+        &control,
+        &format!("set-latency apdu=1ms signature={SIGNATURE_LATENCY}"),
+    );
+    let module_conf = dir.join("module.toml");
+    std::fs::write(
+        &module_conf,
+        format!(
+            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
+            link.display()
+        ),
+    )
+    .expect("module configuration");
+    let provider_conf = dir.join("provider.cnf");
+    std::fs::write(
+        &provider_conf,
+        format!(
+            "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
+             [provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n\
+             [default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = {}\n\
+             pkcs11-module-path = {}\npkcs11-module-quirks = no-deinit\nactivate = 1\n",
+            openssl_dir("-m", "pkcs11.so").display(),
+            module().display()
+        ),
+    )
+    .expect("provider configuration");
+    let mut server = Proc::spawn(
+        Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0", "-www", "-cert"])
+            .arg(dir.join("server.pem"))
+            .arg("-key")
+            .arg(dir.join("server-key.pem"))
+            .arg("-CAfile")
+            .arg(dir.join("ca.pem"))
+            .args(["-Verify", "1", "-verify_return_error"]),
+        None,
+    );
+    let port = server.wait_for_line(Duration::from_secs(10), |line| {
+        line.strip_prefix("ACCEPT ")?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
+    });
+    let rig = Rig {
+        dir: dir.clone(),
+        control,
+        helper,
+        provider_conf,
+        module_conf,
+        port,
+    };
+
+    let (mut succeeded, mut killed) = (0, 0u64);
+    for i in 0..PROCESSES {
+        let kind = [Kind::CProgram, Kind::Pkeyutl, Kind::Curl][i % 3];
+        let mut command = rig.command(kind, i);
+        if i % 10 == 9 {
+            // Killed with SIGKILL once its signature is on the card: the simulator answers
+            // `stats` only between two APDUs, so the kill lands while the signature's answer is
+            // still on its way at the latest.
+            let before = rig.signatures_begun();
+            let mut child = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while rig.signatures_begun() == before {
+                assert!(Instant::now() < deadline, "process {i} never began to sign");
+            }
+            child.kill().expect("SIGKILL");
+            let status = child.wait().expect("wait");
+            assert_eq!(status.signal(), Some(9), "process {i} was killed");
+            killed += 1;
+        } else {
+            let finished = run(&mut command);
+            assert!(
+                finished.success(),
+                "process {i} ({kind:?}) failed:\n{finished}"
+            );
+            rig.check(kind, i, &finished.all_output());
+            succeeded += 1;
+        }
+        let stats = rig.stats();
+        assert!(
+            stats["max_open_channels"].as_u64().unwrap_or(99) <= 1,
+            "after process {i}: more than the one shared channel was open: {stats}"
+        );
+    }
+    // The next process works.
+    let finished = run(&mut rig.command(Kind::CProgram, PROCESSES));
+    assert!(
+        finished.success(),
+        "the process after the last:\n{finished}"
+    );
+    rig.check(Kind::CProgram, PROCESSES, "");
+    let stats = rig.stats();
+    println!(
+        "{succeeded} processes signed, {killed} killed mid-signature; the card's open channels \
+         at most {} (3 available); {} APDUs, {} interleaved",
+        stats["max_open_channels"], stats["total"], stats["interleaved"]
+    );
+    // A process killed between its signature's two APDUs leaves an unfinished sequence that the
+    // next process's commands follow: the simulator counts that as interleaved. Two living
+    // processes never interleave (tests/stack_shared_modem.rs).
+    assert!(
+        stats["interleaved"].as_u64().unwrap_or(u64::MAX) <= killed,
+        "{stats}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
