@@ -18,6 +18,8 @@ pub trait CardSlot: Clone + Send + Sync + 'static {
     fn is_present(&self) -> bool;
     /// Changes with every removal, so a removal followed by an insertion is noticed.
     fn presence_epoch(&self) -> u64;
+    /// Changes with every power cycle (reset, removal, insertion).
+    fn power_epoch(&self) -> u64;
 }
 
 /// A [`Card`] shareable between threads, with fault injection (`Arc<Mutex<FaultyCard>>`).
@@ -233,5 +235,8 @@ impl CardSlot for SharedCard {
     }
     fn presence_epoch(&self) -> u64 {
         SharedCard::presence_epoch(self)
+    }
+    fn power_epoch(&self) -> u64 {
+        self.lock().power_epoch()
     }
 }

@@ -14,11 +14,12 @@ use super::card_read::{CardContents, read_card};
 use super::channel::AppletChannel;
 use super::channel_note::{ChannelNote, ContentVersion};
 use super::content_cache::{CachedCard, ContentCache};
-use super::error::Result;
+use super::error::{AppletError, Result};
 use super::link::{
     Link, NoteState, applet_answers_on, close_route, open_applet_channel, record_channel,
 };
 use super::readers::AppletSettings;
+use super::status::StatusWord;
 use crate::config::Provisioning;
 use crate::transport::{CardConnection, ChannelRoute, Turn};
 
@@ -213,9 +214,14 @@ fn on_recorded_channel(
         Err(e) if e.card_gone() => Err(e),
         Err(e) => {
             debug!("{reader}: the recorded channel {route:?}: {e}");
-            // The proof may fail for a card without that key on a channel that is fine.
+            // The proof may fail for a card without that key on a channel that is fine; not
+            // when the channel is closed or has no IoT SAFE applet.
             drop(ch);
-            if cached.is_some() && applet_answers_on(turn, route, settings.style) {
+            let channel_gone = matches!(
+                e.status(),
+                Some(StatusWord::CHANNEL_NOT_OPEN | StatusWord(0x6D00 | 0x6E00))
+            ) || matches!(e, AppletError::Transport(_));
+            if cached.is_some() && !channel_gone && applet_answers_on(turn, route, settings.style) {
                 let mut ch = AppletChannel::new(turn, route.cla_channel(), settings.style);
                 return identify(&mut ch, route, aid, None, settings, reader).map(Some);
             }

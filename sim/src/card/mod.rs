@@ -140,6 +140,7 @@ pub struct Card {
     stats: CardStats,
     present: bool,
     presence_epoch: u64,
+    power_epoch: u64,
     /// The objects restored by STORE DATA `7F` (reset store): the profile given to
     /// [`Card::new`] without the objects the device had created.
     installed: Profile,
@@ -165,6 +166,7 @@ impl Card {
             stats: CardStats::default(),
             present: true,
             presence_epoch: 0,
+            power_epoch: 0,
         };
         c.power_off();
         c
@@ -269,8 +271,15 @@ impl Card {
         self.presence_epoch
     }
 
+    /// Incremented by every power cycle (reset, removal, insertion): a modem that drives the
+    /// SIM knows its channels are gone then.
+    pub fn power_epoch(&self) -> u64 {
+        self.power_epoch
+    }
+
     /// Drops all channel state (like a power cycle). Object content and stats are kept.
     pub fn power_off(&mut self) {
+        self.power_epoch += 1;
         // Room for every addressable channel, so the limit can change while the card runs.
         self.channels = vec![None; HIGHEST_CHANNEL as usize + 1];
         self.channels[0] = Some(Channel::default());

@@ -78,7 +78,7 @@ impl<C: CardSlot> Server<C> {
     /// A server for `control`'s card on the pty `master` (`slave` is kept open).
     pub(super) fn new(control: ModemControl<C>, master: File, slave: File) -> Server<C> {
         let seed = control.options().seed;
-        let seen_epoch = control.shared.card.presence_epoch();
+        let seen_epoch = control.shared.card.power_epoch();
         Server {
             control,
             master,

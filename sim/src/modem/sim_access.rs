@@ -32,10 +32,11 @@ pub fn cla_on_channel(cla: u8, ch: u8) -> u8 {
 }
 
 impl<C: CardSlot> Server<C> {
-    /// Forgets the session table when the card was removed since we last looked.
+    /// Forgets the session table when the SIM was power-cycled (reset, removed) since we last
+    /// looked: a modem that resets its SIM knows every channel is gone.
     fn sync_presence(&mut self) -> bool {
         let card = self.card();
-        let epoch = card.presence_epoch();
+        let epoch = card.power_epoch();
         if epoch != self.seen_epoch {
             self.sessions.clear();
             self.sessions_changed();
