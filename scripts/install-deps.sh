@@ -28,6 +28,9 @@ packages=(
   # issue #6: robustness and benchmarks (scripts/valgrind.sh; libssl-dev and gcc above also
   # build benches/tls_handshakes.c)
   valgrind                  # memcheck of the .so through pkcs11-tool and of the bad-argument table
+  # issue #11: the module behind p11-kit server (tests/stack_p11kit_server.rs; p11-kit above
+  # has the server)
+  p11-kit-modules           # p11-kit-client.so, the client side of p11-kit server
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

@@ -4,45 +4,50 @@
 //! temporary directory) and belongs to the port's group with mode 0660, so anyone who may open
 //! the port may take a turn. (The port itself cannot carry the lock: the serial-port crate keeps
 //! a shared `flock` on it for as long as it is open.)
+//!
+//! The file is opened for each turn and closed after it. A `flock` belongs to the open file, and
+//! a forked child keeps a copy of every descriptor open at the fork: were the file kept open
+//! between turns, a worker forked by a process would hold that process's lock for as long as the
+//! worker lives once the process died inside a turn, and every process would wait for it.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
+use std::marker::PhantomData;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
-
-use log::{debug, warn};
 use std::path::{Path, PathBuf};
 
+use log::{debug, warn};
+
 pub(super) struct PortLock {
-    file: File,
+    path: PathBuf,
 }
 
 /// A turn on the port; the next process may go when it is dropped.
 pub(super) struct PortTurn<'a> {
-    file: &'a File,
+    file: File,
+    _lock: PhantomData<&'a PortLock>,
 }
 
 impl PortLock {
     pub(super) fn open(device: &str, lock_dir: Option<&Path>) -> io::Result<PortLock> {
         let node = std::fs::metadata(device)?;
         let path = lock_path(node.rdev(), lock_dir);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o660)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
+        let file = open_lock_file(&path)?;
         // Shared with the port's group. Only the file's owner may change that; for anyone else
         // these fail, and the owner already did it.
         let _ = fchown(&file, None, Some(node.gid()));
         let _ = file.set_permissions(Permissions::from_mode(0o660));
-        Ok(PortLock { file })
+        Ok(PortLock { path })
     }
 
     /// Waits for the port (another process's operation ends, or its process dies).
     pub(super) fn turn(&self) -> io::Result<PortTurn<'_>> {
-        self.file.lock()?;
-        Ok(PortTurn { file: &self.file })
+        let file = open_lock_file(&self.path)?;
+        file.lock()?;
+        Ok(PortTurn {
+            file,
+            _lock: PhantomData,
+        })
     }
 }
 
@@ -77,8 +82,19 @@ impl PortTurn<'_> {
 
 impl Drop for PortTurn<'_> {
     fn drop(&mut self) {
+        // Closing the file would do as well, unless a child forked during this turn holds a copy.
         let _ = self.file.unlock();
     }
+}
+
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o660)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// `/run/lock/iotsafe-pkcs11.tty-<major>-<minor>.lock`: one name per device, whatever path

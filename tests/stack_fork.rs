@@ -1,0 +1,309 @@
+//! Forked children on a modem slot (issue #11): a server that loaded the module and signed (so it
+//! holds the port, its turn lock and a logical channel) forks workers, and each worker calls
+//! `C_Initialize` itself (half of them after a `C_Finalize`, as some applications do), signs and
+//! leaves with `_exit`, while the parent keeps signing. The C program `tests/c/fork_sign.c` is
+//! the server (a C program, so that nothing but the module runs in the process that forks).
+//! Every signature verifies against the card's certificate, the card never sees two sequences
+//! interleaved, and the logical channels open on the card stay bounded.
+
+mod helpers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use helpers::stack::{Proc, TOOL_TIMEOUT, certificate_key, run, sim_binary, sim_control};
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Verifier;
+
+const CHILDREN: usize = 4;
+const SIGNATURES_PER_CHILD: usize = 5;
+/// What a forked child gets from a call before its own `C_Initialize`.
+const CKR_CRYPTOKI_NOT_INITIALIZED: &str = "0x00000190";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn module() -> PathBuf {
+    std::env::var_os("IOTSAFE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release/libiotsafe_pkcs11.so"))
+}
+
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn forked_children_sign_on_a_modem_slot_over_cgla() {
+    forked_children_sign("cgla", &["--at", "both"], "cgla");
+}
+
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn forked_children_sign_on_a_modem_slot_over_csim_with_t0() {
+    forked_children_sign("csim", &["--at", "csim", "--t0"], "csim");
+}
+
+fn forked_children_sign(name: &str, modem_flags: &[&str], at_mode: &str) {
+    let dir = std::env::temp_dir().join(format!("iotsafe-fork-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let exe = compile_c_program(&dir, "fork_sign");
+
+    let (_modem, control, config) = start_modem(&dir, modem_flags, at_mode);
+    let key = certificate_key(&dir.join("client.pem"));
+    sim_control(&control, "reset-stats");
+
+    let finished = Proc::spawn(
+        Command::new(&exe)
+            .arg(module())
+            .arg(CHILDREN.to_string())
+            .arg(SIGNATURES_PER_CHILD.to_string())
+            .env("IOTSAFE_PKCS11_CONFIG", &config),
+        None,
+    )
+    .wait(TOOL_TIMEOUT);
+    let stats = sim_control(&control, "stats");
+    for line in finished.stdout.lines() {
+        if !line.starts_with("signature ") {
+            println!("{at_mode}: {line}");
+        }
+    }
+    assert!(finished.success(), "the forking server failed:\n{finished}");
+
+    let mut per_signer = std::collections::BTreeMap::<String, usize>::new();
+    for line in finished.stdout.lines() {
+        let Some(rest) = line.strip_prefix("signature ") else {
+            continue;
+        };
+        let (message, signature_hex) = rest
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("malformed line {line:?}"));
+        let raw = hex::decode(signature_hex).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let signature = Signature::from_slice(&raw).expect("r and s in range");
+        key.verify(message.as_bytes(), &signature)
+            .unwrap_or_else(|e| panic!("signature of {message:?} does not verify: {e}"));
+        let signer = message.split('-').next().unwrap_or_default().to_string();
+        *per_signer.entry(signer).or_default() += 1;
+    }
+    println!("{at_mode}: verified signatures per process {per_signer:?}");
+    for child in 0..CHILDREN {
+        assert_eq!(
+            per_signer.get(&format!("child{child}")).copied(),
+            Some(SIGNATURES_PER_CHILD),
+            "child {child} signs every time:\n{finished}"
+        );
+        if child % 2 == 0 {
+            let line = format!(
+                "child {child} C_GetSlotList before C_Initialize: {CKR_CRYPTOKI_NOT_INITIALIZED}"
+            );
+            assert!(
+                finished.stdout.lines().any(|l| l == line),
+                "a forked child does not use the parent's state before its own C_Initialize:\n{finished}"
+            );
+        }
+    }
+    assert!(
+        per_signer.get("parent").copied().unwrap_or(0) >= 2,
+        "the parent signs before and after forking:\n{finished}"
+    );
+    assert!(
+        stats.contains("\"interleaved\":0,"),
+        "no sequence interleaved on the card: {stats}"
+    );
+    let open_now = stat(&stats, "open_channel_count");
+    let most_open = stat(&stats, "max_open_channels");
+    println!(
+        "{at_mode}: logical channels open on the card after the run {open_now}, at most {most_open} \
+         (modem sessions: open {}, at most {})",
+        stat(&stats, "open_sessions"),
+        stat(&stats, "max_open_sessions")
+    );
+    // Bounded by the processes alive at once (one parent and its children).
+    assert!(
+        most_open <= CHILDREN as u64 + 1,
+        "at most one channel per live process: {stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A worker forked by a process that is then killed (`kill -9`) inside an operation, with the
+/// port's turn held: once the card answers again the worker still signs, because nothing the
+/// dead parent held stays held through what the worker inherited from it.
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn a_worker_signs_after_its_parent_is_killed_inside_an_operation() {
+    let dir = std::env::temp_dir().join(format!("iotsafe-fork-worker-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let exe = compile_c_program(&dir, "fork_worker");
+    let (_modem, control, config) = start_modem(&dir, &["--at", "both"], "cgla");
+    let key = certificate_key(&dir.join("client.pem"));
+
+    let mut server = Proc::spawn(
+        Command::new(&exe)
+            .arg(module())
+            .arg(&dir)
+            .env("IOTSAFE_PKCS11_CONFIG", &config),
+        None,
+    );
+    let parent: i32 = server.wait_for_line(Duration::from_secs(60), |l| {
+        l.strip_prefix("parent pid ")?.trim().parse().ok()
+    });
+    let worker_out = dir.join("worker.out");
+    let worker = Worker(
+        wait_for_worker_line(&worker_out, |l| {
+            l.strip_prefix("worker pid ")?.trim().parse().ok()
+        }),
+        exe.clone(),
+    );
+    wait_for_worker_line(&worker_out, |l| (l == "worker ready").then_some(()));
+
+    // The parent's next signature hangs on a mute card, inside its turn on the port.
+    sim_control(&control, "fault mute ins=2B");
+    std::fs::write(dir.join("parent-go"), b"").expect("write parent-go");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sim_control(&control, "fault").contains("\"muted\":true") {
+        assert!(
+            Instant::now() < deadline,
+            "the parent never reached the card"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on the process this test started (its pid as it printed it).
+    assert_eq!(
+        unsafe { libc::kill(parent, libc::SIGKILL) },
+        0,
+        "kill the parent"
+    );
+    let parent_output = server.wait(TOOL_TIMEOUT);
+    sim_control(&control, "fault clear");
+
+    std::fs::write(dir.join("worker-go"), b"").expect("write worker-go");
+    let line = wait_for_worker_line(&worker_out, |l| {
+        l.starts_with("signature worker-")
+            .then_some(l)
+            .filter(|l| l.contains("-signature1 "))
+            .map(str::to_string)
+    });
+    let (message, signature_hex) = line["signature ".len()..]
+        .split_once(' ')
+        .expect("message and signature");
+    let raw = hex::decode(signature_hex).expect("hex signature");
+    key.verify(
+        message.as_bytes(),
+        &Signature::from_slice(&raw).expect("r and s in range"),
+    )
+    .unwrap_or_else(|e| panic!("the worker's signature does not verify: {e}\n{parent_output}"));
+    drop(worker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (at most 60 s) for a line of the worker's output file for which `pick` says something.
+fn wait_for_worker_line<T>(path: &Path, pick: impl Fn(&str) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(found) = text.lines().find_map(&pick) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not print the line awaited; it printed:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The forked worker (its pid and program): killed (SIGKILL) when dropped if it is still there.
+/// Its parent is dead, so it is nobody's child, and it must not outlive a failed test.
+struct Worker(i32, PathBuf);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Only if the pid still names our program (not a process that reused the number).
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
+        let program = self.1.as_os_str().as_encoded_bytes();
+        if cmdline.starts_with(program) {
+            // SAFETY: kill(2) on the worker this test's program forked.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Compiles `tests/c/<name>.c` against the shipped headers into `dir`.
+fn compile_c_program(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    run(Command::new("cc")
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+        ])
+        .arg(repo().join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(repo().join(format!("tests/c/{name}.c")))
+        .arg("-ldl"))
+    .expect_success();
+    exe
+}
+
+/// Starts `iotsafe-sim modem` with a fresh card profile in `dir` and writes the module's
+/// configuration for it; returns the simulator, its control socket and the configuration file.
+fn start_modem(dir: &Path, modem_flags: &[&str], at_mode: &str) -> (Proc, PathBuf, PathBuf) {
+    run(Command::new(sim_binary())
+        .arg("init-profile")
+        .arg(dir.join("profile.toml")))
+    .expect_success();
+    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
+    let modem = Proc::spawn(
+        Command::new(sim_binary())
+            .args(["modem", "--no-persist", "--latency-apdu", "2ms", "--link"])
+            .arg(&link)
+            .arg("--profile")
+            .arg(dir.join("profile.toml"))
+            .arg("--control")
+            .arg(&control)
+            .args(modem_flags),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(link.exists() && control.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the simulated modem did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = dir.join("module.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nat_mode = \"{at_mode}\"\n",
+            link.display()
+        ),
+    )
+    .expect("write the configuration");
+    (modem, control, config)
+}
+
+/// The number after `"key":` in the simulator's one-line JSON `stats` reply.
+fn stat(line: &str, key: &str) -> u64 {
+    let quoted = format!("\"{key}\":");
+    let at = line
+        .find(&quoted)
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    let digits: String = line[at + quoted.len()..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {line}: {e}"))
+}
