@@ -166,6 +166,13 @@ fn two_clients_at_once_and_one_shot_connections_through_p11_kit_server() {
         stat(&stats, "open_sessions"),
         stat(&stats, "max_open_sessions")
     );
+    // Each connection runs a module instance of its own, and all of them use the channel the
+    // endpoint's note records: no connection leaves a channel behind.
+    assert_eq!(
+        stat(&stats, "max_open_channels"),
+        1,
+        "one shared channel: {stats}"
+    );
     assert!(
         stats.contains("\"interleaved\":0,"),
         "no sequence interleaved on the card: {stats}"
