@@ -31,6 +31,7 @@ packages=(
   # issue #11: the module behind p11-kit server (tests/stack_p11kit_server.rs; p11-kit above
   # has the server)
   p11-kit-modules           # p11-kit-client.so, the client side of p11-kit server
+  jq                        # scripts/bench-first-signature.sh reads the simulator's stats
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

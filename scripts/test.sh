@@ -37,6 +37,9 @@ cargo bench --bench multi_slot
 step "benchmark: the performance report — APDUs per operation, card-bound throughput at 1/2/4/8 threads, scaling across tokens, overhead vs SoftHSM2 (cargo bench --bench performance; figures, not pass/fail)"
 cargo bench --bench performance
 
+step "benchmark: APDUs and time from process start to the first signature, cold and warm, one-shot processes on the simulated modem (scripts/bench-first-signature.sh --update-docs; figures in docs/benchmarks.md, not pass/fail)"
+bash scripts/bench-first-signature.sh --update-docs
+
 step "stress: 8 threads × 10 000 signatures on one token, C_Initialize/C_Finalize loop without growth (cargo test --release --test stress)"
 cargo test --release --test stress -- --nocapture
 
