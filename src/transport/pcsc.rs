@@ -3,6 +3,10 @@
 //! Two traps handled here: a `pcsc::Card` dropped implicitly resets the card (we always
 //! disconnect with `LeaveCard`), and a pcscd restart invalidates the context (we establish a
 //! new one on the next call).
+//!
+//! Every transaction is taken on a turn of the reader's lock (`turn_lock.rs`): pcsc-lite has no
+//! queue for transactions, so processes of this module queue on the lock first, and the card
+//! goes to the next of them as soon as an operation ends.
 
 use std::ffi::CString;
 
@@ -12,6 +16,7 @@ use pcsc::{
     Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
 };
 
+use super::turn_lock::{Turn, TurnLock};
 use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError};
 
 fn map_err(e: PcscError) -> TransportError {
@@ -114,7 +119,10 @@ impl ReaderSource for PcscReaders {
         })?;
         let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
         match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
-            Ok(card) => Ok(Some(Box::new(PcscConnection { card: Some(card) }))),
+            Ok(card) => Ok(Some(Box::new(PcscConnection {
+                card: Some(card),
+                turns: TurnLock::for_pcsc_reader(reader),
+            }))),
             Err(PcscError::NoSmartcard) | Err(PcscError::RemovedCard) => Ok(None),
             Err(e) => {
                 if matches!(
@@ -131,12 +139,15 @@ impl ReaderSource for PcscReaders {
 
 struct PcscConnection {
     card: Option<Card>,
+    /// `None` when no lock file could be opened: transactions without turns.
+    turns: Option<TurnLock>,
 }
 
-/// One PC/SC transaction: APDUs go to the card while it is held; dropping it ends the
-/// transaction and leaves the card as it is.
+/// One PC/SC transaction on a turn of the reader's lock: APDUs go to the card while it is held;
+/// dropping it ends the transaction, leaving the card as it is, and then the turn.
 struct PcscTransaction<'a> {
     tx: Option<pcsc::Transaction<'a>>,
+    _turn: Option<Turn<'a>>,
 }
 
 impl Drop for PcscTransaction<'_> {
@@ -187,8 +198,17 @@ impl CardConnection for PcscConnection {
             return Err(TransportError::UnsupportedRoute);
         }
         let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
+        let turn = match &self.turns {
+            Some(lock) => Some(lock.turn().map_err(|e| {
+                TransportError::Other(format!("cannot lock the reader for a turn: {e}"))
+            })?),
+            None => None,
+        };
         let tx = card.transaction().map_err(map_err)?;
-        Ok(Box::new(PcscTransaction { tx: Some(tx) }))
+        Ok(Box::new(PcscTransaction {
+            tx: Some(tx),
+            _turn: turn,
+        }))
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {

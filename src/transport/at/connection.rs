@@ -5,17 +5,17 @@ use std::path::Path;
 
 use log::{debug, warn};
 
-use super::lock::{PortLock, PortTurn};
 use super::port::AtPort;
 use super::{
     AtError, AtMode, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED, ModemSettings, parse_apdu_answer,
 };
+use crate::transport::turn_lock::{Turn, TurnLock};
 use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError};
 
 /// One modem with its SIM.
 pub struct ModemConnection {
     port: AtPort,
-    lock: PortLock,
+    lock: TurnLock,
     mode: AtMode,
 }
 
@@ -23,7 +23,7 @@ pub struct ModemConnection {
 struct ModemPipe<'a> {
     port: &'a mut AtPort,
     route: ChannelRoute,
-    _turn: PortTurn<'a>,
+    _turn: Turn<'a>,
 }
 
 impl Transmit for ModemPipe<'_> {
@@ -56,7 +56,7 @@ impl ModemConnection {
     /// own.
     pub fn open(config: &ModemSettings) -> Result<ModemConnection, TransportError> {
         let mut port = AtPort::open(config)?;
-        let lock = PortLock::open(&config.device).map_err(|e| {
+        let lock = TurnLock::for_tty(&config.device).map_err(|e| {
             warn!(
                 "modem {}: cannot open the port for locking: {e}",
                 config.device
