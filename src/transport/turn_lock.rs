@@ -1,12 +1,20 @@
-//! Turns on one card endpoint between processes (and between module instances in one process):
-//! an advisory `flock` on a lock file named after the endpoint, held for one operation and
-//! dropped by the kernel when its holder dies, `kill -9` included. Waiters sleep in the kernel
-//! and one of them gets the lock as soon as it is released — unlike a PC/SC transaction, which a
-//! waiting process only polls for every ~200 ms, so that a process taking its next transaction
-//! at once starves the others (docs/design.md, "Fair turns over PC/SC").
+//! Turns on one card endpoint between processes (and between module instances in one process),
+//! held for one operation: advisory `flock`s on two lock files named after the endpoint, which the
+//! kernel drops when their holder dies, `kill -9` included. Waiters sleep in the kernel and are
+//! woken as soon as a lock is released — unlike a PC/SC transaction, which a waiting process only
+//! polls for every ~200 ms, so that a process taking its next transaction at once starves the
+//! others (docs/design.md, "Fair turns over PC/SC").
+//!
+//! One lock file would not be enough: its releaser, still running, takes it again before the
+//! waiters it woke are scheduled (on a busy machine, 4 processes got 24 to 79 signatures each).
+//! So a turn is taken in two steps: first the `.queue` file (the place at the head of the queue),
+//! then the `.lock` file (the turn), and the queue place is given up as soon as the turn is
+//! held. The process at the head of the queue is the only one waiting for the turn, so it gets
+//! it whenever the holder lets go; a holder that wants another turn has to queue like everyone
+//! else.
 //!
 //! The files live in `/run/lock` (or the temporary directory when that cannot be used). A
-//! leftover file of a dead process is just opened again: the lock was never in the file.
+//! leftover file of a dead process is just opened again: the locks were never in the files.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
@@ -17,9 +25,10 @@ use std::sync::Once;
 use log::warn;
 use sha2::{Digest, Sha256};
 
-/// The lock file of one endpoint, opened by one connection.
+/// The lock files of one endpoint, opened by one connection.
 pub(crate) struct TurnLock {
-    file: File,
+    queue: File,
+    turn: File,
 }
 
 /// A turn on the endpoint; the next process may go when it is dropped.
@@ -28,33 +37,36 @@ pub(crate) struct Turn<'a> {
 }
 
 impl TurnLock {
-    /// For a modem's AT port: one file per device (major/minor), whatever path names it,
-    /// readable by the port's group, so anyone who may open the port may take a turn. (The port
-    /// itself cannot carry the lock: the serial-port crate keeps a shared `flock` on it for as
-    /// long as it is open.)
+    /// For a modem's AT port: files per device (major/minor), whatever path names it, readable
+    /// by the port's group, so anyone who may open the port may take a turn. (The port itself
+    /// cannot carry the lock: the serial-port crate keeps a shared `flock` on it for as long as
+    /// it is open.)
     pub(crate) fn for_tty(device: &str) -> io::Result<TurnLock> {
         let node = std::fs::metadata(device)?;
         let (major, minor) = (libc::major(node.rdev()), libc::minor(node.rdev()));
-        let name = format!("iotsafe-pkcs11.tty-{major}-{minor}.lock");
-        let file = open_in_lock_dir(&name)?;
-        // Only the file's owner may change these; for anyone else they fail, and the owner
-        // already did it.
-        let _ = fchown(&file, None, Some(node.gid()));
-        let _ = file.set_permissions(Permissions::from_mode(0o640));
-        Ok(TurnLock { file })
+        let lock = TurnLock::open(&format!("iotsafe-pkcs11.tty-{major}-{minor}"))?;
+        for file in [&lock.queue, &lock.turn] {
+            // Only the file's owner may change these; for anyone else they fail, and the owner
+            // already did it.
+            let _ = fchown(file, None, Some(node.gid()));
+            let _ = file.set_permissions(Permissions::from_mode(0o640));
+        }
+        Ok(lock)
     }
 
-    /// For a PC/SC reader: one file per reader name (hashed: the name comes from the reader's
+    /// For a PC/SC reader: files per reader name (hashed: the name comes from the reader's
     /// driver and must not become part of a path). Readable by everyone: any local user may talk
     /// to pcscd, and taking a turn only blocks this module's processes, as holding a PC/SC
     /// transaction on the reader — which anyone may — blocks them anyway. `None` when no lock
     /// file can be opened: pcscd's transactions still keep operations apart, only without fair
     /// turns (one warning per process).
     pub(crate) fn for_pcsc_reader(reader: &str) -> Option<TurnLock> {
-        match open_in_lock_dir(&pcsc_lock_name(reader)) {
-            Ok(file) => {
-                let _ = file.set_permissions(Permissions::from_mode(0o644));
-                Some(TurnLock { file })
+        match TurnLock::open(&pcsc_lock_stem(reader)) {
+            Ok(lock) => {
+                for file in [&lock.queue, &lock.turn] {
+                    let _ = file.set_permissions(Permissions::from_mode(0o644));
+                }
+                Some(lock)
             }
             Err(e) => {
                 static WARNED: Once = Once::new();
@@ -69,15 +81,40 @@ impl TurnLock {
         }
     }
 
-    /// Waits for the endpoint (another process's operation ends, or its process dies).
+    /// `<stem>.queue` and `<stem>.lock` in `/run/lock`, else both in the temporary directory
+    /// (with one warning: processes with another temporary directory take no turns with this
+    /// one).
+    fn open(stem: &str) -> io::Result<TurnLock> {
+        let open_in = |dir: &Path| -> io::Result<TurnLock> {
+            Ok(TurnLock {
+                queue: open_lock_file(&dir.join(format!("{stem}.queue")))?,
+                turn: open_lock_file(&dir.join(format!("{stem}.lock")))?,
+            })
+        };
+        let run_lock = Path::new("/run/lock");
+        open_in(run_lock).or_else(|e| {
+            let fallback = std::env::temp_dir();
+            let lock = open_in(&fallback)?;
+            static WARNED: Once = Once::new();
+            WARNED.call_once(|| {
+                warn!(
+                    "cannot use {} for turn locks ({e}); using {}",
+                    run_lock.display(),
+                    fallback.display()
+                );
+            });
+            Ok(lock)
+        })
+    }
+
+    /// Waits for the endpoint (other processes' operations end, or their processes die): first
+    /// for the head of the queue, then for the turn.
     pub(crate) fn turn(&self) -> io::Result<Turn<'_>> {
-        loop {
-            match self.file.lock() {
-                Ok(()) => return Ok(Turn { file: &self.file }),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        lock_waiting(&self.queue)?;
+        let taken = lock_waiting(&self.turn);
+        let _ = self.queue.unlock();
+        taken?;
+        Ok(Turn { file: &self.turn })
     }
 }
 
@@ -87,33 +124,19 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// `iotsafe-pkcs11.pcsc-<first 16 bytes of the name's SHA-256, hex>.lock`.
-fn pcsc_lock_name(reader: &str) -> String {
-    let digest = Sha256::digest(reader.as_bytes());
-    format!("iotsafe-pkcs11.pcsc-{}.lock", hex::encode(&digest[..16]))
-}
-
-/// Opens (creating it if need be) the lock file `name` in `/run/lock`, else in the temporary
-/// directory (with one warning: processes with another temporary directory take no turns with
-/// this one).
-fn open_in_lock_dir(name: &str) -> io::Result<File> {
-    let run_lock = Path::new("/run/lock");
-    match open_lock_file(&run_lock.join(name)) {
-        Ok(file) => Ok(file),
-        Err(e) => {
-            let fallback = std::env::temp_dir().join(name);
-            let file = open_lock_file(&fallback)?;
-            static WARNED: Once = Once::new();
-            WARNED.call_once(|| {
-                warn!(
-                    "cannot use {} for turn locks ({e}); using {}",
-                    run_lock.display(),
-                    fallback.display()
-                );
-            });
-            Ok(file)
+fn lock_waiting(file: &File) -> io::Result<()> {
+    loop {
+        match file.lock() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
+}
+
+/// `iotsafe-pkcs11.pcsc-<first 16 bytes of the name's SHA-256, hex>`.
+fn pcsc_lock_stem(reader: &str) -> String {
+    let digest = Sha256::digest(reader.as_bytes());
+    format!("iotsafe-pkcs11.pcsc-{}", hex::encode(&digest[..16]))
 }
 
 /// Opens a lock file read-only (all `flock` needs). An existing file is opened without
@@ -165,22 +188,24 @@ mod tests {
 
     impl Drop for TestReader {
         fn drop(&mut self) {
-            let name = pcsc_lock_name(&self.0);
-            let _ = std::fs::remove_file(Path::new("/run/lock").join(&name));
-            let _ = std::fs::remove_file(std::env::temp_dir().join(&name));
+            let stem = pcsc_lock_stem(&self.0);
+            for dir in [Path::new("/run/lock"), &std::env::temp_dir()] {
+                for suffix in ["queue", "lock"] {
+                    let _ = std::fs::remove_file(dir.join(format!("{stem}.{suffix}")));
+                }
+            }
         }
     }
 
     #[test]
     fn lock_file_names_are_hashed_reader_names() {
-        let name = pcsc_lock_name("../../etc/passwd 00 00");
-        let hash = name
+        let stem = pcsc_lock_stem("../../etc/passwd 00 00");
+        let hash = stem
             .strip_prefix("iotsafe-pkcs11.pcsc-")
-            .and_then(|rest| rest.strip_suffix(".lock"))
-            .expect("prefix and suffix");
+            .expect("the prefix");
         assert_eq!(hash.len(), 32);
-        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
-        assert_ne!(name, pcsc_lock_name("../../etc/passwd 01 00"));
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{stem}");
+        assert_ne!(stem, pcsc_lock_stem("../../etc/passwd 01 00"));
     }
 
     #[test]
@@ -190,21 +215,53 @@ mod tests {
         let second = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
         let turn = first.turn().expect("a turn");
         assert!(matches!(
-            second.file.try_lock(),
+            second.turn.try_lock(),
             Err(std::fs::TryLockError::WouldBlock)
         ));
+        // The head of the queue is free again once the turn is held.
+        assert!(second.queue.try_lock().is_ok());
+        second.queue.unlock().expect("unlock");
         drop(turn);
-        assert!(second.file.try_lock().is_ok());
+        assert!(second.turn.try_lock().is_ok());
+    }
+
+    #[test]
+    fn a_holder_wanting_another_turn_queues_behind_the_waiter() {
+        let reader = TestReader::new("queue");
+        let (holder, waiter) = (
+            TurnLock::for_pcsc_reader(&reader.0).expect("a lock file"),
+            TurnLock::for_pcsc_reader(&reader.0).expect("a lock file"),
+        );
+        let observer = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
+        let order = std::sync::Mutex::new(Vec::new());
+        let first = holder.turn().expect("a turn");
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let turn = waiter.turn().expect("a turn");
+                order.lock().expect("order").push("waiter");
+                drop(turn);
+            });
+            // The waiter stands at the head of the queue (waiting for the turn).
+            while observer.queue.try_lock().is_ok() {
+                observer.queue.unlock().expect("unlock");
+                std::thread::yield_now();
+            }
+            drop(first);
+            let again = holder.turn().expect("another turn");
+            order.lock().expect("order").push("holder");
+            drop(again);
+        });
+        assert_eq!(*order.lock().expect("order"), ["waiter", "holder"]);
     }
 
     #[test]
     fn a_leftover_file_is_reused() {
         let reader = TestReader::new("leftover");
         let first = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
-        let inode = first.file.metadata().expect("metadata").ino();
+        let inode = first.turn.metadata().expect("metadata").ino();
         drop(first);
         let again = TurnLock::for_pcsc_reader(&reader.0).expect("the same file again");
-        assert_eq!(again.file.metadata().expect("metadata").ino(), inode);
+        assert_eq!(again.turn.metadata().expect("metadata").ino(), inode);
         assert!(again.turn().is_ok());
     }
 
