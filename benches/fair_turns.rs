@@ -3,11 +3,13 @@
 //! through its control socket) and over the simulated modem on a pty (`--t0`, AT+CGLA); per
 //! process the signatures, the fewest over the mean, the longest single `C_Sign`, and the
 //! aggregate over what one process alone signs on the same card in the same run. Printed as a
-//! markdown table, once for this build and once for the module named by
-//! `IOTSAFE_FAIR_TURNS_BEFORE` (a build without turns on PC/SC readers).
+//! markdown table, for this build and for every module in `IOTSAFE_FAIR_TURNS_BEFORE` (e.g. a
+//! build without turns on PC/SC readers).
 //!
 //! Run: `bash scripts/bench-fair-turns.sh` (builds, starts the stack if needed). Environment:
-//! `IOTSAFE_FAIR_TURNS_SECONDS` (default 30), `IOTSAFE_FAIR_TURNS_BEFORE` (optional).
+//! `IOTSAFE_FAIR_TURNS_SECONDS` (default 30), `IOTSAFE_FAIR_TURNS_BEFORE` (modules to compare
+//! with, `:`-separated), `IOTSAFE_FAIR_TURNS_BUSY_LOOPS` (threads kept spinning meanwhile, for
+//! a busy machine; default 0).
 
 #[path = "../tests/fair_turns/mod.rs"]
 mod fair_turns;
@@ -16,6 +18,8 @@ mod helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fair_turns::{Outcome, Round, SlowStackCard, TABLE_HEADER, run_child_if_asked, table_row};
@@ -27,21 +31,31 @@ fn main() {
     if run_child_if_asked() {
         return;
     }
-    let seconds: u64 = std::env::var("IOTSAFE_FAIR_TURNS_SECONDS")
-        .ok()
-        .map(|s| {
-            s.parse()
-                .expect("IOTSAFE_FAIR_TURNS_SECONDS: whole seconds")
-        })
-        .unwrap_or(30);
+    let number = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| panic!("{name}: a whole number"))
+            })
+            .unwrap_or(default)
+    };
+    let seconds = number("IOTSAFE_FAIR_TURNS_SECONDS", 30);
+    let busy_loops = number("IOTSAFE_FAIR_TURNS_BUSY_LOOPS", 0);
     let signing_time = Duration::from_secs(seconds);
     let stack = Stack::get();
     let mut modules = vec![("this build".to_string(), stack.module.clone())];
     if let Some(before) = std::env::var_os("IOTSAFE_FAIR_TURNS_BEFORE") {
-        let before = PathBuf::from(before);
-        assert!(before.is_file(), "{} not found", before.display());
-        modules.push((format!("before ({})", before.display()), before));
+        for module in std::env::split_paths(&before) {
+            assert!(module.is_file(), "{} not found", module.display());
+            let name = module.file_name().map_or_else(
+                || module.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            );
+            modules.push((name, module));
+        }
     }
+    let _busy = BusyLoops::start(busy_loops);
 
     let mut rows = Vec::new();
     {
@@ -84,9 +98,13 @@ fn main() {
         eprintln!("{}", rows.last().expect("a row"));
     }
 
+    let busy = match busy_loops {
+        0 => String::new(),
+        n => format!(", {n} threads spinning meanwhile on {} CPUs", cpus()),
+    };
     println!(
         "{PROCESSES} processes signing at once for {seconds} s, card 5 ms per APDU + 40 ms per \
-         signature:\n"
+         signature{busy}:\n"
     );
     println!("{TABLE_HEADER}");
     for row in rows {
@@ -156,6 +174,43 @@ impl Drop for SlowModem {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Threads that keep CPUs busy until dropped: a machine where a process woken up is not run at
+/// once.
+struct BusyLoops {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyLoops {
+    fn start(count: u64) -> BusyLoops {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        BusyLoops { stop, threads }
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn wait_for(paths: &[&Path]) {
