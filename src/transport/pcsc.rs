@@ -16,7 +16,7 @@ use pcsc::{
     Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
 };
 
-use super::turn_lock::{Turn, TurnLock};
+use super::turn_lock::{Turn, TurnLock, warn_once_without_pcsc_turns};
 use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError};
 
 fn map_err(e: PcscError) -> TransportError {
@@ -147,7 +147,7 @@ struct PcscConnection {
 /// dropping it ends the transaction, leaving the card as it is, and then the turn.
 struct PcscTransaction<'a> {
     tx: Option<pcsc::Transaction<'a>>,
-    _turn: Option<Turn<'a>>,
+    _turn: Option<Turn>,
 }
 
 impl Drop for PcscTransaction<'_> {
@@ -198,12 +198,10 @@ impl CardConnection for PcscConnection {
             return Err(TransportError::UnsupportedRoute);
         }
         let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
-        let turn = match &self.turns {
-            Some(lock) => Some(lock.turn().map_err(|e| {
-                TransportError::Other(format!("cannot lock the reader for a turn: {e}"))
-            })?),
-            None => None,
-        };
+        let turn = self
+            .turns
+            .as_ref()
+            .and_then(|lock| lock.turn().inspect_err(warn_once_without_pcsc_turns).ok());
         let tx = card.transaction().map_err(map_err)?;
         Ok(Box::new(PcscTransaction {
             tx: Some(tx),

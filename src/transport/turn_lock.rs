@@ -6,52 +6,54 @@
 //! others (docs/design.md, "Fair turns over PC/SC").
 //!
 //! One lock file would not be enough: its releaser, still running, takes it again before the
-//! waiters it woke are scheduled (on a busy machine, 4 processes got 24 to 79 signatures each).
+//! waiters it woke are scheduled (on a busy machine, 4 processes got 80 to 174 signatures each
+//! in 30 s).
 //! So a turn is taken in two steps: first the `.queue` file (the place at the head of the queue),
 //! then the `.lock` file (the turn), and the queue place is given up as soon as the turn is
 //! held. The process at the head of the queue is the only one waiting for the turn, so it gets
 //! it whenever the holder lets go; a holder that wants another turn has to queue like everyone
 //! else.
 //!
-//! The files live in `/run/lock` (or the temporary directory when that cannot be used). A
-//! leftover file of a dead process is just opened again: the locks were never in the files.
+//! The files are opened for each turn and closed after it, so a forked child never inherits a
+//! descriptor that would keep a lock of its parent alive (unless it forks during a turn). They
+//! live in `/run/lock` (or the temporary directory when that cannot be used); a leftover file of
+//! a dead process is just opened again: the locks were never in the files.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use log::warn;
 use sha2::{Digest, Sha256};
 
-/// The lock files of one endpoint, opened by one connection.
+/// Where the lock files of one endpoint are, and what new ones look like.
 pub(crate) struct TurnLock {
-    queue: File,
-    turn: File,
+    /// `<stem>.queue`: the place at the head of the queue.
+    queue_path: PathBuf,
+    /// `<stem>.lock`: the turn.
+    turn_path: PathBuf,
+    mode: u32,
+    /// The group of new files (a modem port's group).
+    group: Option<u32>,
 }
 
 /// A turn on the endpoint; the next process may go when it is dropped.
-pub(crate) struct Turn<'a> {
-    file: &'a File,
+pub(crate) struct Turn {
+    file: File,
 }
 
 impl TurnLock {
-    /// For a modem's AT port: files per device (major/minor), whatever path names it, readable
-    /// by the port's group, so anyone who may open the port may take a turn. (The port itself
+    /// For a modem's AT port: files per device (major/minor), whatever path names it, shared
+    /// with the port's group, so anyone who may open the port may take a turn. (The port itself
     /// cannot carry the lock: the serial-port crate keeps a shared `flock` on it for as long as
     /// it is open.)
     pub(crate) fn for_tty(device: &str) -> io::Result<TurnLock> {
         let node = std::fs::metadata(device)?;
         let (major, minor) = (libc::major(node.rdev()), libc::minor(node.rdev()));
-        let lock = TurnLock::open(&format!("iotsafe-pkcs11.tty-{major}-{minor}"))?;
-        for file in [&lock.queue, &lock.turn] {
-            // Only the file's owner may change these; for anyone else they fail, and the owner
-            // already did it.
-            let _ = fchown(file, None, Some(node.gid()));
-            let _ = file.set_permissions(Permissions::from_mode(0o640));
-        }
-        Ok(lock)
+        let stem = format!("iotsafe-pkcs11.tty-{major}-{minor}");
+        TurnLock::in_usable_dir(&stem, 0o660, Some(node.gid()))
     }
 
     /// For a PC/SC reader: files per reader name (hashed: the name comes from the reader's
@@ -61,40 +63,34 @@ impl TurnLock {
     /// file can be opened: pcscd's transactions still keep operations apart, only without fair
     /// turns (one warning per process).
     pub(crate) fn for_pcsc_reader(reader: &str) -> Option<TurnLock> {
-        match TurnLock::open(&pcsc_lock_stem(reader)) {
-            Ok(lock) => {
-                for file in [&lock.queue, &lock.turn] {
-                    let _ = file.set_permissions(Permissions::from_mode(0o644));
-                }
-                Some(lock)
-            }
+        match TurnLock::in_usable_dir(&pcsc_lock_stem(reader), 0o644, None) {
+            Ok(lock) => Some(lock),
             Err(e) => {
-                static WARNED: Once = Once::new();
-                WARNED.call_once(|| {
-                    warn!(
-                        "no lock file for fair turns on PC/SC readers ({e}); processes \
-                         signing at once on one card may starve each other"
-                    );
-                });
+                warn_once_without_pcsc_turns(&e);
                 None
             }
         }
     }
 
-    /// `<stem>.queue` and `<stem>.lock` in `/run/lock`, else both in the temporary directory
-    /// (with one warning: processes with another temporary directory take no turns with this
-    /// one).
-    fn open(stem: &str) -> io::Result<TurnLock> {
-        let open_in = |dir: &Path| -> io::Result<TurnLock> {
-            Ok(TurnLock {
-                queue: open_lock_file(&dir.join(format!("{stem}.queue")))?,
-                turn: open_lock_file(&dir.join(format!("{stem}.lock")))?,
-            })
+    /// `<stem>.queue` and `<stem>.lock` in `/run/lock` if they can be opened there, else in the
+    /// temporary directory (with one warning: processes with another temporary directory take
+    /// no turns with this one).
+    fn in_usable_dir(stem: &str, mode: u32, group: Option<u32>) -> io::Result<TurnLock> {
+        let in_dir = |dir: &Path| -> io::Result<TurnLock> {
+            let lock = TurnLock {
+                queue_path: dir.join(format!("{stem}.queue")),
+                turn_path: dir.join(format!("{stem}.lock")),
+                mode,
+                group,
+            };
+            lock.open(&lock.queue_path)?;
+            lock.open(&lock.turn_path)?;
+            Ok(lock)
         };
         let run_lock = Path::new("/run/lock");
-        open_in(run_lock).or_else(|e| {
+        in_dir(run_lock).or_else(|e| {
             let fallback = std::env::temp_dir();
-            let lock = open_in(&fallback)?;
+            let lock = in_dir(&fallback)?;
             static WARNED: Once = Once::new();
             WARNED.call_once(|| {
                 warn!(
@@ -109,19 +105,43 @@ impl TurnLock {
 
     /// Waits for the endpoint (other processes' operations end, or their processes die): first
     /// for the head of the queue, then for the turn.
-    pub(crate) fn turn(&self) -> io::Result<Turn<'_>> {
-        lock_waiting(&self.queue)?;
-        let taken = lock_waiting(&self.turn);
-        let _ = self.queue.unlock();
-        taken?;
-        Ok(Turn { file: &self.turn })
+    pub(crate) fn turn(&self) -> io::Result<Turn> {
+        let queue = self.open(&self.queue_path)?;
+        lock_waiting(&queue)?;
+        let turn = self.open(&self.turn_path)?;
+        lock_waiting(&turn)?;
+        drop(queue);
+        Ok(Turn { file: turn })
+    }
+
+    fn open(&self, path: &Path) -> io::Result<File> {
+        let (file, created) = open_lock_file(path, self.mode)?;
+        if created {
+            // The mode again, past the umask; the group of a modem port.
+            let _ = file.set_permissions(Permissions::from_mode(self.mode));
+            if let Some(gid) = self.group {
+                let _ = fchown(&file, None, Some(gid));
+            }
+        }
+        Ok(file)
     }
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     fn drop(&mut self) {
         let _ = self.file.unlock();
     }
+}
+
+/// Without a lock file for PC/SC readers, transactions go without turns; said once.
+pub(crate) fn warn_once_without_pcsc_turns(e: &io::Error) {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        warn!(
+            "no lock file for fair turns on PC/SC readers ({e}); processes signing at once on \
+             one card may starve each other"
+        );
+    });
 }
 
 fn lock_waiting(file: &File) -> io::Result<()> {
@@ -139,10 +159,11 @@ fn pcsc_lock_stem(reader: &str) -> String {
     format!("iotsafe-pkcs11.pcsc-{}", hex::encode(&digest[..16]))
 }
 
-/// Opens a lock file read-only (all `flock` needs). An existing file is opened without
-/// `O_CREAT`, which `fs.protected_regular` refuses for another user's file in a sticky
-/// directory; not following links, not blocking on a FIFO, and only a regular file is taken.
-fn open_lock_file(path: &Path) -> io::Result<File> {
+/// Opens a lock file read-only (all `flock` needs), creating it with `mode` if need be (then
+/// `true`). An existing file is opened without `O_CREAT`, which `fs.protected_regular` refuses
+/// for another user's file in a sticky directory; not following links, not blocking on a FIFO,
+/// and only a regular file is taken.
+fn open_lock_file(path: &Path, mode: u32) -> io::Result<(File, bool)> {
     let open = |create: bool| {
         let mut options = OpenOptions::new();
         options
@@ -150,11 +171,11 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
         if create {
             // `create_new` needs write access in the options; the file itself stays empty.
-            options.write(true).create_new(true).mode(0o600);
+            options.write(true).create_new(true).mode(mode);
         }
-        options.open(path)
+        options.open(path).map(|file| (file, create))
     };
-    let file = match open(false) {
+    let (file, created) = match open(false) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false),
             other => other,
@@ -167,7 +188,7 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
             path.display()
         )));
     }
-    Ok(file)
+    Ok((file, created))
 }
 
 #[cfg(test)]
@@ -213,16 +234,20 @@ mod tests {
         let reader = TestReader::new("hold");
         let first = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
         let second = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
+        let (queue, turn_file) = (
+            second.open(&second.queue_path).expect("the queue file"),
+            second.open(&second.turn_path).expect("the turn file"),
+        );
         let turn = first.turn().expect("a turn");
         assert!(matches!(
-            second.turn.try_lock(),
+            turn_file.try_lock(),
             Err(std::fs::TryLockError::WouldBlock)
         ));
         // The head of the queue is free again once the turn is held.
-        assert!(second.queue.try_lock().is_ok());
-        second.queue.unlock().expect("unlock");
+        assert!(queue.try_lock().is_ok());
+        queue.unlock().expect("unlock");
         drop(turn);
-        assert!(second.turn.try_lock().is_ok());
+        assert!(turn_file.try_lock().is_ok());
     }
 
     #[test]
@@ -233,6 +258,7 @@ mod tests {
             TurnLock::for_pcsc_reader(&reader.0).expect("a lock file"),
         );
         let observer = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
+        let observed_queue = observer.open(&observer.queue_path).expect("the queue file");
         let order = std::sync::Mutex::new(Vec::new());
         let first = holder.turn().expect("a turn");
         std::thread::scope(|scope| {
@@ -242,8 +268,8 @@ mod tests {
                 drop(turn);
             });
             // The waiter stands at the head of the queue (waiting for the turn).
-            while observer.queue.try_lock().is_ok() {
-                observer.queue.unlock().expect("unlock");
+            while observed_queue.try_lock().is_ok() {
+                observed_queue.unlock().expect("unlock");
                 std::thread::yield_now();
             }
             drop(first);
@@ -258,11 +284,35 @@ mod tests {
     fn a_leftover_file_is_reused() {
         let reader = TestReader::new("leftover");
         let first = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
-        let inode = first.turn.metadata().expect("metadata").ino();
+        let inode = std::fs::metadata(&first.turn_path).expect("metadata").ino();
         drop(first);
         let again = TurnLock::for_pcsc_reader(&reader.0).expect("the same file again");
-        assert_eq!(again.turn.metadata().expect("metadata").ino(), inode);
+        assert_eq!(
+            std::fs::metadata(&again.turn_path).expect("metadata").ino(),
+            inode
+        );
         assert!(again.turn().is_ok());
+    }
+
+    #[test]
+    fn no_descriptor_of_a_lock_file_stays_open_between_turns() {
+        let reader = TestReader::new("descriptors");
+        let lock = TurnLock::for_pcsc_reader(&reader.0).expect("a lock file");
+        let open_lock_files = || {
+            std::fs::read_dir("/proc/self/fd")
+                .expect("/proc/self/fd")
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| *target == lock.queue_path || *target == lock.turn_path)
+                .count()
+        };
+        let turn = lock.turn().expect("a turn");
+        assert_eq!(
+            open_lock_files(),
+            1,
+            "the turn file, while the turn is held"
+        );
+        drop(turn);
+        assert_eq!(open_lock_files(), 0);
     }
 
     #[test]
@@ -273,7 +323,7 @@ mod tests {
             .status()
             .expect("run mkfifo");
         assert!(made.success());
-        let opened = open_lock_file(&path);
+        let opened = open_lock_file(&path, 0o644);
         let _ = std::fs::remove_file(&path);
         assert!(opened.is_err());
     }

@@ -23,7 +23,7 @@ pub struct ModemConnection {
 struct ModemPipe<'a> {
     port: &'a mut AtPort,
     route: ChannelRoute,
-    _turn: Turn<'a>,
+    _turn: Turn,
 }
 
 impl Transmit for ModemPipe<'_> {
