@@ -98,7 +98,11 @@ impl Readers {
                 .iter()
                 .map(|m| modem_endpoint(m, config.lock_dir.clone()))
                 .collect();
-            Arc::new(ConfiguredReaders::new(pcsc, modems))
+            Arc::new(ConfiguredReaders::new(
+                pcsc,
+                modems,
+                config.lock_dir.clone(),
+            ))
         });
         if config.applet.max_channels > 1 {
             warn!(

@@ -4,6 +4,7 @@
 pub mod at;
 pub mod pcsc;
 pub mod sources;
+mod turn_lock;
 
 pub use sources::{
     ConfiguredReaders, ModemEndpoint, ReaderFilter, reader_source_override,

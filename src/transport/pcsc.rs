@@ -3,8 +3,13 @@
 //! Two traps handled here: a `pcsc::Card` dropped implicitly resets the card (we always
 //! disconnect with `LeaveCard`), and a pcscd restart invalidates the context (we establish a
 //! new one on the next call).
+//!
+//! Every transaction is taken on a turn of the reader's lock (`turn_lock.rs`): pcsc-lite has no
+//! queue for transactions, so processes of this module queue on the lock first, and the card
+//! goes to the next of them as soon as an operation ends.
 
 use std::ffi::CString;
+use std::path::PathBuf;
 
 use log::{debug, warn};
 use parking_lot::Mutex;
@@ -12,6 +17,7 @@ use pcsc::{
     Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
 };
 
+use super::turn_lock::{HeldTurn, TurnLock, warn_once_without_pcsc_turns};
 use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError, Turn};
 
 fn map_err(e: PcscError) -> TransportError {
@@ -33,12 +39,15 @@ fn map_err(e: PcscError) -> TransportError {
 /// All PC/SC readers visible through pcscd.
 pub struct PcscReaders {
     context: Mutex<Option<Context>>,
+    /// Where the readers' lock files are (default `/run/lock`).
+    lock_dir: Option<PathBuf>,
 }
 
 impl PcscReaders {
-    pub fn new() -> Self {
+    pub fn new(lock_dir: Option<PathBuf>) -> Self {
         PcscReaders {
             context: Mutex::new(None),
+            lock_dir,
         }
     }
 
@@ -65,7 +74,7 @@ impl PcscReaders {
 
 impl Default for PcscReaders {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
@@ -114,7 +123,10 @@ impl ReaderSource for PcscReaders {
         })?;
         let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
         match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
-            Ok(card) => Ok(Some(Box::new(PcscConnection { card: Some(card) }))),
+            Ok(card) => Ok(Some(Box::new(PcscConnection {
+                card: Some(card),
+                turns: TurnLock::for_pcsc_reader(reader, self.lock_dir.as_deref()),
+            }))),
             Err(PcscError::NoSmartcard) | Err(PcscError::RemovedCard) => Ok(None),
             Err(e) => {
                 if matches!(
@@ -131,12 +143,15 @@ impl ReaderSource for PcscReaders {
 
 struct PcscConnection {
     card: Option<Card>,
+    /// `None` when no lock file could be opened: transactions without turns.
+    turns: Option<TurnLock>,
 }
 
-/// One PC/SC transaction: APDUs go to the card while it is held; dropping it ends the
-/// transaction and leaves the card as it is.
+/// One PC/SC transaction on a turn of the reader's lock: APDUs go to the card while it is held;
+/// dropping it ends the transaction, leaving the card as it is, and then the turn.
 struct PcscTransaction<'a> {
     tx: Option<pcsc::Transaction<'a>>,
+    turn: Option<HeldTurn>,
 }
 
 impl Drop for PcscTransaction<'_> {
@@ -185,6 +200,16 @@ impl Turn for PcscTransaction<'_> {
             ChannelRoute::Session(_) => Err(TransportError::UnsupportedRoute),
         }
     }
+
+    fn read_note(&mut self) -> Option<Vec<u8>> {
+        self.turn.as_ref().map(HeldTurn::read_note)
+    }
+
+    fn write_note(&mut self, note: &[u8]) {
+        if let Some(turn) = &self.turn {
+            turn.write_note(note);
+        }
+    }
 }
 
 impl CardConnection for PcscConnection {
@@ -193,8 +218,12 @@ impl CardConnection for PcscConnection {
             return Err(TransportError::UnsupportedRoute);
         }
         let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
+        let turn = self
+            .turns
+            .as_ref()
+            .and_then(|lock| lock.turn().inspect_err(warn_once_without_pcsc_turns).ok());
         let tx = card.transaction().map_err(map_err)?;
-        Ok(Box::new(PcscTransaction { tx: Some(tx) }))
+        Ok(Box::new(PcscTransaction { tx: Some(tx), turn }))
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {

@@ -53,9 +53,14 @@ pub struct ConfiguredReaders {
 
 impl ConfiguredReaders {
     /// `pcsc`: use PC/SC readers (those the filter selects); `modems`: one slot each.
-    pub fn new(pcsc: Option<ReaderFilter>, modems: Vec<ModemEndpoint>) -> Self {
+    /// `lock_dir`: where the lock files of turns live (default `/run/lock`).
+    pub fn new(
+        pcsc: Option<ReaderFilter>,
+        modems: Vec<ModemEndpoint>,
+        lock_dir: Option<std::path::PathBuf>,
+    ) -> Self {
         ConfiguredReaders {
-            pcsc: pcsc.map(|filter| (PcscReaders::new(), filter)),
+            pcsc: pcsc.map(|filter| (PcscReaders::new(lock_dir), filter)),
             modems,
         }
     }

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use log::{debug, warn};
 
-use super::lock::{PortLock, PortTurn};
 use super::port::AtPort;
 use super::{
     AtError, AtMode, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED, ModemSettings, parse_apdu_answer,
 };
+use crate::transport::turn_lock::{HeldTurn, TurnLock};
 use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError, Turn};
 
 /// `+CME ERROR: 3` (operation not allowed) to AT+CCHO: the SIM has no logical channel left
@@ -19,7 +19,7 @@ const CME_OPERATION_NOT_ALLOWED: u32 = 3;
 /// One modem with its SIM.
 pub struct ModemConnection {
     port: AtPort,
-    lock: PortLock,
+    lock: TurnLock,
     mode: AtMode,
 }
 
@@ -28,7 +28,7 @@ struct ModemPipe<'a> {
     port: &'a mut AtPort,
     mode: &'a mut AtMode,
     route: ChannelRoute,
-    turn: PortTurn<'a>,
+    turn: HeldTurn,
 }
 
 impl Transmit for ModemPipe<'_> {
@@ -128,7 +128,7 @@ impl ModemConnection {
     /// own.
     pub fn open(config: &ModemSettings) -> Result<ModemConnection, TransportError> {
         let mut port = AtPort::open(config)?;
-        let lock = PortLock::open(&config.device, config.lock_dir.as_deref()).map_err(|e| {
+        let lock = TurnLock::for_tty(&config.device, config.lock_dir.as_deref()).map_err(|e| {
             warn!(
                 "modem {}: cannot open the port for locking: {e}",
                 config.device

@@ -8,12 +8,11 @@
 //! (`+CREG:`, `RING`, `^SYSSTART`, …) anywhere, answers split across reads, noise lines,
 //! `+CME ERROR: n`, a busy SIM (`+CME ERROR: 14`, retried), and a modem that stops answering
 //! (every command has a deadline), and a modem shared by several processes: each operation takes
-//! the port's lock (`lock.rs`), and every answer is anchored to the echo of its own command line
-//! (`port.rs`), so a late answer to a command of another process, a dead one included, or to a
+//! a turn on the port's lock (`transport/turn_lock.rs`), and every answer is anchored to the echo
+//! of its own command line (`port.rs`), so a late answer to a command of another process, a dead one included, or to a
 //! timed-out command is never taken for ours.
 
 mod connection;
-mod lock;
 mod port;
 
 pub use connection::ModemConnection;
