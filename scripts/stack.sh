@@ -167,6 +167,9 @@ export IOTSAFE_SIM_CONTROL='$control'
 export IOTSAFE_CARD_DIR='$card_dir'
 export IOTSAFE_OPENSSL_CONF='$provider_conf'
 export IOTSAFE_READER='$reader_name'
+# The module's content cache of this stack: a fresh card (same keys as the last one, other
+# content) must not find what the last stack's card said.
+export XDG_CACHE_HOME='$stack_dir/cache'
 EOF
 }
 
@@ -218,7 +221,7 @@ start() {
   fi
 
   mkdir -p "$log_dir" "$run_dir" "$conf_dir"
-  rm -rf "$card_dir"
+  rm -rf "$card_dir" "$stack_dir/cache"
   mkdir -p "$card_dir"
   rm -f "$control"
 
