@@ -577,4 +577,21 @@ fn a_corrupt_truncated_or_foreign_cache_file_is_ignored() {
     }
     // Trusted again once rewritten by a whole read.
     assert!(apdus_to_first_signature(&rig) <= 4);
+    // A whole entry that belongs to another user is not trusted either (root can make one).
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let whole = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &whole).unwrap();
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let apdus = apdus_to_first_signature(&rig);
+    assert!(
+        apdus > 4,
+        "another user's entry: the card was read ({apdus} APDUs)"
+    );
+    assert_eq!(certificate_value(), cert);
+    assert!(
+        apdus_to_first_signature(&rig) <= 4,
+        "rewritten as this user's"
+    );
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use helpers::stack::{Proc, run, sim_binary, sim_control};
+use helpers::stack::{Proc, build_first_signature, run, sim_binary, sim_control};
 
 const PROCESSES: usize = 200;
 /// Long enough for the killer to find a process inside its signature.
@@ -170,15 +170,7 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
         .arg(dir.join("digest.bin"))
         .arg(dir.join("message.txt")))
     .expect_success();
-    let helper = dir.join("first_signature");
-    run(Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-I"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"))
-        .arg("-o")
-        .arg(&helper)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/first_signature.c"))
-        .arg("-ldl"))
-    .expect_success();
+    let helper = build_first_signature(&dir);
 
     let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
     let _modem = Proc::spawn(

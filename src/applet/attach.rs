@@ -145,7 +145,9 @@ fn first_contact(
         .route
         .filter(|_| settings.logical_channel && settings.aids.contains(&note.aid));
     let mut found = None;
-    if let Some(route) = recorded {
+    // After a likely power cycle the recorded channel is closed: not worth an APDU first.
+    let restarted = turn.card_may_have_restarted();
+    if let Some(route) = recorded.filter(|_| !restarted) {
         found = on_recorded_channel(turn, route, &note.aid, cached.as_ref(), settings, reader)?;
         if found.is_none() {
             info!("{reader}: the recorded channel {route:?} is gone; opening a new one");
@@ -168,6 +170,15 @@ fn first_contact(
             // Recorded at once, so that even a process killed during the read below leaves no
             // channel nobody knows of.
             record_channel(turn, &mut note, route, &aid);
+            if restarted
+                && let Some(old) = recorded.filter(|old| *old != route)
+                && applet_answers_on(turn, old, settings.style)
+            {
+                // The card was not powered down after all: the channel the note recorded is
+                // still open with our applet, and no longer recorded. It is ours; close it.
+                debug!("{reader}: closing the channel {old:?} recorded before");
+                let _ = close_route(turn, old);
+            }
             match on_new_channel(turn, route, &aid, cached.as_ref(), settings, reader) {
                 Ok(found) => found,
                 Err(e) => {

@@ -132,6 +132,13 @@ pub trait Turn: Transmit {
     /// Replaces the endpoint's note; a failure is logged and leaves no note the next reader
     /// could mistake for a whole one (the layer above checks its own notes).
     fn write_note(&mut self, _note: &[u8]) {}
+
+    /// Whether the card may have been powered down (every logical channel closed) before this
+    /// connection was made, as far as the transport can tell without an APDU: then a channel
+    /// the note records is not worth trying first.
+    fn card_may_have_restarted(&self) -> bool {
+        false
+    }
 }
 
 /// An open connection to one card.

@@ -17,7 +17,7 @@ use pcsc::{
     Card, Context, Disposition, Error as PcscError, MAX_BUFFER_SIZE, Protocols, Scope, ShareMode,
 };
 
-use super::turn_lock::{HeldTurn, TurnLock, warn_once_without_pcsc_turns};
+use super::turn_lock::{HeldTurn, Presence, TurnLock, warn_once_without_pcsc_turns};
 use super::{CardConnection, ChannelRoute, ReaderSource, Transmit, TransportError, Turn};
 
 fn map_err(e: PcscError) -> TransportError {
@@ -123,10 +123,19 @@ impl ReaderSource for PcscReaders {
         })?;
         let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
         match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
-            Ok(card) => Ok(Some(Box::new(PcscConnection {
-                card: Some(card),
-                turns: TurnLock::for_pcsc_reader(reader, self.lock_dir.as_deref()),
-            }))),
+            Ok(card) => {
+                let turns = TurnLock::for_pcsc_reader(reader, self.lock_dir.as_deref());
+                let (presence, may_have_restarted) = turns
+                    .as_ref()
+                    .map(|t| t.join(POWER_OFF_GRACE))
+                    .unwrap_or((None, false));
+                Ok(Some(Box::new(PcscConnection {
+                    card: Some(card),
+                    turns,
+                    _presence: presence,
+                    may_have_restarted,
+                })))
+            }
             Err(PcscError::NoSmartcard) | Err(PcscError::RemovedCard) => Ok(None),
             Err(e) => {
                 if matches!(
@@ -141,16 +150,24 @@ impl ReaderSource for PcscReaders {
     }
 }
 
+/// A little less than pcscd's: it powers a card down 5 s after its last client disconnected.
+const POWER_OFF_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
+
 struct PcscConnection {
     card: Option<Card>,
     /// `None` when no lock file could be opened: transactions without turns.
     turns: Option<TurnLock>,
+    _presence: Option<Presence>,
+    /// Until the first transaction: no other process of this module was connected and none had
+    /// used the card for longer than pcscd keeps an unused card powered.
+    may_have_restarted: bool,
 }
 
 /// One PC/SC transaction on a turn of the reader's lock: APDUs go to the card while it is held;
 /// dropping it ends the transaction, leaving the card as it is, and then the turn.
 struct PcscTransaction<'a> {
     tx: Option<pcsc::Transaction<'a>>,
+    may_have_restarted: bool,
     turn: Option<HeldTurn>,
 }
 
@@ -210,6 +227,10 @@ impl Turn for PcscTransaction<'_> {
             turn.write_note(note);
         }
     }
+
+    fn card_may_have_restarted(&self) -> bool {
+        self.may_have_restarted
+    }
 }
 
 impl CardConnection for PcscConnection {
@@ -223,7 +244,11 @@ impl CardConnection for PcscConnection {
             .as_ref()
             .and_then(|lock| lock.turn().inspect_err(warn_once_without_pcsc_turns).ok());
         let tx = card.transaction().map_err(map_err)?;
-        Ok(Box::new(PcscTransaction { tx: Some(tx), turn }))
+        Ok(Box::new(PcscTransaction {
+            tx: Some(tx),
+            may_have_restarted: std::mem::take(&mut self.may_have_restarted),
+            turn,
+        }))
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {

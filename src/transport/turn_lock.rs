@@ -25,15 +25,21 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt, fc
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use std::time::Duration;
+
 use log::{debug, warn};
+use rustix::fs::{Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, futimens};
 use sha2::{Digest, Sha256};
 
 /// Where the lock files of one endpoint are, and what new ones look like.
 pub(crate) struct TurnLock {
     /// `<stem>.queue`: the place at the head of the queue.
     queue_path: PathBuf,
-    /// `<stem>.lock`: the turn.
+    /// `<stem>.lock`: the turn (and the endpoint's note; its modification time is when the last
+    /// turn ended).
     turn_path: PathBuf,
+    /// `<stem>.users`: every connection of this module holds a shared lock on it.
+    users_path: PathBuf,
     mode: u32,
     /// The group of new files (a modem port's group).
     group: Option<u32>,
@@ -87,6 +93,7 @@ impl TurnLock {
             let lock = TurnLock {
                 queue_path: dir.join(format!("{stem}.queue")),
                 turn_path: dir.join(format!("{stem}.lock")),
+                users_path: dir.join(format!("{stem}.users")),
                 mode,
                 group,
             };
@@ -119,6 +126,26 @@ impl TurnLock {
         lock_waiting(&turn)?;
         drop(queue);
         Ok(HeldTurn { file: turn })
+    }
+
+    /// Registers a connection as a user of the endpoint for as long as the returned presence
+    /// lives, and tells whether the card may have been powered down since this module last used
+    /// it: no other connection of this module is registered (a process's registration ends with
+    /// it), and the last turn ended more than `idle` ago. (pcscd powers a card down 5 s after
+    /// its last client disconnected, which closes every logical channel.)
+    pub(crate) fn join(&self, idle: Duration) -> (Option<Presence>, bool) {
+        let Ok(file) = self.open(&self.users_path) else {
+            return (None, false);
+        };
+        let alone = file.try_lock().is_ok();
+        let last_turn = std::fs::metadata(&self.turn_path).and_then(|m| m.modified());
+        let idle_long = last_turn.is_ok_and(|t| t.elapsed().is_ok_and(|e| e > idle));
+        // Shared from now on (flock converts the lock in place).
+        let registered = file.lock_shared().is_ok();
+        (
+            registered.then_some(Presence { _file: file }),
+            alone && idle_long,
+        )
     }
 
     fn open(&self, path: &Path) -> io::Result<File> {
@@ -166,8 +193,27 @@ impl HeldTurn {
 
 impl Drop for HeldTurn {
     fn drop(&mut self) {
+        // When the last turn ended, for `TurnLock::join` (anyone who may write the file may
+        // set it to now; a read-only opener leaves it).
+        let now = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_NOW,
+            },
+        };
+        let _ = futimens(&self.file, &now);
         let _ = self.file.unlock();
     }
+}
+
+/// A connection's registration as a user of the endpoint (a shared `flock`, dropped with the
+/// connection or its process).
+pub(crate) struct Presence {
+    _file: File,
 }
 
 /// Without a lock file for PC/SC readers, transactions go without turns; said once.

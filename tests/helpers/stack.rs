@@ -652,3 +652,19 @@ pub fn load_module(module: &Path) -> cryptoki::context::Pkcs11 {
         .expect("C_Initialize");
     p11
 }
+
+/// `tests/c/first_signature.c` built into `dir`: load a module, sign once with the key labelled
+/// `client`, write the DER signature (see the file's header for its options).
+pub fn build_first_signature(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = dir.join("first_signature");
+    run(Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-I"])
+        .arg(root.join("include"))
+        .arg("-o")
+        .arg(&binary)
+        .arg(root.join("tests/c/first_signature.c"))
+        .arg("-ldl"))
+    .expect_success();
+    binary
+}
