@@ -59,6 +59,9 @@ bash scripts/stack.sh start              # with the binaries just built and a fr
 step "benchmark: mutual-TLS handshakes/s with the card latency model, over a modem and over pcscd+vpcd (scripts/bench-tls.sh; figures, not pass/fail)"
 bash scripts/bench-tls.sh
 
+step "benchmark: 4 processes signing at once on one card, over pcscd and over a modem: shares and longest wait (scripts/bench-fair-turns.sh --update-docs; figures in docs/benchmarks.md, not pass/fail)"
+bash scripts/bench-fair-turns.sh --update-docs
+
 step "memory: the .so under valgrind through pkcs11-tool over pcscd + vpcd (scripts/valgrind.sh --pcsc)"
 bash scripts/valgrind.sh --pcsc
 
