@@ -215,6 +215,11 @@ sign_faults! {
 
 /// `C_GenerateRandom` (1 KiB: 4 GET RANDOM) with a fault on the second GET RANDOM.
 fn random_fault(kind: FaultKind, expect: CK_RV) {
+    random_fault_one_of(kind, &[expect]);
+}
+
+/// [`random_fault`] where the card's own random bytes decide between the return values.
+fn random_fault_one_of(kind: FaultKind, expect: &[CK_RV]) {
     let h = Harness::default();
     let card = h.card().clone();
     let s = h.init_and_open();
@@ -225,10 +230,11 @@ fn random_fault(kind: FaultKind, expect: CK_RV) {
     let start = Instant::now();
     let rv = unsafe { C_GenerateRandom(s, buf.as_mut_ptr(), 1024) };
     let took = start.elapsed();
-    assert_eq!(
+    assert!(
+        expect.contains(&rv),
+        "C_GenerateRandom under {what}: {}, expected one of {:?}",
         rv_name(rv),
-        rv_name(expect),
-        "C_GenerateRandom under {what}"
+        expect.iter().map(|&e| rv_name(e)).collect::<Vec<_>>()
     );
     assert!(took < READER_TIMEOUT + Duration::from_secs(2), "{took:?}");
     card.faults().clear();
@@ -251,7 +257,13 @@ fn random_fault(kind: FaultKind, expect: CK_RV) {
 #[test]
 fn random_short_answer() {
     // 100 bytes instead of 256: fewer bytes than asked is an error, never uninitialised output.
-    random_fault(FaultKind::Truncate(100), CKR_DEVICE_ERROR);
+    // The cut leaves two of the card's random bytes where the status word was: mostly an error
+    // status or `9000` with too few bytes (CKR_DEVICE_ERROR), but about 1 in 256 times `61xx`,
+    // whose GET RESPONSE the card refuses with `6985` (CKR_FUNCTION_FAILED).
+    random_fault_one_of(
+        FaultKind::Truncate(100),
+        &[CKR_DEVICE_ERROR, CKR_FUNCTION_FAILED],
+    );
 }
 
 #[test]

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use helpers::stack::{Proc, build_first_signature, run, sim_binary, sim_control};
 
 const PROCESSES: usize = 200;
-/// Long enough for the killer to find a process inside its signature.
-const SIGNATURE_LATENCY: &str = "150ms";
 const KEY_URI: &str = "pkcs11:object=client;type=private";
 
 fn module() -> PathBuf {
@@ -104,8 +102,9 @@ impl Rig {
         serde_json::from_str(&sim_control(&self.control, "stats")).expect("stats JSON")
     }
 
-    fn signatures_begun(&self) -> u64 {
-        self.stats()["by_ins"]["2A"].as_u64().unwrap_or(0)
+    /// Signature updates (`2B`) the card received, answered or not.
+    fn updates_sent(&self) -> u64 {
+        self.stats()["by_ins"]["2B"].as_u64().unwrap_or(0)
     }
 
     /// The signature (or, for curl, the TLS handshake the server checked) verifies.
@@ -191,10 +190,6 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    sim_control(
-        &control,
-        &format!("set-latency apdu=1ms signature={SIGNATURE_LATENCY}"),
-    );
     let module_conf = dir.join("module.toml");
     std::fs::write(
         &module_conf,
@@ -249,21 +244,23 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
         let kind = [Kind::CProgram, Kind::Pkeyutl, Kind::Curl][i % 3];
         let mut command = rig.command(kind, i);
         if i % 10 == 9 {
-            // Killed with SIGKILL once its signature is on the card: the simulator answers
-            // `stats` only between two APDUs, so the kill lands while the signature's answer is
-            // still on its way at the latest.
-            let before = rig.signatures_begun();
+            // Killed with SIGKILL inside its signature: the card keeps the signature's update
+            // unanswered until the process is dead.
+            sim_control(&rig.control, "fault mute ins=2B count=1");
+            let before = rig.updates_sent();
             let mut child = command
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn");
             let deadline = Instant::now() + Duration::from_secs(30);
-            while rig.signatures_begun() == before {
+            while rig.updates_sent() == before {
                 assert!(Instant::now() < deadline, "process {i} never began to sign");
+                std::thread::sleep(Duration::from_millis(2));
             }
             child.kill().expect("SIGKILL");
             let status = child.wait().expect("wait");
+            sim_control(&rig.control, "fault clear");
             assert_eq!(status.signal(), Some(9), "process {i} was killed");
             killed += 1;
         } else {

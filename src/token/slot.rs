@@ -8,7 +8,9 @@ use cryptoki_sys::*;
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
-use crate::applet::{self, AppletChannel, CardLink, CardObject, ConnectedCard, LinkLease, Readers};
+use crate::applet::{
+    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, Readers,
+};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -134,12 +136,18 @@ impl Token {
                 self.reader
             );
         }
-        let mut result = lease.run(&mut op).map_err(Error::from);
+        let outcome = lease.run(&mut op);
+        // The exchange itself broke (no whole answer), as when the card is pulled mid-APDU.
+        let exchange_broke = matches!(
+            &outcome,
+            Err(AppletError::Malformed(_) | AppletError::Transport(_))
+        );
+        let mut result = outcome.map_err(Error::from);
         // A failed exchange with a card that is no longer there is a removal, whatever the
         // transport called it.
         if let Err(e) = &result
             && e.rv() == CKR_DEVICE_ERROR
-            && !lease.is_present()
+            && !present_after_settling(&mut lease, exchange_broke)
         {
             result = Err(Error::new(
                 CKR_DEVICE_REMOVED,
@@ -308,4 +316,19 @@ impl Slot {
             t.close();
         }
     }
+}
+
+/// Whether the card is still there after a failed operation. After a broken exchange the reader
+/// may not have noticed a removal yet (pcscd polls some drivers only every 400 ms): it is asked
+/// again for up to half a second before the failure counts as the card's.
+fn present_after_settling(lease: &mut LinkLease<'_>, exchange_broke: bool) -> bool {
+    const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+    let checks = if exchange_broke { 5 } else { 0 };
+    for _ in 0..checks {
+        if !lease.is_present() {
+            return false;
+        }
+        std::thread::sleep(SETTLE);
+    }
+    lease.is_present()
 }

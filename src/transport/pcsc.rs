@@ -122,20 +122,24 @@ impl ReaderSource for PcscReaders {
             map_err(e)
         })?;
         let name = CString::new(reader).map_err(|_| TransportError::Other("reader name".into()))?;
-        match ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
-            Ok(card) => {
-                let turns = TurnLock::for_pcsc_reader(reader, self.lock_dir.as_deref());
-                let (presence, may_have_restarted) = turns
-                    .as_ref()
-                    .map(|t| t.join(POWER_OFF_GRACE))
-                    .unwrap_or((None, false));
-                Ok(Some(Box::new(PcscConnection {
-                    card: Some(card),
-                    turns,
-                    _presence: presence,
-                    may_have_restarted,
-                })))
-            }
+        let turns = TurnLock::for_pcsc_reader(reader, self.lock_dir.as_deref());
+        // Before this connection's own turns count as use of the card.
+        let (presence, may_have_restarted) = turns
+            .as_ref()
+            .map(|t| t.join(POWER_OFF_GRACE))
+            .unwrap_or((None, false));
+        // pcscd holds an SCardConnect back while another handle is inside a transaction, and
+        // retries only every 100 ms: in the queue of turns it goes next instead.
+        let turn = turns.as_ref().and_then(|t| t.turn().ok());
+        let connected = ctx.connect(&name, ShareMode::Shared, Protocols::ANY);
+        drop(turn);
+        match connected {
+            Ok(card) => Ok(Some(Box::new(PcscConnection {
+                card: Some(card),
+                turns,
+                _presence: presence,
+                may_have_restarted,
+            }))),
             Err(PcscError::NoSmartcard) | Err(PcscError::RemovedCard) => Ok(None),
             Err(e) => {
                 if matches!(
@@ -252,6 +256,8 @@ impl CardConnection for PcscConnection {
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {
+        // Like SCardConnect, SCardReconnect waits for other handles' transactions.
+        let _turn = self.turns.as_ref().and_then(|t| t.turn().ok());
         let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
         card.reconnect(
             ShareMode::Shared,
