@@ -16,14 +16,13 @@ mod fair_turns;
 #[path = "../tests/helpers/mod.rs"]
 mod helpers;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fair_turns::{Outcome, Round, SlowStackCard, TABLE_HEADER, run_child_if_asked, table_row};
-use helpers::stack::{Proc, Stack, run, sim_binary, sim_control};
+use helpers::stack::{SimModem, Stack};
 
 const PROCESSES: usize = 4;
 
@@ -83,9 +82,9 @@ fn main() {
         let (shared, alone) = shared_and_alone(&Round {
             child_args: &[],
             module,
-            certificate: &modem.dir.join("client.pem"),
+            certificate: &modem.modem.dir.join("client.pem"),
             config: Some(&modem.config),
-            scratch: &modem.dir,
+            scratch: &modem.modem.dir,
             processes: PROCESSES,
             signing_time,
         });
@@ -125,9 +124,8 @@ fn shared_and_alone(round: &Round<'_>) -> (Outcome, Outcome) {
 /// `iotsafe-sim modem --t0` on a pty, 5 ms per APDU and 40 ms per signature, and a module
 /// configuration that uses only it.
 struct SlowModem {
-    dir: PathBuf,
     config: PathBuf,
-    _modem: Proc,
+    modem: SimModem,
 }
 
 impl SlowModem {
@@ -135,44 +133,26 @@ impl SlowModem {
         let dir = std::env::temp_dir().join(format!("iotsafe-fair-turns-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch directory");
-        run(Command::new(sim_binary())
-            .arg("init-profile")
-            .arg(dir.join("profile.toml")))
-        .expect_success();
-        let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-        let modem = Proc::spawn(
-            Command::new(sim_binary())
-                .args(["modem", "--no-persist", "--t0", "--at", "both"])
-                .args(["--latency-apdu", "5ms", "--latency-sig", "40ms", "--link"])
-                .arg(&link)
-                .arg("--profile")
-                .arg(dir.join("profile.toml"))
-                .arg("--control")
-                .arg(&control),
-            None,
+        let modem = SimModem::start(
+            &dir,
+            &[
+                "--t0",
+                "--at",
+                "both",
+                "--latency-apdu",
+                "5ms",
+                "--latency-sig",
+                "40ms",
+            ],
         );
-        wait_for(&[&link, &control]);
-        sim_control(&control, "ping");
-        let config = dir.join("module.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
-                link.display()
-            ),
-        )
-        .expect("write the configuration");
-        SlowModem {
-            dir,
-            config,
-            _modem: modem,
-        }
+        let config = modem.module_config("", "");
+        SlowModem { config, modem }
     }
 }
 
 impl Drop for SlowModem {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.modem.dir);
     }
 }
 
@@ -211,15 +191,4 @@ impl Drop for BusyLoops {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn wait_for(paths: &[&Path]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !paths.iter().all(|p| p.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

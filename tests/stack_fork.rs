@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use helpers::stack::{Proc, Stack, TOOL_TIMEOUT, certificate_key, run, sim_binary, sim_control};
+use helpers::stack::{
+    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, release_module, run, sim_control,
+};
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
 
@@ -23,12 +25,6 @@ const CKR_CRYPTOKI_NOT_INITIALIZED: &str = "0x00000190";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/release/libiotsafe_pkcs11.so"))
 }
 
 #[test]
@@ -49,7 +45,13 @@ fn forked_children_sign(name: &str, modem_flags: &[&str], at_mode: &str) {
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let exe = compile_c_program(&dir, "fork_sign");
 
-    let (_modem, control, config) = start_modem(&dir, modem_flags, at_mode);
+    let mut args = vec!["--latency-apdu", "2ms"];
+    args.extend_from_slice(modem_flags);
+    let modem = SimModem::start(&dir, &args);
+    let (control, config) = (
+        modem.control.clone(),
+        modem.module_config("", &format!("at_mode = \"{at_mode}\"")),
+    );
     let key = certificate_key(&dir.join("client.pem"));
     sim_control(&control, "reset-stats");
     let mut server = Command::new(&exe);
@@ -89,7 +91,7 @@ fn check_forking_server(
     let at_mode = label;
     let finished = Proc::spawn(
         server
-            .arg(module())
+            .arg(release_module())
             .arg(CHILDREN.to_string())
             .arg(SIGNATURES_PER_CHILD.to_string()),
         None,
@@ -162,12 +164,16 @@ fn a_worker_signs_after_its_parent_is_killed_inside_an_operation() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let exe = compile_c_program(&dir, "fork_worker");
-    let (_modem, control, config) = start_modem(&dir, &["--at", "both"], "cgla");
+    let modem = SimModem::start(&dir, &["--latency-apdu", "2ms", "--at", "both"]);
+    let (control, config) = (
+        modem.control.clone(),
+        modem.module_config("", "at_mode = \"cgla\""),
+    );
     let key = certificate_key(&dir.join("client.pem"));
 
     let mut server = Proc::spawn(
         Command::new(&exe)
-            .arg(module())
+            .arg(release_module())
             .arg(&dir)
             .env("IOTSAFE_PKCS11_CONFIG", &config),
         None,
@@ -277,45 +283,6 @@ fn compile_c_program(dir: &Path, name: &str) -> PathBuf {
         .arg("-ldl"))
     .expect_success();
     exe
-}
-
-/// Starts `iotsafe-sim modem` with a fresh card profile in `dir` and writes the module's
-/// configuration for it; returns the simulator, its control socket and the configuration file.
-fn start_modem(dir: &Path, modem_flags: &[&str], at_mode: &str) -> (Proc, PathBuf, PathBuf) {
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args(["modem", "--no-persist", "--latency-apdu", "2ms", "--link"])
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control)
-            .args(modem_flags),
-        None,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let config = dir.join("module.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nat_mode = \"{at_mode}\"\n",
-            link.display()
-        ),
-    )
-    .expect("write the configuration");
-    (modem, control, config)
 }
 
 /// The number after `"key":` in the simulator's one-line JSON `stats` reply.

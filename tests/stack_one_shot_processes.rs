@@ -13,18 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use helpers::stack::{Proc, build_first_signature, run, sim_binary, sim_control};
+use helpers::stack::{Proc, SimModem, build_first_signature, release_module, run, sim_control};
 
 const PROCESSES: usize = 200;
 const KEY_URI: &str = "pkcs11:object=client;type=private";
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
-        })
-}
 
 fn openssl_dir(flag: &str, name: &str) -> PathBuf {
     let out = Command::new("openssl")
@@ -61,7 +53,7 @@ impl Rig {
         let mut c = match kind {
             Kind::CProgram => {
                 let mut c = Command::new(&self.helper);
-                c.arg(module())
+                c.arg(release_module())
                     .arg("client")
                     .arg(self.dir.join("message.txt"))
                     .arg(&out)
@@ -80,7 +72,7 @@ impl Rig {
             Kind::Curl => {
                 let mut c = Command::new("curl");
                 c.env_remove("OPENSSL_CONF")
-                    .env("PKCS11_MODULE_PATH", module())
+                    .env("PKCS11_MODULE_PATH", release_module())
                     .args(["--silent", "--show-error", "--fail", "--resolve"])
                     .arg(format!("localhost:{}:127.0.0.1", self.port))
                     .arg("--cacert")
@@ -153,10 +145,7 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
     let dir = std::env::temp_dir().join(format!("iotsafe-one-shot-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("cache")).expect("scratch directory");
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
+    let modem = SimModem::start(&dir, &["--logical-channels", "3"]);
     run(Command::new("openssl")
         .args(["x509", "-pubkey", "-noout", "-in"])
         .arg(dir.join("client.pem"))
@@ -171,34 +160,8 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
     .expect_success();
     let helper = build_first_signature(&dir);
 
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let _modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args(["modem", "--no-persist", "--logical-channels", "3", "--link"])
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control),
-        None,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let module_conf = dir.join("module.toml");
-    std::fs::write(
-        &module_conf,
-        format!(
-            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
-            link.display()
-        ),
-    )
-    .expect("module configuration");
+    let control = modem.control.clone();
+    let module_conf = modem.module_config("", "");
     let provider_conf = dir.join("provider.cnf");
     std::fs::write(
         &provider_conf,
@@ -208,7 +171,7 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
              [default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = {}\n\
              pkcs11-module-path = {}\npkcs11-module-quirks = no-deinit\nactivate = 1\n",
             openssl_dir("-m", "pkcs11.so").display(),
-            module().display()
+            release_module().display()
         ),
     )
     .expect("provider configuration");

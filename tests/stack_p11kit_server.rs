@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
 use helpers::stack::{
-    Proc, TOOL_TIMEOUT, certificate_key, load_module, run, session_with_client_key, sim_binary,
-    sim_control,
+    Proc, SimModem, TOOL_TIMEOUT, certificate_key, load_module, release_module, run,
+    session_with_client_key, sim_control,
 };
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -27,16 +27,6 @@ const CLIENT_ROLE: &str = "IOTSAFE_P11KIT_CLIENT_ROLE";
 const TEST_NAME: &str = "two_clients_at_once_and_one_shot_connections_through_p11_kit_server";
 const SIGNATURES_TOGETHER: usize = 10;
 const ONE_SHOT_CONNECTIONS: usize = 10;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/release/libiotsafe_pkcs11.so"))
-}
 
 #[test]
 #[ignore = "needs the release build of the module and simulator, p11-kit and p11-kit-modules"]
@@ -51,7 +41,11 @@ fn two_clients_at_once_and_one_shot_connections_through_p11_kit_server() {
     let dir = std::env::temp_dir().join(format!("iotsafe-p11kit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let (_modem, control, config) = start_modem(&dir);
+    let modem = SimModem::start(&dir, &["--latency-apdu", "2ms", "--at", "both"]);
+    let (control, config) = (
+        modem.control.clone(),
+        modem.module_config("", "at_mode = \"cgla\""),
+    );
     let key = certificate_key(&dir.join("client.pem"));
 
     // The server puts its socket under $XDG_RUNTIME_DIR/p11-kit (a private directory).
@@ -65,7 +59,7 @@ fn two_clients_at_once_and_one_shot_connections_through_p11_kit_server() {
     let mut server = Proc::spawn(
         Command::new("p11-kit")
             .args(["server", "-f", "--provider"])
-            .arg(module())
+            .arg(release_module())
             .arg("pkcs11:")
             .env("XDG_RUNTIME_DIR", &runtime)
             .env("IOTSAFE_PKCS11_CONFIG", &config),
@@ -276,52 +270,6 @@ fn wait_for_connection_processes_to_end(server_pid: u32) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Starts `iotsafe-sim modem` (AT+CGLA) with a fresh card profile in `dir` and writes the
-/// module's configuration for it; returns the simulator, its control socket and the file.
-fn start_modem(dir: &Path) -> (Proc, PathBuf, PathBuf) {
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args([
-                "modem",
-                "--no-persist",
-                "--latency-apdu",
-                "2ms",
-                "--at",
-                "both",
-            ])
-            .arg("--link")
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control),
-        None,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let config = dir.join("module.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nat_mode = \"cgla\"\n",
-            link.display()
-        ),
-    )
-    .expect("write the configuration");
-    (modem, control, config)
 }
 
 /// The number after `"key":` in the simulator's one-line JSON `stats` reply.

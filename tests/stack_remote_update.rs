@@ -8,25 +8,18 @@
 mod helpers;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use helpers::stack::{Proc, load_module, run, session_with_client_key, sim_binary, sim_control};
+use helpers::stack::{
+    Proc, SimModem, load_module, release_module, run, session_with_client_key, sim_control,
+};
 use sha2::{Digest, Sha256};
 
 const ROLE: &str = "IOTSAFE_REMOTE_UPDATE_ROLE";
 const TEST: &str = "a_remote_update_one_process_took_reaches_every_process";
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
-        })
-}
 
 /// SHA-256 of the certificate labelled `client` (file 02) as the token shows it, hex.
 fn certificate_digest(session: &cryptoki::session::Session) -> String {
@@ -49,7 +42,7 @@ fn certificate_digest(session: &cryptoki::session::Session) -> String {
 /// The roles: `idle` prints its view, waits for a line on stdin, then signs and prints its
 /// view again; `sign` signs once; `read` prints its view. No C_Finalize, as one-shot tools.
 fn child(role: &str) {
-    let p11 = load_module(&module());
+    let p11 = load_module(&release_module());
     let (session, key) = session_with_client_key(&p11);
     let sign = || {
         session
@@ -80,38 +73,9 @@ fn a_remote_update_one_process_took_reaches_every_process() {
     let dir = std::env::temp_dir().join(format!("iotsafe-remote-update-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let _modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args(["modem", "--no-persist", "--link"])
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control),
-        None,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let config = dir.join("module.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
-            link.display()
-        ),
-    )
-    .expect("configuration");
+    let modem = SimModem::start(&dir, &[]);
+    let control = modem.control.clone();
+    let config = modem.module_config("", "");
     let process = |role: &str| {
         let mut c = Command::new(std::env::current_exe().expect("test binary"));
         c.args(["--exact", TEST, "--ignored", "--nocapture"])

@@ -6,13 +6,14 @@
 
 mod helpers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
 use helpers::stack::{
-    Proc, certificate_key, load_module, run, session_with_client_key, sim_binary, sim_control,
+    Proc, SimModem, certificate_key, load_module, release_module, session_with_client_key,
+    sim_control,
 };
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
@@ -20,14 +21,6 @@ use p256::ecdsa::signature::Verifier;
 const CHILD: &str = "IOTSAFE_SHARED_MODEM_CHILD";
 const PROCESSES: usize = 4;
 const SIGNING_TIME: Duration = Duration::from_secs(10);
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
-        })
-}
 
 #[test]
 #[ignore = "needs the release build of the module (scripts/test.sh builds it)"]
@@ -51,39 +44,13 @@ fn shared_modem(name: &str, modem_flags: &[&str], at_mode: &str) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let _modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args(["modem", "--no-persist", "--latency-apdu", "2ms", "--link"])
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control)
-            .args(modem_flags),
-        None,
+    let mut args = vec!["--latency-apdu", "2ms"];
+    args.extend_from_slice(modem_flags);
+    let modem = SimModem::start(&dir, &args);
+    let (control, config) = (
+        modem.control.clone(),
+        modem.module_config("", &format!("at_mode = \"{at_mode}\"")),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let config = dir.join("module.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\nat_mode = \"{at_mode}\"\n",
-            link.display()
-        ),
-    )
-    .expect("write the configuration");
     sim_control(&control, "reset-stats");
     let test = format!(
         "four_processes_share_one_modem_slot_over_{}",
@@ -137,7 +104,7 @@ fn name_of(at_mode: &str) -> &'static str {
 /// card's certificate; never calls C_Finalize (a one-shot process often does not).
 fn sign_until_time_is_up(config: &Path) {
     let key = certificate_key(&config.with_file_name("client.pem"));
-    let p11 = load_module(&module());
+    let p11 = load_module(&release_module());
     let (session, private) = session_with_client_key(&p11);
     let start = Instant::now();
     let mut signed = 0usize;

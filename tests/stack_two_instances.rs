@@ -8,21 +8,14 @@ mod helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use helpers::stack::{Proc, Stack, TOOL_TIMEOUT, certificate_key, run, sim_binary, sim_control};
+use helpers::stack::{
+    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, release_module, run, sim_control,
+};
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
 
 const SIGNATURES: usize = 40;
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
-        })
-}
 
 /// The C program and two copies of the module in `dir`.
 fn prepare(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -45,7 +38,7 @@ fn prepare(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     .expect_success();
     let (first, second) = (dir.join("first.so"), dir.join("second.so"));
     for copy in [&first, &second] {
-        std::fs::copy(module(), copy).expect("copy the module");
+        std::fs::copy(release_module(), copy).expect("copy the module");
     }
     (exe, first, second)
 }
@@ -93,40 +86,15 @@ fn two_instances_in_one_process_share_a_modem_slot() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let (exe, first, second) = prepare(&dir);
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let _modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args(["modem", "--no-persist", "--latency-apdu", "1ms", "--link"])
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control),
-        None,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let config = dir.join("module.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "lock_dir = \"{dir}\"\ncache_dir = \"{dir}/cache\"\n[pcsc]\nenabled = false\n\
-             [[modem]]\ndevice = \"{}\"\n",
-            link.display(),
+    let modem = SimModem::start(&dir, &["--latency-apdu", "1ms"]);
+    let control = modem.control.clone();
+    let config = modem.module_config(
+        &format!(
+            "lock_dir = \"{dir}\"\ncache_dir = \"{dir}/cache\"",
             dir = dir.display()
         ),
-    )
-    .expect("configuration");
+        "",
+    );
     sim_control(&control, "reset-stats");
     check_two_instances(
         "modem",

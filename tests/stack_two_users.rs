@@ -8,13 +8,14 @@
 mod helpers;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
 use helpers::stack::{
-    Proc, certificate_key, load_module, run, session_with_client_key, sim_binary, sim_control,
+    Proc, SimModem, certificate_key, load_module, release_module, session_with_client_key,
+    sim_control,
 };
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
@@ -23,14 +24,6 @@ const CHILD: &str = "IOTSAFE_TWO_USERS_CHILD";
 const SIGNING_TIME: Duration = Duration::from_secs(5);
 const NOBODY: u32 = 65534;
 const DIALOUT: u32 = 20;
-
-fn module() -> PathBuf {
-    std::env::var_os("IOTSAFE_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
-        })
-}
 
 #[test]
 #[ignore = "needs root and the release build of the module (scripts/test.sh builds it)"]
@@ -46,29 +39,8 @@ fn root_and_nobody_share_a_modem_port_through_its_group() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    run(Command::new(sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
-    let _modem = Proc::spawn(
-        Command::new(sim_binary())
-            .args(["modem", "--no-persist", "--latency-apdu", "1ms", "--link"])
-            .arg(&link)
-            .arg("--profile")
-            .arg(dir.join("profile.toml"))
-            .arg("--control")
-            .arg(&control),
-        None,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(link.exists() && control.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulated modem did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let modem = SimModem::start(&dir, &["--latency-apdu", "1ms"]);
+    let (link, control) = (modem.link.clone(), modem.control.clone());
     // The port as udev hands a modem out: group dialout, 0660.
     let device = std::fs::canonicalize(&link).expect("the pty behind the link");
     std::os::unix::fs::chown(&device, Some(0), Some(DIALOUT)).expect("chgrp the pty");
@@ -78,16 +50,7 @@ fn root_and_nobody_share_a_modem_port_through_its_group() {
     let lock_dir = dir.join("lock");
     std::fs::create_dir_all(&lock_dir).expect("lock directory");
     std::fs::set_permissions(&lock_dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-    let config = dir.join("module.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "lock_dir = \"{}\"\n[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
-            lock_dir.display(),
-            link.display()
-        ),
-    )
-    .expect("write the configuration");
+    let config = modem.module_config(&format!("lock_dir = \"{}\"", lock_dir.display()), "");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let nobody_home = dir.join("nobody");
     std::fs::create_dir_all(&nobody_home).expect("nobody's home");
@@ -161,7 +124,7 @@ fn root_and_nobody_share_a_modem_port_through_its_group() {
 /// card's certificate.
 fn sign_until_time_is_up(config: &Path) {
     let key = certificate_key(&config.with_file_name("client.pem"));
-    let p11 = load_module(&module());
+    let p11 = load_module(&release_module());
     let (session, private) = session_with_client_key(&p11);
     let start = Instant::now();
     let mut signed = 0usize;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use log::{debug, info};
 
-use super::card_read::{CardContents, read_card};
+use super::card_read::{CardContents, read_card, read_card_on_probation};
 use super::channel::AppletChannel;
 use super::channel_note::{ChannelNote, ContentVersion};
 use super::content_cache::{CachedCard, ContentCache};
@@ -117,7 +117,7 @@ fn first_contact_without_note(
     };
     turn.set_route(route)?;
     let mut ch = AppletChannel::new(turn, route.cla_channel(), settings.style);
-    let (contents, writable) = read_all(&mut ch, settings, reader)?;
+    let (contents, writable) = read_all(&mut ch, settings, reader, false)?;
     Ok(Some((
         Found {
             route,
@@ -220,7 +220,7 @@ fn on_recorded_channel(
         return Ok(None);
     }
     let mut ch = AppletChannel::new(turn, route.cla_channel(), settings.style);
-    match identify(&mut ch, route, aid, cached, settings, reader) {
+    match identify_on(&mut ch, route, aid, cached, settings, reader, true) {
         Ok(found) => Ok(Some(found)),
         Err(e) if e.card_gone() => Err(e),
         Err(e) => {
@@ -272,6 +272,20 @@ fn identify(
     settings: &AppletSettings,
     reader: &str,
 ) -> Result<Probed> {
+    identify_on(ch, route, aid, cached, settings, reader, false)
+}
+
+/// [`identify`]; `probation`: the channel is one the note recorded, which may not be ours any
+/// more, so its first refusal ends the read quietly.
+fn identify_on(
+    ch: &mut AppletChannel<'_>,
+    route: ChannelRoute,
+    aid: &[u8],
+    cached: Option<&CachedCard>,
+    settings: &AppletSettings,
+    reader: &str,
+    probation: bool,
+) -> Result<Probed> {
     let changes_before = ch.content_changes;
     if let Some(cached) = cached
         && let Some((key, point)) = cached.identity_key()
@@ -296,7 +310,7 @@ fn identify(
         }
         debug!("{reader}: not the cached card (or its content changed); reading it");
     }
-    let (contents, writable) = read_all(ch, settings, reader)?;
+    let (contents, writable) = read_all(ch, settings, reader, probation)?;
     Ok(Probed {
         found: Found {
             route,
@@ -314,8 +328,13 @@ fn read_all(
     ch: &mut AppletChannel<'_>,
     settings: &AppletSettings,
     reader: &str,
+    probation: bool,
 ) -> Result<(CardContents, bool)> {
-    let contents = read_card(ch, reader)?;
+    let contents = if probation {
+        read_card_on_probation(ch, reader)?
+    } else {
+        read_card(ch, reader)?
+    };
     let writable = match settings.provisioning {
         Provisioning::On => true,
         Provisioning::Off => false,

@@ -34,6 +34,27 @@ pub fn read_card(ch: &mut AppletChannel<'_>, reader: &str) -> Result<CardContent
         warn!("{reader}: GET DATA (application) failed: {e}");
         AppInfo::default()
     });
+    read_objects(ch, app_info, changes_before, reader)
+}
+
+/// [`read_card`] on a channel that may not be ours (one another process recorded): a failed
+/// GET DATA (application) is the channel's answer, not a card quirk to log and pass over.
+pub(super) fn read_card_on_probation(
+    ch: &mut AppletChannel<'_>,
+    reader: &str,
+) -> Result<CardContents> {
+    let changes_before = ch.content_changes;
+    let app_info = ch.application_info()?;
+    read_objects(ch, app_info, changes_before, reader)
+}
+
+/// The object list and the content of every active public key and file.
+fn read_objects(
+    ch: &mut AppletChannel<'_>,
+    app_info: AppInfo,
+    changes_before: u32,
+    reader: &str,
+) -> Result<CardContents> {
     let list = ch.object_list()?;
     let mut objects = Vec::with_capacity(list.len());
     for info in list {

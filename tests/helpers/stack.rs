@@ -668,3 +668,84 @@ pub fn build_first_signature(dir: &Path) -> PathBuf {
     .expect_success();
     binary
 }
+
+/// The release build of the module (`IOTSAFE_MODULE`, default
+/// `target/release/libiotsafe_pkcs11.so`).
+pub fn release_module() -> PathBuf {
+    std::env::var_os("IOTSAFE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libiotsafe_pkcs11.so")
+        })
+}
+
+/// A simulated modem of one test's own: a fresh card profile (and its PEM files) in `dir`,
+/// `iotsafe-sim modem --no-persist` on a pseudo-terminal linked at `dir/modem`, its control
+/// socket at `dir/modem.sock`. Stopped when dropped.
+pub struct SimModem {
+    pub dir: PathBuf,
+    pub link: PathBuf,
+    pub control: PathBuf,
+    _process: Proc,
+}
+
+impl SimModem {
+    /// Starts the modem with `args` added to its command line (dialect, latency, …).
+    pub fn start(dir: &Path, args: &[&str]) -> SimModem {
+        run(Command::new(sim_binary())
+            .arg("init-profile")
+            .arg(dir.join("profile.toml")))
+        .expect_success();
+        let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
+        let process = Proc::spawn(
+            Command::new(sim_binary())
+                .args(["modem", "--no-persist", "--link"])
+                .arg(&link)
+                .arg("--profile")
+                .arg(dir.join("profile.toml"))
+                .arg("--control")
+                .arg(&control)
+                .args(args),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(link.exists() && control.exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "the simulated modem did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SimModem {
+            dir: dir.to_path_buf(),
+            link,
+            control,
+            _process: process,
+        }
+    }
+
+    /// Writes `dir/module.toml`: `top` (top-level keys), PC/SC off, this modem with `modem`
+    /// (its keys, e.g. `at_mode = "cgla"`); returns the file.
+    pub fn module_config(&self, top: &str, modem: &str) -> PathBuf {
+        let config = self.dir.join("module.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{top}\n[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n{modem}\n",
+                self.link.display()
+            ),
+        )
+        .expect("write the module's configuration");
+        config
+    }
+
+    /// A command on the control socket; its one-line JSON reply.
+    pub fn control(&self, command: &str) -> String {
+        sim_control(&self.control, command)
+    }
+
+    /// The card's (and the modem's) counters.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.control("stats")).expect("stats JSON")
+    }
+}
