@@ -1078,3 +1078,35 @@ fn general_purpose_files_are_data_objects_read_in_chunks() {
         assert_eq!(size, 700);
     }
 }
+
+#[test]
+fn a_card_with_no_free_channel_is_a_device_error_until_one_is_free() {
+    let mut profile = iotsafe_sim::default_profile();
+    profile.max_channels = 1;
+    let h = Harness::with_cards(vec![iotsafe_sim::SharedCard::from_profile(
+        profile,
+        CardOptions::default(),
+    )]);
+    // Another application holds the card's only logical channel.
+    let other = h.card().transmit(&[0x00, 0x70, 0x00, 0x00, 0x01]);
+    assert_eq!(other, vec![0x01, 0x90, 0x00]);
+    assert_eq!(unsafe { C_Initialize(std::ptr::null_mut()) }, CKR_OK);
+    let mut s: CK_SESSION_HANDLE = 0;
+    let rv = unsafe { C_OpenSession(0, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut s) };
+    assert_eq!(rv, CKR_DEVICE_ERROR, "no channel left: 0x{rv:x}");
+    assert_eq!(
+        h.card().open_channels(),
+        vec![0, 1],
+        "the other application's channel is left alone"
+    );
+    // It closes its channel: the next call finds the token.
+    let closed = h.card().transmit(&[0x00, 0x70, 0x80, 0x01]);
+    assert_eq!(closed, vec![0x90, 0x00]);
+    let s = open_session(0);
+    let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"a channel again").unwrap();
+    assert!(p256_verify(
+        &profile_client_point(h.card()),
+        &Sha256::digest(b"a channel again"),
+        &sig
+    ));
+}

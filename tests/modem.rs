@@ -595,3 +595,31 @@ fn a_corrupt_truncated_or_foreign_cache_file_is_ignored() {
         "rewritten as this user's"
     );
 }
+
+#[test]
+fn a_sim_with_no_free_channel_is_a_device_error_until_one_is_free() {
+    let mut profile = iotsafe_sim::default_profile();
+    profile.max_channels = 1;
+    let rig = rig_with_profile(
+        profile,
+        CardOptions::default(),
+        ModemOptions::default(),
+        "at_mode = \"cgla\"",
+    );
+    unsafe { C_Finalize(NULL) };
+    // Another application (an eSIM LPA, the modem's toolkit) holds the SIM's only channel.
+    let card = rig.modem.card();
+    assert_eq!(
+        card.transmit(&[0x00, 0x70, 0x00, 0x00, 0x01]),
+        vec![0x01, 0x90, 0x00]
+    );
+    initialize_with_config(&rig.config);
+    assert_eq!(sign_and_check(&rig, b"no channel"), Err(CKR_DEVICE_ERROR));
+    assert_eq!(
+        card.open_channels(),
+        vec![0, 1],
+        "the other channel is left alone"
+    );
+    assert_eq!(card.transmit(&[0x00, 0x70, 0x80, 0x01]), vec![0x90, 0x00]);
+    sign_and_check(&rig, b"a channel again").unwrap();
+}
