@@ -127,18 +127,29 @@ impl ModemConnection {
     /// Opens the port (shared with other processes) and sets the modem up on a turn of its
     /// own.
     pub fn open(config: &ModemSettings) -> Result<ModemConnection, TransportError> {
-        let mut port = AtPort::open(config)?;
-        let lock = TurnLock::for_tty(&config.device, config.lock_dir.as_deref()).map_err(|e| {
-            warn!(
-                "modem {}: cannot open the port for locking: {e}",
-                config.device
-            );
-            TransportError::NoCard
-        })?;
-        {
+        let lock = match TurnLock::for_tty(&config.device, config.lock_dir.as_deref()) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                debug!("modem {}: not present ({e})", config.device);
+                return Err(TransportError::NoCard);
+            }
+            Err(e) => {
+                warn!(
+                    "modem {}: cannot open the port for locking: {e}",
+                    config.device
+                );
+                return Err(TransportError::NoCard);
+            }
+        };
+        // Opened on a turn: opening sets the port's line settings and reads them back, and
+        // another process (or module instance) opening it at the same moment would make that
+        // check fail.
+        let port = {
             let _turn = lock.turn().map_err(lock_failed)?;
+            let mut port = AtPort::open(config)?;
             port.set_up()?;
-        }
+            port
+        };
         Ok(ModemConnection {
             port,
             lock,
