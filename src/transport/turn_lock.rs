@@ -49,6 +49,8 @@ pub(crate) struct TurnLock {
 /// writes the endpoint's note, kept in the `.lock` file.
 pub(crate) struct HeldTurn {
     file: File,
+    /// The turn used the card (for `TurnLock::join`: when it was last used).
+    marks_use: bool,
 }
 
 impl TurnLock {
@@ -120,12 +122,26 @@ impl TurnLock {
     /// Waits for the endpoint (other processes' operations end, or their processes die): first
     /// for the head of the queue, then for the turn.
     pub(crate) fn turn(&self) -> io::Result<HeldTurn> {
+        self.take_turn(true)
+    }
+
+    /// A turn that sends nothing to the card (connecting to it): it does not count as use, so
+    /// a connection that powered a card up leaves the next process's guess about its channels
+    /// alone.
+    pub(crate) fn turn_without_use(&self) -> io::Result<HeldTurn> {
+        self.take_turn(false)
+    }
+
+    fn take_turn(&self, marks_use: bool) -> io::Result<HeldTurn> {
         let queue = self.open(&self.queue_path)?;
         lock_waiting(&queue)?;
         let turn = self.open(&self.turn_path)?;
         lock_waiting(&turn)?;
         drop(queue);
-        Ok(HeldTurn { file: turn })
+        Ok(HeldTurn {
+            file: turn,
+            marks_use,
+        })
     }
 
     /// Registers a connection as a user of the endpoint for as long as the returned presence
@@ -205,7 +221,9 @@ impl Drop for HeldTurn {
                 tv_nsec: UTIME_NOW,
             },
         };
-        let _ = futimens(&self.file, &now);
+        if self.marks_use {
+            let _ = futimens(&self.file, &now);
+        }
         let _ = self.file.unlock();
     }
 }
