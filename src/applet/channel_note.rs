@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::transport::ChannelRoute;
+use crate::transport::{ChannelRoute, Turn};
 
 const HEADER: &str = "iotsafe-pkcs11 channel note 1";
 
@@ -47,6 +47,12 @@ impl ChannelNote {
             route: None,
             aid: Vec::new(),
         }
+    }
+
+    /// The endpoint's note as this turn finds it: `None` when the transport keeps no notes,
+    /// `Some(None)` when there is none yet (or it does not parse).
+    pub(super) fn read_from(turn: &mut dyn Turn) -> Option<Option<ChannelNote>> {
+        turn.read_note().map(|bytes| ChannelNote::decode(&bytes))
     }
 
     pub(super) fn version(&self) -> ContentVersion {

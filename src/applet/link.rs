@@ -71,7 +71,7 @@ impl Link {
         let conn = self.conn.as_mut().ok_or(AppletError::NotConnected)?;
         let mut turn = conn.transaction(route)?;
         let note = match &self.note {
-            Some(_) => turn.read_note().map(|bytes| ChannelNote::decode(&bytes)),
+            Some(_) => ChannelNote::read_from(turn.as_mut()),
             None => None,
         };
         let mut ch = AppletChannel::new(turn.as_mut(), route.cla_channel(), style);
@@ -127,7 +127,7 @@ impl Link {
         let conn = self.conn.as_mut().ok_or(AppletError::NotConnected)?;
         conn.reconnect()?;
         let mut turn = conn.transaction(ChannelRoute::Cla(0))?;
-        let note = turn.read_note().map(|bytes| ChannelNote::decode(&bytes));
+        let note = ChannelNote::read_from(turn.as_mut());
         if self.logical_channel
             && let Some(Some(recorded)) = &note
             && let Some(route) = recorded.route
@@ -165,9 +165,8 @@ impl Link {
         };
         if !card_gone && route != ChannelRoute::Cla(0) {
             let closed = conn.transaction(ChannelRoute::Cla(0)).and_then(|mut turn| {
-                let shared = turn
-                    .read_note()
-                    .and_then(|bytes| ChannelNote::decode(&bytes))
+                let shared = ChannelNote::read_from(turn.as_mut())
+                    .flatten()
                     .is_some_and(|n| n.route == Some(route));
                 if shared {
                     debug!("{reader}: leaving the shared channel {route:?} open");
