@@ -54,8 +54,9 @@ done
 for tool in cc openssl pkcs11-tool curl socat jq; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh)"
 done
-provider=$(openssl version -m | sed -nE 's/^MODULESDIR: "(.*)"$/\1/p')/pkcs11.so
-[ -f "$provider" ] || die "pkcs11-provider not found at $provider"
+# shellcheck source=scripts/lib/openssl.sh
+. scripts/lib/openssl.sh
+[ -n "$(provider_module)" ] || die "pkcs11-provider not found (scripts/install-deps.sh installs it)"
 engine=$(openssl version -e | sed -nE 's/^ENGINESDIR: "(.*)"$/\1/p')/pkcs11.so
 [ -f "$engine" ] || die "the libp11 engine not found at $engine"
 
@@ -80,33 +81,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$scratch/provider.cnf" <<CONF
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-default = default_sect
-pkcs11 = pkcs11_sect
-[default_sect]
-activate = 1
-[pkcs11_sect]
-module = $provider
-pkcs11-module-path = $module
-activate = 1
-CONF
+write_provider_conf "$scratch/provider.cnf" "$module"
 
 # One `openssl s_server` for every TLS run: TLS 1.3, client certificate required and verified.
-server_log=$scratch/s_server.log
-openssl s_server -accept 127.0.0.1:0 -www -cert "$card/server.pem" -key "$card/server-key.pem" \
-  -CAfile "$card/ca.pem" -Verify 1 -verify_return_error >"$server_log" 2>&1 </dev/null &
-server_pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's/^ACCEPT .*:\([0-9]*\)$/\1/p' "$server_log" | head -n 1)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || die "openssl s_server did not start: $(cat "$server_log")"
+start_s_server "$scratch/s_server.log" -www -cert "$card/server.pem" -key "$card/server-key.pem" \
+  -CAfile "$card/ca.pem" -Verify 1 -verify_return_error || die "openssl s_server did not start"
+port=$server_port
 
 # --- simulators ------------------------------------------------------------------------------
 

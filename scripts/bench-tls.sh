@@ -20,7 +20,8 @@ out=$PWD/target/bench
 mkdir -p "$out"
 module=$PWD/target/release/libiotsafe_pkcs11.so
 cards=$out/tls-card
-provider=/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so
+# shellcheck source=scripts/lib/openssl.sh
+. scripts/lib/openssl.sh
 
 cc -O2 -Wall -o "$out/tls_handshakes" benches/tls_handshakes.c -lssl -lcrypto
 # Certificates for the server and the client (the same default card keys on every machine).
@@ -38,18 +39,12 @@ rows=()
 measure() { # path-name, control-socket, card-dir, module-config, openssl-conf
   local name=$1 control=$2 card=$3 config=$4 conf=$5
   ctl() { printf '%s\n' "$1" | socat -t 30 - "UNIX-CONNECT:$control"; }
-  local log=$out/tls-server-${control##*/}.log port= server
-  openssl s_server -accept 127.0.0.1:0 -naccept $((count + 1)) -www -tls1_3 \
+  local port server
+  start_s_server "$out/tls-server-${control##*/}.log" -naccept $((count + 1)) -www -tls1_3 \
     -cert "$card/server.pem" -key "$card/server-key.pem" -CAfile "$card/ca.pem" \
-    -Verify 1 -verify_return_error >"$log" 2>&1 &
-  server=$!
+    -Verify 1 -verify_return_error || { echo "bench-tls ($name): s_server did not start" >&2; exit 1; }
+  server=$server_pid port=$server_port
   pids+=("$server")
-  for _ in $(seq 100); do
-    port=$(sed -n 's/^ACCEPT .*:\([0-9]*\)$/\1/p' "$log" | head -n 1)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "bench-tls: s_server did not start:" >&2; cat "$log" >&2; exit 1; }
   ctl "set-latency apdu=$apdu_ms signature=$sig_ms" >/dev/null
   ctl "reset-stats" >/dev/null
   local result stats rate fraction signatures
@@ -65,23 +60,6 @@ measure() { # path-name, control-socket, card-dir, module-config, openssl-conf
   rows+=("| $name | $count | $rate | $fraction | ${signatures:-?} |")
 }
 
-provider_conf() { # file, module config
-  cat >"$1" <<CONF
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-default = default_sect
-pkcs11 = pkcs11_sect
-[default_sect]
-activate = 1
-[pkcs11_sect]
-module = $provider
-pkcs11-module-path = $module
-activate = 1
-CONF
-}
-
 for path in "${paths[@]}"; do
   case "$path" in
     modem)
@@ -91,7 +69,7 @@ for path in "${paths[@]}"; do
       pids+=("$!")
       for _ in $(seq 50); do [ -S "$out/tls-modem.sock" ] && [ -e "$link" ] && break; sleep 0.1; done
       printf '[pcsc]\nenabled = false\n[[modem]]\ndevice = "%s"\n' "$link" >"$out/tls-modem.toml"
-      provider_conf "$out/tls-modem-provider.cnf"
+      write_provider_conf "$out/tls-modem-provider.cnf" "$module"
       measure "modem (AT+CGLA on a pty)" "$out/tls-modem.sock" "$cards" "$out/tls-modem.toml" \
         "$out/tls-modem-provider.cnf"
       ;;

@@ -62,23 +62,16 @@ run openssl dgst -sha256 -verify "$work/card-pub.pem" -signature "$work/message.
 
 # start_server LOG ARGS...: openssl s_server on 127.0.0.1, a free port chosen by the kernel;
 # sets server_pid and server_port. The server uses OpenSSL's defaults (no PKCS#11).
+# shellcheck source=scripts/lib/openssl.sh
+. scripts/lib/openssl.sh
 start_server() {
-  local log=$1 i
+  local log=$1
   shift
-  OPENSSL_CONF=/dev/null openssl s_server -accept 127.0.0.1:0 -naccept 1 \
-    -cert "$card/server.pem" -key "$card/server-key.pem" -CAfile "$card/ca.pem" \
-    -Verify 1 -verify_return_error "$@" < /dev/null > "$log" 2> "$log.err" &
-  server_pid=$!
-  server_port=
-  for ((i = 0; i < 300; i++)); do
-    server_port=$(sed -nE 's/^ACCEPT .*:([0-9]+)$/\1/p' "$log")
-    [ -n "$server_port" ] && return 0
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$log" "$log.err" >&2
-  echo "demo: openssl s_server did not start" >&2
-  return 1
+  start_s_server "$log" -naccept 1 -cert "$card/server.pem" -key "$card/server-key.pem" \
+    -CAfile "$card/ca.pem" -Verify 1 -verify_return_error "$@" || {
+    echo "demo: openssl s_server did not start" >&2
+    return 1
+  }
 }
 
 # finish_server: wait for the one-connection server to exit and show what it verified.

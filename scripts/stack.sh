@@ -124,39 +124,9 @@ show_logs() {
 
 # --- files -----------------------------------------------------------------------------------
 
-# The OpenSSL 3 provider directory, from OpenSSL itself (then the Debian package's file list).
-provider_module() {
-  local dir
-  dir=$(openssl version -m 2>/dev/null | sed -nE 's/^MODULESDIR: "(.*)"$/\1/p')
-  if [ -n "$dir" ] && [ -f "$dir/pkcs11.so" ]; then echo "$dir/pkcs11.so"; return; fi
-  dpkg -L pkcs11-provider 2>/dev/null | grep -E '/ossl-modules/pkcs11\.so$' | head -n 1
-}
-
-write_provider_conf() {
-  local prov
-  prov=$(provider_module)
-  [ -n "$prov" ] || say "warning: pkcs11-provider not found (scripts/install-deps.sh installs it)"
-  cat > "$provider_conf" <<EOF
-# OpenSSL 3 configuration that loads pkcs11-provider with the IoT SAFE module only.
-# Use: OPENSSL_CONF=$provider_conf openssl ... -key 'pkcs11:object=client;type=private'
-openssl_conf = openssl_init
-
-[openssl_init]
-providers = provider_sect
-
-[provider_sect]
-default = default_sect
-pkcs11 = pkcs11_sect
-
-[default_sect]
-activate = 1
-
-[pkcs11_sect]
-module = ${prov:-/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so}
-pkcs11-module-path = $module
-activate = 1
-EOF
-}
+# provider_module, write_provider_conf FILE MODULE: the one OpenSSL configuration all scripts use.
+# shellcheck source=scripts/lib/openssl.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/openssl.sh"
 
 write_env() {
   cat > "$env_file" <<EOF
@@ -191,7 +161,7 @@ start() {
   pcscd_pid=$(ours pcscd)
   sim_pid=$(ours iotsafe-sim)
   if [ -n "$pcscd_pid" ] && [ -n "$sim_pid" ] && card_present; then
-    write_provider_conf
+    write_provider_conf "$provider_conf" "$module"
     write_env
     say "already running (pcscd pid $pcscd_pid, iotsafe-sim pid $sim_pid); env: $env_file"
     return 0
@@ -271,7 +241,7 @@ EOF
     die "no card in reader '$reader_name' (or no control socket $control) within ${wait_seconds} s"
   fi
 
-  write_provider_conf
+  write_provider_conf "$provider_conf" "$module"
   write_env
   say "up: pcscd pid $pcscd_pid, iotsafe-sim pid $sim_pid"
   readers_output | sed 's/^/stack:   /'
