@@ -1,6 +1,7 @@
 //! The line side of a modem port: commands, their answers, echo, URCs, deadlines.
 
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use log::{debug, trace, warn};
@@ -14,6 +15,32 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Attempts to open a port that another program holds exclusively for a moment.
 const OPEN_ATTEMPTS: u32 = 20;
+
+/// Why a port did not open. serialport reports a busy port (EBUSY) and a missing one alike
+/// (`NoDevice`), so a plain open of the path tells them apart.
+enum OpenFailure {
+    HeldExclusively,
+    Absent,
+    Other(std::io::Error),
+}
+
+fn why_it_did_not_open(device: &str, e: &serialport::Error) -> OpenFailure {
+    if let serialport::ErrorKind::Io(ErrorKind::NotFound) = e.kind() {
+        return OpenFailure::Absent;
+    }
+    let plain = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(device);
+    match plain.map_err(|e| (e.raw_os_error(), e)) {
+        Err((Some(libc::EBUSY), _)) => OpenFailure::HeldExclusively,
+        Err((Some(libc::ENOENT | libc::ENXIO | libc::ENODEV), _)) => OpenFailure::Absent,
+        Err((_, cause)) => OpenFailure::Other(cause),
+        // Opens now: whatever serialport met (its settings) is the cause.
+        Ok(_) => OpenFailure::Other(std::io::Error::other(e.to_string())),
+    }
+}
 
 /// The line side of a modem port.
 pub(super) struct AtPort {
@@ -36,37 +63,40 @@ impl AtPort {
     pub(super) fn open(config: &ModemSettings) -> Result<AtPort, TransportError> {
         let mut attempt = 0;
         let port = loop {
-            let opened = serialport::new(config.device.as_str(), config.baud)
+            let e = match serialport::new(config.device.as_str(), config.baud)
                 .timeout(POLL)
                 .exclusive(false)
-                .open_native();
-            match opened {
-                Err(e)
-                    if e.kind() == serialport::ErrorKind::Io(ErrorKind::ResourceBusy)
-                        && attempt < OPEN_ATTEMPTS =>
-                {
+                .open_native()
+            {
+                Ok(port) => break port,
+                Err(e) => e,
+            };
+            match why_it_did_not_open(&config.device, &e) {
+                OpenFailure::HeldExclusively if attempt < OPEN_ATTEMPTS => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                other => break other,
-            }
-        }
-        .map_err(|e| {
-            match e.kind() {
-                serialport::ErrorKind::NoDevice => {
-                    debug!("modem {}: not present ({e})", config.device)
+                OpenFailure::HeldExclusively => {
+                    warn!(
+                        "modem {}: another program holds the port exclusively (TIOCEXCL: \
+                         ModemManager, a terminal program?); slot without token until it lets go",
+                        config.device
+                    );
+                    return Err(TransportError::NoCard);
                 }
-                serialport::ErrorKind::Io(ErrorKind::NotFound) => {
-                    debug!("modem {}: not present ({e})", config.device)
+                OpenFailure::Absent => {
+                    debug!("modem {}: not present ({e})", config.device);
+                    return Err(TransportError::NoCard);
                 }
-                _ => warn!(
-                    "modem {}: cannot open the port ({e}); is another program (ModemManager, a \
-                         second process) holding it?",
-                    config.device
-                ),
+                OpenFailure::Other(cause) => {
+                    warn!(
+                        "modem {}: cannot open the port ({cause}); slot without token",
+                        config.device
+                    );
+                    return Err(TransportError::NoCard);
+                }
             }
-            TransportError::NoCard
-        })?;
+        };
         Ok(AtPort {
             port,
             name: config.device.clone(),
