@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use helpers::stack::{
-    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, release_module, run, sim_control,
+    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, release_module, run, sim_control, stat,
 };
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
@@ -283,20 +283,4 @@ fn compile_c_program(dir: &Path, name: &str) -> PathBuf {
         .arg("-ldl"))
     .expect_success();
     exe
-}
-
-/// The number after `"key":` in the simulator's one-line JSON `stats` reply.
-fn stat(line: &str, key: &str) -> u64 {
-    let quoted = format!("\"{key}\":");
-    let at = line
-        .find(&quoted)
-        .unwrap_or_else(|| panic!("no {key} in {line}"));
-    let digits: String = line[at + quoted.len()..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|e| panic!("{key} in {line}: {e}"))
 }

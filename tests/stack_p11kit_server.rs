@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use cryptoki::mechanism::Mechanism;
 use helpers::stack::{
     Proc, SimModem, TOOL_TIMEOUT, certificate_key, load_module, release_module, run,
-    session_with_client_key, sim_control,
+    session_with_client_key, sim_control, stat,
 };
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -157,8 +157,8 @@ fn two_clients_at_once_and_one_shot_connections_through_p11_kit_server() {
         "one-shot connections: APDUs each {apdus:?}; logical channels open after each \
          {open_after:?}, at most {} (modem sessions open {}, at most {})",
         stat(&stats, "max_open_channels"),
-        stat(&stats, "open_sessions"),
-        stat(&stats, "max_open_sessions")
+        stat(&stats, "modem/open_sessions"),
+        stat(&stats, "modem/max_open_sessions")
     );
     // Each connection runs a module instance of its own, and all of them use the channel the
     // endpoint's note records: no connection leaves a channel behind.
@@ -270,20 +270,4 @@ fn wait_for_connection_processes_to_end(server_pid: u32) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The number after `"key":` in the simulator's one-line JSON `stats` reply.
-fn stat(line: &str, key: &str) -> u64 {
-    let quoted = format!("\"{key}\":");
-    let at = line
-        .find(&quoted)
-        .unwrap_or_else(|| panic!("no {key} in {line}"));
-    let digits: String = line[at + quoted.len()..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|e| panic!("{key} in {line}: {e}"))
 }

@@ -144,6 +144,17 @@ pub fn sim_control(socket: &Path, command: &str) -> String {
     line
 }
 
+/// The number at `path` (`total`, `modem/open_sessions`) of a simulator's one-line JSON
+/// `stats` reply.
+pub fn stat(stats: &str, path: &str) -> u64 {
+    let value: serde_json::Value =
+        serde_json::from_str(stats).unwrap_or_else(|e| panic!("stats {stats:?}: {e}"));
+    value
+        .pointer(&format!("/{path}"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no number {path} in {stats}"))
+}
+
 /// The simulator binary for the tests that start more cards (`IOTSAFE_SIM_BIN`, default
 /// `target/release/iotsafe-sim`).
 pub fn sim_binary() -> PathBuf {
