@@ -15,7 +15,10 @@
 //! else.
 //!
 //! The files are opened for each turn and closed after it, so a forked child never inherits a
-//! descriptor that would keep a lock of its parent alive (unless it forks during a turn). They
+//! descriptor that would keep a lock of its parent alive; a child forked while another thread
+//! queues or holds a turn shares that open file, which is why the locks are released
+//! explicitly rather than by closing (only a parent killed inside that very turn then leaves
+//! it to the child until the child exits). They
 //! live in `/run/lock` (or the temporary directory when that cannot be used); a leftover file of
 //! a dead process is just opened again: the locks were never in the files.
 
@@ -137,7 +140,9 @@ impl TurnLock {
         lock_waiting(&queue)?;
         let turn = self.open(&self.turn_path)?;
         lock_waiting(&turn)?;
-        drop(queue);
+        // Unlocked, not only closed: a child forked meanwhile shares the open file, and its
+        // copy would keep the queue locked until it exits.
+        let _ = queue.unlock();
         Ok(HeldTurn {
             file: turn,
             marks_use,
