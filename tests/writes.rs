@@ -643,3 +643,39 @@ fn set_attribute_value_changes_a_files_label_and_value_on_the_card_for_every_lat
             .any(|f| f.content.starts_with(b"coap") && f.label.as_deref() != Some(b"lwm2m-server"))
     );
 }
+
+#[test]
+fn a_session_data_object_copied_with_cka_token_true_is_written_to_the_card() {
+    use helpers::templates::{Template, copy_object, create_object};
+    let h = provisioning_card();
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    let s = open_rw_session(0);
+    let session_object = create_object(
+        s,
+        &Template::new()
+            .class(CKO_DATA)
+            .bytes(CKA_LABEL, b"draft")
+            .bytes(CKA_VALUE, b"kept"),
+    )
+    .unwrap();
+    h.card().reset_stats();
+    let copy = copy_object(
+        s,
+        session_object,
+        &Template::new()
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, b"final"),
+    )
+    .unwrap();
+    assert!(store_data_apdus(&h) > 0);
+    assert_eq!(get_attr(s, copy, CKA_TOKEN).unwrap(), [1]);
+    assert_eq!(get_attr(s, copy, CKA_VALUE).unwrap(), b"kept");
+    assert!(
+        h.card()
+            .profile()
+            .files
+            .iter()
+            .any(|f| f.label.as_deref() == Some(b"final") && f.content == b"kept")
+    );
+    assert_eq!(get_attr(s, session_object, CKA_LABEL).unwrap(), b"draft");
+}
