@@ -126,18 +126,31 @@ fn data_objects_and_certificates_are_written_read_and_deleted() {
     .unwrap();
     assert_eq!(get_attr(s, cert, CKA_VALUE).unwrap(), der);
     assert!(!get_attr(s, cert, CKA_SUBJECT).unwrap().is_empty());
-    // Not a certificate → refused, nothing written.
+    // Not a certificate → refused, nothing written; without its type the template is
+    // incomplete (PKCS#11 §4.6).
     let mut junk = b"not DER".to_vec();
     assert_eq!(
         create(
             s,
             &mut [
                 ulong_attr(CKA_CLASS, &mut cert_class),
+                ulong_attr(CKA_CERTIFICATE_TYPE, &mut x509),
                 attr(CKA_TOKEN, &mut tru),
                 attr(CKA_VALUE, &mut junk)
             ]
         ),
         Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(
+        create(
+            s,
+            &mut [
+                ulong_attr(CKA_CLASS, &mut cert_class),
+                attr(CKA_TOKEN, &mut tru),
+                attr(CKA_VALUE, &mut der)
+            ]
+        ),
+        Err(CKR_TEMPLATE_INCOMPLETE)
     );
     // Deleting what the device wrote works; factory objects are not the device's to delete.
     unsafe {
@@ -388,4 +401,281 @@ fn a_write_cut_off_mid_transfer_changes_nothing_visible() {
             .iter()
             .any(|f| f.content == value && f.state == iotsafe_sim::ObjectState::Activated)
     );
+}
+
+fn provisioning_card_with(factory_objects: iotsafe_sim::FactoryObjects) -> Harness {
+    let mut profile = iotsafe_sim::default_profile_with_provisioning();
+    profile.factory_objects = factory_objects;
+    Harness::with_cards(vec![SharedCard::from_profile(
+        profile,
+        CardOptions::default(),
+    )])
+}
+
+fn store_data_apdus(h: &Harness) -> u64 {
+    let n = h.card().stats().by_ins.get(&0xE2).copied().unwrap_or(0);
+    h.card().reset_stats();
+    n
+}
+
+fn card_file_labels(h: &Harness) -> Vec<Option<Vec<u8>>> {
+    let mut labels: Vec<_> = h
+        .card()
+        .profile()
+        .files
+        .iter()
+        .map(|f| f.label.clone())
+        .collect();
+    labels.sort();
+    labels
+}
+
+/// `PKCS11_store_certificate` of libp11 0.4.12 (src/p11_cert.c) sends exactly these attributes,
+/// in this order, to a PKCS#11 2.30+ module; the certificate replaces the key pair's old one
+/// under the label asked for.
+#[test]
+fn libp11s_certificate_template_replaces_the_key_pairs_certificate_under_the_label_asked_for() {
+    use der::{Decode, Encode};
+    use helpers::templates::{Template, create_object};
+    let h = provisioning_card_with(iotsafe_sim::FactoryObjects::Writable);
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    let s = open_rw_session(0);
+    let old = object_by_label(s, CKO_CERTIFICATE, "client");
+    let der = get_attr(s, old, CKA_VALUE).unwrap();
+    let cert = x509_cert::Certificate::from_der(&der).unwrap();
+    let subject = cert.tbs_certificate().subject().to_der().unwrap();
+    let issuer = cert.tbs_certificate().issuer().to_der().unwrap();
+    // X509_pubkey_digest: the digest of the public key bits, here the card's point.
+    let key_hash = Sha256::digest(profile_client_point(h.card())).to_vec();
+    let libp11 = |label: &str, key_hash: &[u8]| {
+        Template::new()
+            .class(CKO_CERTIFICATE)
+            .bool(CKA_TOKEN, true)
+            .ulong(CKA_CERTIFICATE_TYPE, CKC_X_509)
+            .bytes(CKA_SUBJECT, &subject)
+            .bytes(CKA_ISSUER, &issuer)
+            .ulong(CKA_NAME_HASH_ALGORITHM, CKM_SHA256)
+            .bytes(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, key_hash)
+            .bytes(CKA_VALUE, &der)
+            .bytes(CKA_LABEL, label.as_bytes())
+            .bytes(CKA_ID, &[0x01])
+    };
+    h.card().reset_stats();
+    // A hash that is not the certificate's key's: refused before anything is written.
+    assert_eq!(
+        create_object(s, &libp11("enrolled", &[0u8; 32])),
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    // A value the card cannot keep (it stores the certificate's bytes only).
+    assert_eq!(
+        create_object(
+            s,
+            &libp11("enrolled", &key_hash).bytes(CKA_URL, b"http://ca/c.der")
+        ),
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(store_data_apdus(&h), 0, "nothing sent to the card");
+
+    let stored = create_object(s, &libp11("enrolled", &key_hash)).unwrap();
+    assert_eq!(stored, old, "the replaced certificate keeps its handle");
+    assert_eq!(get_attr(s, stored, CKA_LABEL).unwrap(), b"enrolled");
+    assert_eq!(get_attr(s, stored, CKA_ID).unwrap(), [0x01]);
+    assert_eq!(get_attr(s, stored, CKA_VALUE).unwrap(), der);
+    let mut class = CKO_CERTIFICATE;
+    let mut client = b"client".to_vec();
+    assert!(
+        find(
+            s,
+            &mut [class_attr(&mut class), attr(CKA_LABEL, &mut client)]
+        )
+        .is_empty()
+    );
+    let on_card: Vec<_> = h
+        .card()
+        .profile()
+        .files
+        .iter()
+        .filter(|f| f.content == der)
+        .map(|f| f.label.clone())
+        .collect();
+    assert_eq!(on_card, [Some(b"enrolled".to_vec())], "one file, new label");
+
+    // Every other standard certificate attribute, at the values the card keeps: accepted, and
+    // the certificate is updated in place (same label).
+    let spki = get_attr(s, stored, CKA_PUBLIC_KEY_INFO).unwrap();
+    let serial = cert.tbs_certificate().serial_number().to_der().unwrap();
+    let check_value = {
+        use sha1::Digest as _;
+        sha1::Sha1::digest(&der)[..3].to_vec()
+    };
+    let full = libp11("enrolled", &key_hash)
+        .bool(CKA_PRIVATE, false)
+        .bool(CKA_MODIFIABLE, true)
+        .bool(CKA_TRUSTED, false)
+        .ulong(CKA_CERTIFICATE_CATEGORY, 1)
+        .bytes(CKA_CHECK_VALUE, &check_value)
+        .bytes(CKA_START_DATE, b"")
+        .bytes(CKA_END_DATE, b"")
+        .bytes(CKA_PUBLIC_KEY_INFO, &spki)
+        .bytes(CKA_SERIAL_NUMBER, &serial)
+        .bytes(CKA_URL, b"")
+        .bytes(CKA_HASH_OF_ISSUER_PUBLIC_KEY, b"")
+        .ulong(CKA_JAVA_MIDP_SECURITY_DOMAIN, 0);
+    assert_eq!(create_object(s, &full).unwrap(), stored);
+    // The certificate still signs for its key.
+    let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"after").unwrap();
+    assert!(p256_verify(
+        &profile_client_point(h.card()),
+        &Sha256::digest(b"after"),
+        &sig
+    ));
+}
+
+#[test]
+fn set_attribute_value_changes_a_files_label_and_value_on_the_card_for_every_later_module() {
+    use helpers::templates::{Template, create_object, set_attributes};
+    let h = provisioning_card();
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    let s = open_rw_session(0);
+    let ro = open_session(0);
+    let data = create_object(
+        s,
+        &Template::new()
+            .class(CKO_DATA)
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, b"endpoint")
+            .bytes(CKA_VALUE, b"coap://one"),
+    )
+    .unwrap();
+    assert_eq!(get_attr(s, data, CKA_MODIFIABLE).unwrap(), [1]);
+    // The value, in place; the card made the file's slot as large as its first value, so a
+    // larger one does not fit there (and the old one stays).
+    let value = Template::new().bytes(CKA_VALUE, b"coap://two");
+    assert_eq!(set_attributes(ro, data, &value), CKR_SESSION_READ_ONLY);
+    assert_eq!(set_attributes(s, data, &value), CKR_OK);
+    assert_eq!(get_attr(s, data, CKA_VALUE).unwrap(), b"coap://two");
+    let larger = Template::new().bytes(CKA_VALUE, b"coaps://two:5684");
+    assert_eq!(set_attributes(s, data, &larger), CKR_DEVICE_MEMORY);
+    assert_eq!(get_attr(s, data, CKA_VALUE).unwrap(), b"coap://two");
+    // The label (a new file on the card), and both at once: the handle stays.
+    assert_eq!(
+        set_attributes(s, data, &Template::new().bytes(CKA_LABEL, b"server")),
+        CKR_OK
+    );
+    assert_eq!(get_attr(s, data, CKA_LABEL).unwrap(), b"server");
+    // A new label makes a new file, which may be larger.
+    let both = Template::new()
+        .bytes(CKA_LABEL, b"lwm2m-server")
+        .bytes(CKA_VALUE, b"coaps://three:5684");
+    assert_eq!(set_attributes(s, data, &both), CKR_OK);
+    assert_eq!(object_by_label(s, CKO_DATA, "lwm2m-server"), data);
+
+    // What cannot change, with the code PKCS#11 names.
+    let rejected = [
+        (
+            Template::new().class(CKO_CERTIFICATE),
+            CKR_ATTRIBUTE_READ_ONLY,
+        ),
+        (
+            Template::new().bytes(CKA_APPLICATION, b"app"),
+            CKR_ATTRIBUTE_READ_ONLY,
+        ),
+        (
+            Template::new().bytes(CKA_EC_POINT, b"x"),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+        ),
+        (
+            Template::new().bytes(CKA_VALUE, b""),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        // The card needs file labels to be unique: "ca" is the CA certificate's.
+        (
+            Template::new().bytes(CKA_LABEL, b"ca"),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+    ];
+    for (template, rv) in &rejected {
+        assert_eq!(set_attributes(s, data, template), *rv);
+    }
+    let factory_key = client_key(s);
+    assert_eq!(
+        set_attributes(s, factory_key, &Template::new().bytes(CKA_LABEL, b"k")),
+        CKR_ACTION_PROHIBITED,
+        "keys are not modifiable (CKA_MODIFIABLE false)"
+    );
+    let factory_cert = object_by_label(s, CKO_CERTIFICATE, "client");
+    assert_eq!(
+        set_attributes(s, factory_cert, &Template::new().bytes(CKA_VALUE, b"x")),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    // The card refuses to let the device change a factory file: nothing half-done.
+    let before = card_file_labels(&h);
+    assert_eq!(
+        set_attributes(s, factory_cert, &Template::new().bytes(CKA_LABEL, b"mine")),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(card_file_labels(&h), before);
+    assert_eq!(get_attr(s, factory_cert, CKA_LABEL).unwrap(), b"client");
+
+    // Read back from the card by a new module instance.
+    unsafe {
+        assert_eq!(C_Finalize(NULL), CKR_OK);
+        assert_eq!(C_Initialize(NULL), CKR_OK);
+    }
+    let s = open_session(0);
+    let again = object_by_label(s, CKO_DATA, "lwm2m-server");
+    assert_eq!(
+        get_attr(s, again, CKA_VALUE).unwrap(),
+        b"coaps://three:5684"
+    );
+    let mut old = b"endpoint".to_vec();
+    assert!(find(s, &mut [attr(CKA_LABEL, &mut old)]).is_empty());
+    let files = h.card().profile().files;
+    assert!(
+        files
+            .iter()
+            .any(|f| f.label.as_deref() == Some(b"lwm2m-server")
+                && f.content == b"coaps://three:5684")
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.content.starts_with(b"coap") && f.label.as_deref() != Some(b"lwm2m-server"))
+    );
+}
+
+#[test]
+fn a_session_data_object_copied_with_cka_token_true_is_written_to_the_card() {
+    use helpers::templates::{Template, copy_object, create_object};
+    let h = provisioning_card();
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    let s = open_rw_session(0);
+    let session_object = create_object(
+        s,
+        &Template::new()
+            .class(CKO_DATA)
+            .bytes(CKA_LABEL, b"draft")
+            .bytes(CKA_VALUE, b"kept"),
+    )
+    .unwrap();
+    h.card().reset_stats();
+    let copy = copy_object(
+        s,
+        session_object,
+        &Template::new()
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, b"final"),
+    )
+    .unwrap();
+    assert!(store_data_apdus(&h) > 0);
+    assert_eq!(get_attr(s, copy, CKA_TOKEN).unwrap(), [1]);
+    assert_eq!(get_attr(s, copy, CKA_VALUE).unwrap(), b"kept");
+    assert!(
+        h.card()
+            .profile()
+            .files
+            .iter()
+            .any(|f| f.label.as_deref() == Some(b"final") && f.content == b"kept")
+    );
+    assert_eq!(get_attr(s, session_object, CKA_LABEL).unwrap(), b"draft");
 }

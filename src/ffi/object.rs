@@ -3,7 +3,6 @@
 use cryptoki_sys::*;
 
 use super::util::{template, template_values, to_usize, write};
-use crate::error::Error;
 use crate::token::{self, module, object::AttrValue};
 
 pkcs11_fn!(
@@ -34,15 +33,13 @@ pkcs11_fn!(
         ph_new_object: CK_OBJECT_HANDLE_PTR,
     ) {
         let m = module()?;
-        unsafe { template(p_template, ul_count)? };
+        let attrs =
+            zeroize::Zeroizing::new(unsafe { template_values(template(p_template, ul_count)?)? });
         if ph_new_object.is_null() {
             return Err(CKR_ARGUMENTS_BAD.into());
         }
-        m.object(h_session, h_object)?;
-        Err(Error::new(
-            CKR_ACTION_PROHIBITED,
-            "card objects are not copyable",
-        ))
+        let copy = m.copy_object(h_session, h_object, &attrs)?;
+        unsafe { write(ph_new_object, copy) }
     }
 );
 
@@ -124,16 +121,9 @@ pkcs11_fn!(
         ul_count: CK_ULONG,
     ) {
         let m = module()?;
-        unsafe { template(p_template, ul_count)? };
-        let object = m.object(h_session, h_object)?;
-        if object.class == CKO_SECRET_KEY {
-            // PSKs never change through the device (IoT.04 I9); derived keys are not modifiable.
-            return Err(Error::new(
-                CKR_ACTION_PROHIBITED,
-                "secret keys cannot be modified",
-            ));
-        }
-        Err(m.refuse_write(h_session))
+        let attrs =
+            zeroize::Zeroizing::new(unsafe { template_values(template(p_template, ul_count)?)? });
+        m.set_attribute_value(h_session, h_object, &attrs)
     }
 );
 

@@ -2,6 +2,7 @@
 //! objects) and by template (`C_FindObjects*`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use cryptoki_sys::*;
 
@@ -9,6 +10,12 @@ use crate::error::{Error, Result};
 
 use super::module::{Module, SessionObject};
 use super::object::{AttrValue, Object};
+use super::slot::Token;
+
+/// Private objects are seen only while the user is logged in.
+fn visible(object: &Object, token: &Token) -> bool {
+    !object.bool_attribute(CKA_PRIVATE) || token.logged_in.load(Ordering::Acquire)
+}
 
 impl Module {
     /// The object as session `handle` sees it: one of its token's, or a session object of its
@@ -26,12 +33,23 @@ impl Module {
         if let Some(o) = token.object(object) {
             return Ok(o);
         }
+        self.session_object(slot_id, &token, object)
+            .ok_or_else(|| CKR_OBJECT_HANDLE_INVALID.into())
+    }
+
+    /// A session object of slot `slot_id` as its sessions see it: a private one only while
+    /// the user is logged in (PKCS#11 §4.4).
+    pub(super) fn session_object(
+        &self,
+        slot_id: CK_SLOT_ID,
+        token: &Token,
+        object: CK_OBJECT_HANDLE,
+    ) -> Option<Arc<Object>> {
         self.session_objects
             .read()
             .get(&object)
-            .filter(|o| o.slot_id == slot_id)
+            .filter(|o| o.slot_id == slot_id && visible(&o.object, token))
             .map(|o| o.object.clone())
-            .ok_or_else(|| CKR_OBJECT_HANDLE_INVALID.into())
     }
 
     /// Adds a session object owned by `owner`.
@@ -60,7 +78,14 @@ impl Module {
         object: CK_OBJECT_HANDLE,
     ) -> Result<()> {
         let found = self.object(handle, object)?;
-        if self.session_objects.write().remove(&found.handle).is_some() {
+        if self.is_session_object(found.handle) {
+            if !found.bool_attribute(CKA_DESTROYABLE) {
+                return Err(Error::new(
+                    CKR_ACTION_PROHIBITED,
+                    "the object is not destroyable (CKA_DESTROYABLE false)",
+                ));
+            }
+            self.session_objects.write().remove(&found.handle);
             return Ok(());
         }
         self.destroy_token_object(handle, &found)
@@ -80,7 +105,7 @@ impl Module {
             .session_objects
             .read()
             .values()
-            .filter(|o| o.slot_id == s.slot_id)
+            .filter(|o| o.slot_id == s.slot_id && visible(&o.object, &s.token))
             .map(|o| o.object.clone())
             .collect();
         let mut found: Vec<CK_OBJECT_HANDLE> = s

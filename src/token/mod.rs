@@ -6,7 +6,8 @@
 //! - `sessions`: open, close, look up, login. `session`: what one session holds.
 //! - `find`: objects by handle and by template. `operation`: sign, verify and digest through
 //!   one operation model. `random`: random numbers from the card.
-//! - `keys`, `kdf`, `store`: key generation, derivations and writes to the card.
+//! - `keys`, `kdf`, `store`: key generation, derivations and writes to the card;
+//!   `session_objects`: objects the application makes in memory, attribute changes, copies.
 //! - `slot`, `object`, `handles`, `mechanism`, `template`: the pieces they are built from.
 
 pub mod error;
@@ -20,6 +21,7 @@ pub mod object;
 pub mod operation;
 pub mod random;
 pub mod session;
+pub mod session_objects;
 pub mod sessions;
 pub mod slot;
 pub mod store;

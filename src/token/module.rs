@@ -33,7 +33,8 @@ pub struct Module {
     pub(super) sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
     /// Session and object handles, never reused while the module is initialised.
     pub(super) handles: Arc<HandleAllocator>,
-    /// Session objects (derived secret keys): handle → owner session, slot, object.
+    /// Session objects (data objects, certificates, public keys, secret keys): handle → owner
+    /// session, slot, object.
     pub(super) session_objects: RwLock<HashMap<CK_OBJECT_HANDLE, SessionObject>>,
     /// Card presence per slot as last reported by `C_WaitForSlotEvent`.
     reported_presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
@@ -118,6 +119,7 @@ pub fn finalize() -> Result<()> {
             m.wake.notify_all();
         }
         m.sessions.write().clear();
+        m.session_objects.write().clear();
         for slot in m.slots.read().iter() {
             slot.close();
         }

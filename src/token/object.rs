@@ -21,7 +21,7 @@ pub const CKA_IOTSAFE_KEY_TYPE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_
 pub const CKA_IOTSAFE_KEY_DERIVATION: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0006;
 
 /// `CKA_CHECK_VALUE` of a certificate: the first 3 bytes of the SHA-1 of its value.
-fn check_value(value: &[u8]) -> Vec<u8> {
+pub fn check_value(value: &[u8]) -> Vec<u8> {
     use sha1::{Digest, Sha1};
     Sha1::digest(value)[..3].to_vec()
 }
@@ -165,6 +165,58 @@ impl Object {
         }
     }
 
+    /// An object made by the application (a session object), from its whole attribute list.
+    pub fn from_attributes(
+        handle: CK_OBJECT_HANDLE,
+        class: CK_OBJECT_CLASS,
+        attrs: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
+        point: Option<[u8; 65]>,
+    ) -> Object {
+        Object {
+            handle,
+            class,
+            attrs: attrs
+                .into_iter()
+                .map(|(t, v)| (t, AttrValue::Bytes(v)))
+                .collect(),
+            card: ObjectInfo::default(),
+            point,
+            secret: None,
+        }
+    }
+
+    /// The readable attributes, in order (sensitive ones left out).
+    pub fn readable_attributes(&self) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
+        self.attrs
+            .iter()
+            .filter_map(|(t, v)| match v {
+                AttrValue::Bytes(b) => Some((*t, b.clone())),
+                AttrValue::Sensitive => None,
+            })
+            .collect()
+    }
+
+    /// The attribute's bytes, unless it is missing or sensitive.
+    pub fn bytes(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
+        match self.attribute(t) {
+            Some(AttrValue::Bytes(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A file on a card that takes writes: its label and value can be changed, and it can be
+    /// deleted, when the card lets the device do so (the card decides per object).
+    pub fn mark_writable_file(&mut self) {
+        if self.card.class() != ObjectClass::File || self.secret.is_some() {
+            return;
+        }
+        for (t, v) in &mut self.attrs {
+            if matches!(*t, CKA_MODIFIABLE | CKA_DESTROYABLE) {
+                *v = bool_attr(true);
+            }
+        }
+    }
+
     pub fn attribute(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&AttrValue> {
         self.attrs.iter().find(|(k, _)| *k == t).map(|(_, v)| v)
     }
@@ -233,17 +285,29 @@ pub struct SecretKeyFlags {
     pub derive: bool,
 }
 
-/// What a certificate file tells about itself.
-struct CertFacts {
-    subject: Vec<u8>,
-    issuer: Vec<u8>,
-    serial: Vec<u8>,
-    spki: Vec<u8>,
-    point: Option<[u8; 65]>,
-    is_ca: bool,
+/// `CKA_HASH_OF_SUBJECT_PUBLIC_KEY` under `CKA_NAME_HASH_ALGORITHM` `mechanism`: the digest of
+/// the subjectPublicKey BIT STRING's contents (empty when the certificate does not parse).
+pub fn subject_public_key_hash(certificate: &[u8], mechanism: CK_MECHANISM_TYPE) -> Vec<u8> {
+    Certificate::from_der(certificate)
+        .ok()
+        .and_then(|c| {
+            let key = c.tbs_certificate().subject_public_key_info();
+            super::template::name_hash(mechanism, key.subject_public_key.raw_bytes())
+        })
+        .unwrap_or_default()
 }
 
-fn parse_certificate(der_bytes: &[u8]) -> Option<CertFacts> {
+/// What a certificate file tells about itself.
+pub(super) struct CertFacts {
+    pub(super) subject: Vec<u8>,
+    pub(super) issuer: Vec<u8>,
+    pub(super) serial: Vec<u8>,
+    pub(super) spki: Vec<u8>,
+    pub(super) point: Option<[u8; 65]>,
+    pub(super) is_ca: bool,
+}
+
+pub(super) fn parse_certificate(der_bytes: &[u8]) -> Option<CertFacts> {
     let cert = Certificate::from_der(der_bytes).ok()?;
     let tbs = cert.tbs_certificate();
     let spki = tbs.subject_public_key_info();
@@ -573,7 +637,11 @@ pub fn build_objects(
                     (CKA_VALUE, bytes_attr(&content)),
                     (CKA_CHECK_VALUE, bytes_attr(&check_value(&content))),
                     (CKA_URL, bytes_attr(&[])),
-                    (CKA_HASH_OF_SUBJECT_PUBLIC_KEY, bytes_attr(&[])),
+                    (CKA_NAME_HASH_ALGORITHM, ulong_attr(CKM_SHA_1)),
+                    (
+                        CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+                        bytes_attr(&subject_public_key_hash(&content, CKM_SHA_1)),
+                    ),
                     (CKA_HASH_OF_ISSUER_PUBLIC_KEY, bytes_attr(&[])),
                     (CKA_JAVA_MIDP_SECURITY_DOMAIN, ulong_attr(0)),
                     (CKA_PUBLIC_KEY_INFO, bytes_attr(&f.spki)),

@@ -142,7 +142,7 @@ impl Module {
     ) -> Result<()> {
         self.start_operation(handle, |s| {
             let (mechanism, key) =
-                operation_key(&s.token, OperationKind::Sign, mech, has_param, key)?;
+                operation_key(&s.token, None, OperationKind::Sign, mech, has_param, key)?;
             Ok(Operation::Sign {
                 key,
                 input: MessageInput::new(mechanism),
@@ -158,8 +158,16 @@ impl Module {
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
         self.start_operation(handle, |s| {
-            let (mechanism, key) =
-                operation_key(&s.token, OperationKind::Verify, mech, has_param, key)?;
+            // A public key the application brought (a session object) verifies too.
+            let session_key = self.session_object(s.slot_id, &s.token, key);
+            let (mechanism, key) = operation_key(
+                &s.token,
+                session_key,
+                OperationKind::Verify,
+                mech,
+                has_param,
+                key,
+            )?;
             let point = key
                 .point
                 .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
@@ -336,6 +344,7 @@ impl Module {
 /// the function.
 fn operation_key(
     token: &Token,
+    session_key: Option<Arc<Object>>,
     operation: OperationKind,
     mech: CK_MECHANISM_TYPE,
     has_param: bool,
@@ -356,6 +365,7 @@ fn operation_key(
     }
     let key = token
         .object(key)
+        .or(session_key)
         .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
     let kind = if class == CKO_PRIVATE_KEY {
         "private"

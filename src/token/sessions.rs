@@ -176,7 +176,7 @@ impl Module {
     /// The error for a write to a token object: the session kind decides which one the
     /// specification names.
     pub fn refuse_write(&self, handle: CK_SESSION_HANDLE) -> Error {
-        // (Writable tokens take the write path before this is reached.)
+        // Only for tokens that take no writes: `store` checks the session of a writable one.
         match self.session(handle) {
             Err(e) => e,
             Ok(s) if s.lock().is_rw() => {

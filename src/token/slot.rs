@@ -18,7 +18,7 @@ use super::handles::HandleAllocator;
 use super::object::{self, Object};
 
 /// Identifies one card object across cache rebuilds, so its handle stays the same.
-type HandleKey = (CK_OBJECT_CLASS, Option<Vec<u8>>, Option<Vec<u8>>);
+pub type HandleKey = (CK_OBJECT_CLASS, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// What the token knows about the card's objects.
 struct Cache {
@@ -89,12 +89,26 @@ impl Token {
                 .or_insert_with(|| self.handle_allocator.object_handle())
         })
         .into_iter()
-        .map(Arc::new)
+        .map(|mut o| {
+            if self.writable {
+                o.mark_writable_file();
+            }
+            Arc::new(o)
+        })
         .collect();
         *self.cache.write() = Cache {
             card_objects,
             objects,
         };
+    }
+
+    /// Gives the card object known as `to` the handle of `from` (a file the module moved to a
+    /// new one, e.g. to change its label), so the application's handle stays valid.
+    pub fn carry_handle(&self, from: HandleKey, to: HandleKey) {
+        let mut handles = self.handles.lock();
+        if let Some(h) = handles.remove(&from) {
+            handles.insert(to, h);
+        }
     }
 
     /// Re-reads every object from the card (inside an operation of `run`).

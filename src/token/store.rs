@@ -13,8 +13,9 @@ use x509_cert::Certificate;
 use crate::applet::{self, AppletChannel, ObjectClass, ObjectInfo, objects as card, tlv};
 use crate::error::{Error, Result};
 
-use super::object::{Object, P256_EC_PARAMS};
-use super::template::{Template, find_attr, template_ulong};
+use super::object::{CertFacts, Object, P256_EC_PARAMS, parse_certificate};
+use super::session_objects::{check_template, new_object_attributes};
+use super::template::{Template, find_attr, modifiable, template_bool, template_ulong};
 use super::{Module, Token};
 
 /// Provisioning sub-commands (STORE DATA tags), see the provisioning profile.
@@ -26,34 +27,73 @@ const UPDATE_FILE: u8 = 0x77;
 /// Key-type tag inside "create ECC key pair", and the persistent P-256 type (key made at once).
 const KEY_TYPE_TAG: u8 = 0x48;
 
-/// Attributes a certificate or data-object template may carry.
-const FILE_OBJECT_ATTRIBUTES: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS,
-    CKA_TOKEN,
-    CKA_PRIVATE,
-    CKA_MODIFIABLE,
-    CKA_COPYABLE,
-    CKA_DESTROYABLE,
-    CKA_LABEL,
-    CKA_ID,
-    CKA_VALUE,
-    CKA_CERTIFICATE_TYPE,
-    CKA_TRUSTED,
-    CKA_CERTIFICATE_CATEGORY,
-    CKA_CHECK_VALUE,
-    CKA_START_DATE,
-    CKA_END_DATE,
-    CKA_SUBJECT,
-    CKA_ISSUER,
-    CKA_SERIAL_NUMBER,
-    CKA_URL,
-    CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
-    CKA_HASH_OF_ISSUER_PUBLIC_KEY,
-    CKA_JAVA_MIDP_SECURITY_DOMAIN,
-    CKA_PUBLIC_KEY_INFO,
-    CKA_APPLICATION,
-    CKA_OBJECT_ID,
-];
+/// What a file on the card cannot keep beyond its label, value and ID: a template may name these
+/// only with the value the token object will show (`CKA_CERTIFICATE_CATEGORY` is checked on its
+/// own).
+fn fixed_file_attributes() -> [(CK_ATTRIBUTE_TYPE, Vec<u8>); 11] {
+    [
+        (CKA_PRIVATE, vec![0]),
+        (CKA_MODIFIABLE, vec![1]),
+        (CKA_COPYABLE, vec![0]),
+        (CKA_DESTROYABLE, vec![1]),
+        (CKA_URL, Vec::new()),
+        (CKA_START_DATE, Vec::new()),
+        (CKA_END_DATE, Vec::new()),
+        (
+            CKA_JAVA_MIDP_SECURITY_DOMAIN,
+            (0 as CK_ULONG).to_ne_bytes().to_vec(),
+        ),
+        (CKA_HASH_OF_ISSUER_PUBLIC_KEY, Vec::new()),
+        (CKA_APPLICATION, Vec::new()),
+        (CKA_OBJECT_ID, Vec::new()),
+    ]
+}
+
+/// Refuses a token-object template naming a value the card cannot keep (it would read back
+/// otherwise): `CKR_ATTRIBUTE_VALUE_INVALID`.
+fn check_card_keeps(
+    template: &Template,
+    certificate: Option<&CertFacts>,
+    category: CK_ULONG,
+) -> Result<()> {
+    let cannot_keep = |t: CK_ATTRIBUTE_TYPE| {
+        Err(Error::new(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            format!("attribute 0x{t:x}: the card cannot keep this value"),
+        ))
+    };
+    for (t, fixed) in fixed_file_attributes() {
+        let Some(given) = find_attr(template, t) else {
+            continue;
+        };
+        let same = if fixed.len() == 1 && given.len() == 1 {
+            (fixed[0] != 0) == (given[0] != 0)
+        } else {
+            given == fixed.as_slice()
+        };
+        if !same {
+            return cannot_keep(t);
+        }
+    }
+    // Derived from the certificate on the card: what the template says must be what it holds.
+    if let Some(facts) = certificate {
+        for (t, held) in [
+            (CKA_ISSUER, &facts.issuer),
+            (CKA_SERIAL_NUMBER, &facts.serial),
+        ] {
+            if find_attr(template, t).is_some_and(|given| !given.is_empty() && given != held) {
+                return cannot_keep(t);
+            }
+        }
+    }
+    if let Some(c) = template_ulong(template, CKA_CERTIFICATE_CATEGORY)?
+        && c != 0
+        && c != category
+    {
+        return cannot_keep(CKA_CERTIFICATE_CATEGORY);
+    }
+    Ok(())
+}
 
 /// A card answered "conditions not satisfied" to a write: the object is not the device's to
 /// change (a factory object), which PKCS#11 calls a prohibited action.
@@ -127,23 +167,16 @@ impl Module {
         .map_err(prohibited_if_refused)
     }
 
-    /// `C_CreateObject`: a certificate or data object stored as a file on the card.
+    /// `C_CreateObject`: a token object is a certificate or data object stored as a file on the
+    /// card; anything else is a session object.
     pub fn create_object(
         &self,
         handle: CK_SESSION_HANDLE,
         template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         self.check_session(handle)?;
-        let token_object =
-            find_attr(template, CKA_TOKEN).is_some_and(|v| v.first().is_some_and(|b| *b != 0));
-        if !token_object && template_ulong(template, CKA_CLASS)? == Some(CKO_SECRET_KEY) {
-            return self.create_session_secret(handle, template);
-        }
-        if !token_object {
-            return Err(Error::new(
-                CKR_FUNCTION_NOT_SUPPORTED,
-                "session objects cannot be created on this token",
-            ));
+        if template_bool(template, CKA_TOKEN)? != Some(true) {
+            return self.create_session_object(handle, template);
         }
         // Write protection (or a read-only session) comes before the template's details.
         let token = self.writable_token(handle)?;
@@ -155,15 +188,8 @@ impl Module {
                 "the card stores certificates and data objects only; keys are made on the card",
             ));
         }
-        if let Some((a, _)) = template
-            .iter()
-            .find(|(a, _)| !FILE_OBJECT_ATTRIBUTES.contains(a))
-        {
-            return Err(Error::new(
-                CKR_ATTRIBUTE_TYPE_INVALID,
-                format!("attribute 0x{a:x} in a {class:#x} template"),
-            ));
-        }
+        check_template(class, template)?;
+        new_object_attributes(class, template)?;
         let value = find_attr(template, CKA_VALUE)
             .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE is required"))?;
         if value.is_empty() || value.len() > 0xFFFF {
@@ -172,61 +198,55 @@ impl Module {
                 "CKA_VALUE must be 1..65535 bytes",
             ));
         }
+        let facts = if class == CKO_CERTIFICATE {
+            parse_certificate(value)
+        } else {
+            None
+        };
+        let category = match &facts {
+            Some(f) if f.point.is_some_and(|p| pairs_with_key(&token, &p)) => 1,
+            Some(f) if f.is_ca => 2,
+            _ => 0,
+        };
+        check_card_keeps(template, facts.as_ref(), category)?;
         let usage = if class == CKO_CERTIFICATE {
-            if template_ulong(template, CKA_CERTIFICATE_TYPE)?.is_some_and(|t| t != CKC_X_509) {
-                return Err(Error::new(
-                    CKR_ATTRIBUTE_VALUE_INVALID,
-                    "only X.509 certificates",
-                ));
-            }
-            Certificate::from_der(value).map_err(|e| {
-                Error::new(
-                    CKR_ATTRIBUTE_VALUE_INVALID,
-                    format!("CKA_VALUE is not an X.509 certificate: {e}"),
-                )
-            })?;
             card::FILE_USAGE_CERTIFICATE
         } else {
             0x01
         };
-        let label = find_attr(template, CKA_LABEL)
+        let asked_label = find_attr(template, CKA_LABEL)
             .filter(|l| !l.is_empty())
             .map(<[u8]>::to_vec);
-        // A certificate for a key pair that already has one replaces it (IoT.04 H2); its file
-        // keeps its ID and label.
+        // A certificate for a key pair that already has one replaces it (IoT.04 H2): in its
+        // file when the label stays, else in a new file with the label asked for.
         let replaced = if class == CKO_CERTIFICATE {
             existing_certificate_file(&token, value)
         } else {
             None
         };
-        let (file_id, label) = match &replaced {
-            Some(f) => (f.id.clone().unwrap_or_default(), f.label.clone()),
+        let file_id = match &replaced {
+            Some(old) if asked_label.is_none() || asked_label == old.label => {
+                let id = old.id.clone().unwrap_or_default();
+                self.write_and_reload(handle, &token, |ch| update_file(ch, &id, value))?;
+                id
+            }
+            Some(old) => self.replace_file(handle, &token, class, old, asked_label, value)?,
             None => {
                 let id = match find_attr(template, CKA_ID) {
                     // A data object may name its file; a certificate takes its key's CKA_ID anyway.
                     Some(id) if class == CKO_DATA && !id.is_empty() => id.to_vec(),
                     _ => unused_id(&token)?,
                 };
-                (id, label)
+                check_label_free(&token, asked_label.as_deref(), None)?;
+                let new = NewFile {
+                    id: &id,
+                    label: asked_label.as_deref(),
+                    usage,
+                };
+                self.write_and_reload(handle, &token, |ch| new.write(ch, value))?;
+                id
             }
         };
-        let size =
-            u16::try_from(value.len()).map_err(|_| Error::from(CKR_ATTRIBUTE_VALUE_INVALID))?;
-        self.write_and_reload(handle, &token, |ch| {
-            if replaced.is_none() {
-                let mut info = Vec::new();
-                if let Some(l) = &label {
-                    tlv::push(&mut info, 0x73, l);
-                }
-                tlv::push(&mut info, 0x83, &file_id);
-                tlv::push(&mut info, 0x21, &[usage]);
-                tlv::push(&mut info, 0x20, &size.to_be_bytes());
-                ch.store_data(CREATE_FILE, &info, false)?;
-            }
-            ch.store_data(SELECT_OBJECT, &reference(0x83, &file_id), false)?;
-            ch.store_data(UPDATE_FILE, value, false)?;
-            Ok(())
-        })?;
         info!(
             "{} file {file_id:02x?} ({} bytes)",
             if replaced.is_some() {
@@ -236,12 +256,11 @@ impl Module {
             },
             value.len()
         );
-        let class_wanted = class;
         token
             .objects()
             .iter()
             .find(|o| {
-                o.class == class_wanted
+                o.class == class
                     && o.card.class() == ObjectClass::File
                     && o.card.id.as_deref() == Some(&file_id)
             })
@@ -252,6 +271,119 @@ impl Module {
                     "the card does not list the object just written",
                 )
             })
+    }
+
+    /// `C_SetAttributeValue` on a token object: a file's label and a data object's value are
+    /// written to the card (a new label needs a new file: the card names files by ID and label
+    /// and cannot rename one); nothing else of a card object can change.
+    pub(super) fn set_token_attributes(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: &Object,
+        template: &Template,
+    ) -> Result<()> {
+        let token = self.writable_token(handle)?;
+        check_template(object.class, template)?;
+        if !object.bool_attribute(CKA_MODIFIABLE) {
+            return Err(Error::new(
+                CKR_ACTION_PROHIBITED,
+                "the object is not modifiable (CKA_MODIFIABLE false)",
+            ));
+        }
+        let info = &object.card;
+        let mut label = info.label.clone();
+        let mut value: Option<&[u8]> = None;
+        for (t, v) in template {
+            if !modifiable(object.class, *t) {
+                return Err(Error::new(
+                    CKR_ATTRIBUTE_READ_ONLY,
+                    format!("attribute 0x{t:x} cannot change after the object is made"),
+                ));
+            }
+            match *t {
+                CKA_LABEL => {
+                    if v.len() > 127 {
+                        return Err(Error::new(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            "the card keeps labels of up to 127 bytes",
+                        ));
+                    }
+                    label = (!v.is_empty()).then(|| v.clone());
+                }
+                CKA_VALUE if object.class == CKO_DATA => {
+                    if v.is_empty() || v.len() > 0xFFFF {
+                        return Err(Error::new(
+                            CKR_ATTRIBUTE_VALUE_INVALID,
+                            "CKA_VALUE must be 1..65535 bytes",
+                        ));
+                    }
+                    value = Some(v);
+                }
+                // Rewriting what the object already holds changes nothing.
+                _ if object.bytes(*t) == Some(v.as_slice()) => {}
+                _ => {
+                    return Err(Error::new(
+                        CKR_ATTRIBUTE_READ_ONLY,
+                        format!("attribute 0x{t:x}: the card cannot keep another value"),
+                    ));
+                }
+            }
+        }
+        let current = object.bytes(CKA_VALUE).unwrap_or_default();
+        let value = value.filter(|v| *v != current);
+        if label == info.label && value.is_none() {
+            return Ok(());
+        }
+        if label == info.label {
+            let id = info.id.clone().unwrap_or_default();
+            let new_value = value.unwrap_or(current);
+            self.write_and_reload(handle, &token, |ch| update_file(ch, &id, new_value))?;
+            info!("file {id:02x?}: new value ({} bytes)", new_value.len());
+            return Ok(());
+        }
+        let new_value = value.unwrap_or(current).to_vec();
+        let id = self.replace_file(handle, &token, object.class, info, label, &new_value)?;
+        info!("file {:02x?} relabelled as file {id:02x?}", info.id);
+        Ok(())
+    }
+
+    /// Moves file `old` to a new file labelled `label` holding `value`, in one card
+    /// transaction: the new file is created and filled first, then the old one deleted (if the
+    /// card refuses that, the new one goes again), so a failure at any step leaves the old
+    /// file as it was. The object keeps its handle. Returns the new file's ID.
+    fn replace_file(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        token: &Token,
+        class: CK_OBJECT_CLASS,
+        old: &ObjectInfo,
+        label: Option<Vec<u8>>,
+        value: &[u8],
+    ) -> Result<Vec<u8>> {
+        let old_id = old
+            .id
+            .clone()
+            .ok_or_else(|| Error::new(CKR_ACTION_PROHIBITED, "file without an ID"))?;
+        check_label_free(token, label.as_deref(), Some(&old_id))?;
+        let new_id = unused_id(token)?;
+        let new = NewFile {
+            id: &new_id,
+            label: label.as_deref(),
+            usage: old.file_usage.unwrap_or(0x01),
+        };
+        self.write_and_reload(handle, token, |ch| {
+            new.write(ch, value)?;
+            if let Err(e) = ch.store_data(DELETE_OBJECT, &reference(0x83, &old_id), false) {
+                let _ = ch.store_data(DELETE_OBJECT, &reference(0x83, &new_id), false);
+                return Err(e);
+            }
+            token.carry_handle(
+                (class, Some(old_id.clone()), old.label.clone()),
+                (class, Some(new_id.clone()), label.clone()),
+            );
+            Ok(())
+        })?;
+        Ok(new_id)
     }
 
     /// `C_DestroyObject` for a token object: its file, or the key pair (private and public
@@ -380,4 +512,58 @@ fn certificate_point(der_bytes: &[u8]) -> Option<[u8; 65]> {
         return None;
     }
     spki.subject_public_key.as_bytes()?.try_into().ok()
+}
+
+/// A file to create on the card: its slot, then its content.
+struct NewFile<'a> {
+    id: &'a [u8],
+    label: Option<&'a [u8]>,
+    usage: u8,
+}
+
+impl NewFile<'_> {
+    fn write(&self, ch: &mut AppletChannel<'_>, value: &[u8]) -> applet::Result<()> {
+        let size = u16::try_from(value.len()).map_err(|_| applet::AppletError::ObjectTooLarge)?;
+        let mut info = Vec::new();
+        if let Some(l) = self.label {
+            tlv::push(&mut info, 0x73, l);
+        }
+        tlv::push(&mut info, 0x83, self.id);
+        tlv::push(&mut info, 0x21, &[self.usage]);
+        tlv::push(&mut info, 0x20, &size.to_be_bytes());
+        ch.store_data(CREATE_FILE, &info, false)?;
+        update_file(ch, self.id, value)
+    }
+}
+
+/// Replaces the content of file `id` (the card applies it on the last block only).
+fn update_file(ch: &mut AppletChannel<'_>, id: &[u8], value: &[u8]) -> applet::Result<()> {
+    ch.store_data(SELECT_OBJECT, &reference(0x83, id), false)?;
+    ch.store_data(UPDATE_FILE, value, false)?;
+    Ok(())
+}
+
+/// The card names files by label too, so a label another file has is refused before any
+/// write (`CKR_ATTRIBUTE_VALUE_INVALID`); `except` is the file being relabelled.
+fn check_label_free(token: &Token, label: Option<&[u8]>, except: Option<&[u8]>) -> Result<()> {
+    let Some(label) = label else { return Ok(()) };
+    let taken = token.card_objects().into_iter().any(|o| {
+        o.info.class() == ObjectClass::File
+            && o.info.label.as_deref() == Some(label)
+            && o.info.id.as_deref() != except
+    });
+    if taken {
+        return Err(Error::new(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "another file on the card has this label, and the card needs labels to be unique",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a key pair on the token has public point `point`.
+fn pairs_with_key(token: &Token, point: &[u8; 65]) -> bool {
+    token.objects().iter().any(|o| {
+        matches!(o.class, CKO_PRIVATE_KEY | CKO_PUBLIC_KEY) && o.point.as_ref() == Some(point)
+    })
 }

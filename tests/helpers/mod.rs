@@ -6,12 +6,16 @@
 //! - [`stack`]: the built `.so` loaded by real tools (pkcs11-tool, OpenSSL, …) over the
 //!   pcscd+vpcd stack that `scripts/stack.sh` starts. For the `stack_*.rs` tests.
 //!
+//! - [`templates`]: attribute templates built from owned values, and the object calls that take
+//!   them (in-process).
+//!
 //! What both kinds use is here.
 #![allow(dead_code)]
 
 pub mod inprocess;
 pub mod sim_reader;
 pub mod stack;
+pub mod templates;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
