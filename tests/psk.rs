@@ -760,6 +760,21 @@ fn derivations_refuse_what_the_key_or_the_card_does_not_allow() {
         get_attr(s, out, CKA_VALUE_LEN),
         Ok(48usize.to_ne_bytes().to_vec())
     );
+    // A private key only while the user is logged in (and then it is seen), refused before
+    // the card.
+    let mut t = [attr(CKA_PRIVATE, &mut tru)];
+    h.apdus();
+    assert_eq!(
+        unsafe { C_DeriveKey(s, &mut m, device, t.as_mut_ptr(), 1, &mut out) },
+        CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(h.apdus(), 0);
+    assert_eq!(unsafe { C_Login(s, CKU_USER, std::ptr::null_mut(), 0) }, CKR_OK);
+    assert_eq!(
+        unsafe { C_DeriveKey(s, &mut m, device, t.as_mut_ptr(), 1, &mut out) },
+        CKR_OK
+    );
+    assert_eq!(get_attr(s, out, CKA_PRIVATE), Ok(vec![1]));
 }
 
 #[test]

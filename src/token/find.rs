@@ -11,10 +11,26 @@ use crate::error::{Error, Result};
 use super::module::{Module, SessionObject};
 use super::object::{AttrValue, Object};
 use super::slot::Token;
+use super::template::{Template, template_bool};
 
 /// Private objects are seen only while the user is logged in.
 fn visible(object: &Object, token: &Token) -> bool {
     !object.bool_attribute(CKA_PRIVATE) || token.logged_in.load(Ordering::Acquire)
+}
+
+/// `C_CreateObject`, `C_CopyObject`, `C_DeriveKey`: "only public objects can be created unless
+/// the normal user is logged in" (PKCS#11 3.0 §5.7, §5.18). Refused before any card work, so
+/// that no object is made that its own session could not see.
+pub(super) fn may_create(template: &Template, token: &Token) -> Result<()> {
+    if template_bool(template, CKA_PRIVATE)? == Some(true)
+        && !token.logged_in.load(Ordering::Acquire)
+    {
+        return Err(Error::new(
+            CKR_USER_NOT_LOGGED_IN,
+            "private objects need the user logged in",
+        ));
+    }
+    Ok(())
 }
 
 impl Module {

@@ -14,6 +14,7 @@ use crate::applet::{HkdfKey, HkdfStep, ObjectClass, PrfSecret};
 use crate::error::{Error, Result};
 
 use super::Module;
+use super::find::may_create;
 use super::keys::{NewSecretKey, new_secret_key};
 use super::object::{CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF, CKM_IOTSAFE_TLS12_PSK_KDF, Object};
 use super::template::{Template, find_attr};
@@ -206,6 +207,7 @@ impl Module {
             let s = session.lock();
             (s.token.clone(), s.slot_id)
         };
+        may_create(template, &token)?;
         if !token.app_info.offers_derivation(card_algorithm(mechanism)) {
             return Err(Error::new(
                 CKR_MECHANISM_INVALID,

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use crate::applet::{ObjectClass, ObjectInfo, objects as card};
 use crate::error::{Error, Result};
 
+use super::find::may_create;
 use super::object::{CardObject, Object, P256_EC_PARAMS, SecretKeyFlags};
 use super::template::{Template, find_attr, template_bool, template_ulong};
 use super::{Module, Token};
@@ -412,6 +413,7 @@ impl Module {
             let s = session.lock();
             (s.token.clone(), s.slot_id)
         };
+        may_create(template, &token)?;
         if mechanism != CKM_ECDH1_DERIVE || !token.app_info.offers(card::FUNCTION_KEY_AGREEMENT) {
             return Err(CKR_MECHANISM_INVALID.into());
         }

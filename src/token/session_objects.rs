@@ -2,12 +2,11 @@
 //! certificates, P-256 public keys; session secret keys are `kdf`'s), `C_SetAttributeValue` and
 //! `C_CopyObject` on them, and the template rules that token writes (`store`) share.
 
-use std::sync::atomic::Ordering;
-
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
 
+use super::find::may_create;
 use super::module::Module;
 use super::object::{self, Object, P256_EC_PARAMS};
 use super::template::{
@@ -302,14 +301,7 @@ impl Module {
         };
         let class = template_ulong(template, CKA_CLASS)?
             .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is required"))?;
-        if template_bool(template, CKA_PRIVATE)? == Some(true)
-            && !token.logged_in.load(Ordering::Acquire)
-        {
-            return Err(Error::new(
-                CKR_USER_NOT_LOGGED_IN,
-                "private objects need the user logged in",
-            ));
-        }
+        may_create(template, &token)?;
         if class == CKO_SECRET_KEY {
             return self.create_session_secret(handle, template);
         }
