@@ -601,6 +601,25 @@ fn modem_late_answer_to_signature_update_without_echo() {
     modem_late_answer(options, UPDATE);
 }
 
+fn slot_manufacturer(slot: CK_SLOT_ID) -> String {
+    let mut info: CK_SLOT_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { C_GetSlotInfo(slot, &mut info) }, CKR_OK);
+    String::from_utf8_lossy(&info.manufacturerID)
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn a_modem_slot_names_the_modem_maker() {
+    let _rig = modem_rig(ModemOptions::default(), "cgla");
+    // The simulated modem's AT+CGMI, read once when the port was opened.
+    assert_eq!(slot_manufacturer(0), "iotsafe-sim");
+    drop(_rig);
+    let h = Harness::default();
+    let _s = h.init_and_open();
+    assert_eq!(slot_manufacturer(0), "PC/SC reader");
+}
+
 #[test]
 fn modem_sending_garbage_lines_urcs_echo_and_split_answers() {
     // Noise lines (`+XYZ: noise`, bytes FF FE, `~#@!%`, …), URCs, echo and answers split

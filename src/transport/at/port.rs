@@ -99,6 +99,16 @@ impl AtPort {
         Ok(())
     }
 
+    /// The one information line of an identification command (`AT+CGMI`, `AT+CGMM`: a bare
+    /// line, or prefixed like `+CGMI: `), or `None` when the modem does not answer it.
+    pub(super) fn identification(&mut self, cmd: &str) -> Option<String> {
+        let lines = self.command(cmd, Some("")).ok()?;
+        let prefix = format!("{}:", cmd.trim_start_matches("AT"));
+        let line = lines.into_iter().find(|l| !l.is_empty())?;
+        let value = line.strip_prefix(&prefix).unwrap_or(&line).trim();
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
     /// Sends `AT` and tells whether its echo came back before the `OK`.
     fn echoes(&mut self) -> Result<bool, TransportError> {
         self.drain().map_err(TransportError::from)?;
