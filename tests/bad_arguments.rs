@@ -439,14 +439,89 @@ static ROWS: &[Row] = &[
             sign_now(c)
         },
     ),
+    // Single- and multi-part calls do not mix (PKCS#11 3.0 §5.12-5.13: "C_Sign cannot be used
+    // to terminate a multi-part operation, and must be called after C_SignInit without
+    // intervening C_SignUpdate calls"); of the codes these functions list, the one that fits is
+    // CKR_OPERATION_NOT_INITIALIZED (as SoftHSM2). tests/operation_state.rs checks the rest.
     row(
         "C_Sign",
         "after C_SignUpdate (multi-part started)",
-        &[CKR_OPERATION_ACTIVE, CKR_OK],
+        &[CKR_OPERATION_NOT_INITIALIZED],
         |c| unsafe {
             sign_init(c);
             assert_eq!(C_SignUpdate(c.s, D, 4), CKR_OK);
             sign_now(c)
+        },
+    ),
+    row(
+        "C_SignFinal",
+        "after a C_Sign length query (single-part started)",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            sign_init(c);
+            let mut len: CK_ULONG = 0;
+            assert_eq!(C_Sign(c.s, D, 4, std::ptr::null_mut(), &mut len), CKR_OK);
+            let mut sig = [0u8; 64];
+            let mut len: CK_ULONG = 64;
+            C_SignFinal(c.s, sig.as_mut_ptr(), &mut len)
+        },
+    ),
+    row(
+        "C_SignUpdate",
+        "after a C_Sign length query (single-part started)",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            sign_init(c);
+            let mut len: CK_ULONG = 0;
+            assert_eq!(C_Sign(c.s, D, 4, std::ptr::null_mut(), &mut len), CKR_OK);
+            C_SignUpdate(c.s, D, 4)
+        },
+    ),
+    row(
+        "C_Verify",
+        "after C_VerifyUpdate (multi-part started)",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            verify_init(c);
+            assert_eq!(C_VerifyUpdate(c.s, D, 4), CKR_OK);
+            let mut sig = [0u8; 64];
+            C_Verify(c.s, D, 4, sig.as_mut_ptr(), 64)
+        },
+    ),
+    row(
+        "C_Digest",
+        "after C_DigestUpdate (multi-part started)",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            digest_init(c);
+            assert_eq!(C_DigestUpdate(c.s, D, 4), CKR_OK);
+            let mut out = [0u8; 32];
+            let mut len: CK_ULONG = 32;
+            C_Digest(c.s, D, 4, out.as_mut_ptr(), &mut len)
+        },
+    ),
+    row(
+        "C_DigestFinal",
+        "after a C_Digest length query (single-part started)",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            digest_init(c);
+            let mut len: CK_ULONG = 0;
+            assert_eq!(C_Digest(c.s, D, 4, std::ptr::null_mut(), &mut len), CKR_OK);
+            let mut out = [0u8; 32];
+            let mut len: CK_ULONG = 32;
+            C_DigestFinal(c.s, out.as_mut_ptr(), &mut len)
+        },
+    ),
+    row(
+        "C_DigestUpdate",
+        "after a C_Digest length query (single-part started)",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            digest_init(c);
+            let mut len: CK_ULONG = 0;
+            assert_eq!(C_Digest(c.s, D, 4, std::ptr::null_mut(), &mut len), CKR_OK);
+            C_DigestUpdate(c.s, D, 4)
         },
     ),
     // --- state: second initialisation while active

@@ -532,6 +532,94 @@ modem_faults! {
         "cgla", ModemFault::Hang => CKR_DEVICE_ERROR;
 }
 
+/// The card behind the modem answers a command only after the module gave up on it (module
+/// timeout 700 ms): the late answer, and the answers to whatever queued behind it, must never be
+/// taken for a later command's. Three rounds in one session: each signature under the fault is
+/// `CKR_DEVICE_ERROR`, and the next one, whose lines come after the late answer (with `INIT`, a
+/// command line equal to the one that timed out), verifies.
+fn modem_late_answer(options: ModemOptions, ins: u8) {
+    let echo = !options.no_echo;
+    let rig = modem_rig(options, "cgla");
+    let card = rig.modem.card().clone();
+    let s = open(0).unwrap();
+    sign_ok(&card, s, b"before").unwrap();
+    let start = Instant::now();
+    for round in 0..3 {
+        card.faults().arm(faulted(FaultKind::Mute, ins));
+        let rv = sign_ok(&card, s, format!("timed out {round}").as_bytes())
+            .err()
+            .unwrap_or(CKR_OK);
+        assert_eq!(rv_name(rv), rv_name(CKR_DEVICE_ERROR), "round {round}");
+        // The card answers now, late.
+        card.faults().clear();
+        assert_eq!(
+            sign_ok(
+                &card,
+                s,
+                format!("after the late answer {round}").as_bytes()
+            ),
+            Ok(()),
+            "round {round}: the signature after a late answer"
+        );
+    }
+    assert_eq!(modem_sign(&rig, b"new session"), Ok(()));
+    row(
+        &format!("modem (cgla, echo {})", if echo { "on" } else { "off" }),
+        &format!("late answer to INS {ins:02X}"),
+        "C_Sign ×3 + C_Sign after each",
+        CKR_DEVICE_ERROR,
+        start.elapsed(),
+        "same session C_Sign: OK",
+    );
+}
+
+#[test]
+fn modem_late_answer_to_signature_init_with_echo() {
+    modem_late_answer(ModemOptions::default(), INIT);
+}
+
+#[test]
+fn modem_late_answer_to_signature_update_with_echo() {
+    modem_late_answer(ModemOptions::default(), UPDATE);
+}
+
+#[test]
+fn modem_late_answer_to_signature_init_without_echo() {
+    let options = ModemOptions {
+        no_echo: true,
+        ..Default::default()
+    };
+    modem_late_answer(options, INIT);
+}
+
+#[test]
+fn modem_late_answer_to_signature_update_without_echo() {
+    let options = ModemOptions {
+        no_echo: true,
+        ..Default::default()
+    };
+    modem_late_answer(options, UPDATE);
+}
+
+fn slot_manufacturer(slot: CK_SLOT_ID) -> String {
+    let mut info: CK_SLOT_INFO = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { C_GetSlotInfo(slot, &mut info) }, CKR_OK);
+    String::from_utf8_lossy(&info.manufacturerID)
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn a_modem_slot_names_the_modem_maker() {
+    let _rig = modem_rig(ModemOptions::default(), "cgla");
+    // The simulated modem's AT+CGMI, read once when the port was opened.
+    assert_eq!(slot_manufacturer(0), "iotsafe-sim");
+    drop(_rig);
+    let h = Harness::default();
+    let _s = h.init_and_open();
+    assert_eq!(slot_manufacturer(0), "PC/SC reader");
+}
+
 #[test]
 fn modem_sending_garbage_lines_urcs_echo_and_split_answers() {
     // Noise lines (`+XYZ: noise`, bytes FF FE, `~#@!%`, …), URCs, echo and answers split

@@ -769,7 +769,10 @@ fn derivations_refuse_what_the_key_or_the_card_does_not_allow() {
         CKR_USER_NOT_LOGGED_IN
     );
     assert_eq!(h.apdus(), 0);
-    assert_eq!(unsafe { C_Login(s, CKU_USER, std::ptr::null_mut(), 0) }, CKR_OK);
+    assert_eq!(
+        unsafe { C_Login(s, CKU_USER, std::ptr::null_mut(), 0) },
+        CKR_OK
+    );
     assert_eq!(
         unsafe { C_DeriveKey(s, &mut m, device, t.as_mut_ptr(), 1, &mut out) },
         CKR_OK

@@ -308,6 +308,7 @@ impl QuirkArgs {
             hang: self.hang || d.hang,
             hang_after: self.hang_after.unwrap_or(d.hang_after),
             garbage: self.garbage || d.garbage,
+            no_echo: d.no_echo,
             bare_ccho: self.bare_ccho || d.bare_ccho,
             seed: self.seed.unwrap_or(d.seed),
         }

@@ -56,6 +56,8 @@ pub struct ConnectedCard {
     pub contents: CardContents,
     /// The card takes writes through the STORE DATA provisioning profile.
     pub writable: bool,
+    /// Who made the reader or modem, when it says (a modem's `AT+CGMI`).
+    pub manufacturer: Option<String>,
 }
 
 impl ConnectedCard {
@@ -68,6 +70,7 @@ impl ConnectedCard {
         cache: &Arc<ContentCache>,
         reader: &str,
     ) -> Result<Option<ConnectedCard>> {
+        let manufacturer = conn.manufacturer();
         let Some(attached) = attach(conn, settings, cache, reader)? else {
             return Ok(None);
         };
@@ -75,6 +78,7 @@ impl ConnectedCard {
             link: CardLink::new(attached.link, settings.style, reader),
             contents: attached.contents,
             writable: attached.writable,
+            manufacturer,
         }))
     }
 }
@@ -126,6 +130,11 @@ impl Readers {
     /// Whether a card seems present in `reader`, without sending an APDU.
     pub fn card_present(&self, reader: &str) -> bool {
         self.source.card_present(reader)
+    }
+
+    /// Whether `reader` is a modem (else a PC/SC reader).
+    pub fn is_modem(&self, reader: &str) -> bool {
+        self.source.is_modem(reader)
     }
 
     /// Connects to the applet on the card in `reader`. `Ok(None)`: no card there, or no

@@ -7,6 +7,7 @@ use cryptoki_sys::*;
 use super::util::{in_bytes, mechanism, output_buffer};
 use crate::error::Result;
 use crate::token::OperationKind::{self, Digest, Sign, Verify};
+use crate::token::Parts;
 use crate::token::module;
 
 /// The caller's optional single-part input: a pointer and its length.
@@ -14,7 +15,9 @@ type Input = Option<(CK_BYTE_PTR, CK_ULONG)>;
 
 /// The last call of a digest or signature, single-part (`data`) or final (`None`): the
 /// output-buffer rules — a size query or a short buffer does no card work and keeps the
-/// operation — then the result copied out; any other error ends the operation.
+/// operation, and fixes it as single- or multi-part — then the result copied out; any other
+/// error ends the operation (a single-part call on a multi-part operation or the other way
+/// round included: nothing is sent to the card).
 ///
 /// # Safety
 /// The data and output pointers must be valid for their stated lengths.
@@ -25,7 +28,11 @@ unsafe fn last_part(
     (out, out_len): (CK_BYTE_PTR, CK_ULONG_PTR),
 ) -> Result<()> {
     let m = module()?;
-    let needed = m.output_len(h_session, kind)?;
+    let parts = match data {
+        Some(_) => Parts::Single,
+        None => Parts::Multi,
+    };
+    let needed = m.output_len(h_session, kind, parts)?;
     m.ending_on_error(h_session, kind, || {
         // SAFETY: the caller guarantees the pointers and lengths.
         let data = unsafe { data.map(|(p, len)| in_bytes(p, len)).transpose()? };

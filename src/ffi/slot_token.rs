@@ -37,7 +37,7 @@ pkcs11_fn!(
         }
         let slot_info = CK_SLOT_INFO {
             slotDescription: padded(&info.description),
-            manufacturerID: padded("PC/SC reader"),
+            manufacturerID: padded(&info.manufacturer),
             flags,
             hardwareVersion: CK_VERSION { major: 0, minor: 0 },
             firmwareVersion: CK_VERSION { major: 0, minor: 0 },

@@ -29,7 +29,7 @@ pub mod template;
 
 pub use find::attribute_value;
 pub use module::{Module, SessionObject, SlotInfo, TokenInfo, finalize, initialize, module};
-pub use operation::{OperationKind, SIGNATURE_LEN};
+pub use operation::{OperationKind, Parts, SIGNATURE_LEN};
 
 // `keys.rs` and `store.rs` name the token as `super::Token`.
 use slot::Token;

@@ -130,6 +130,8 @@ pub fn finalize() -> Result<()> {
 /// What `C_GetSlotInfo` reports.
 pub struct SlotInfo {
     pub description: String,
+    /// A modem's `AT+CGMI` (else "modem"), or "PC/SC reader".
+    pub manufacturer: String,
     pub token_present: bool,
 }
 
@@ -259,8 +261,16 @@ impl Module {
             None => false,
         };
         let token_present = present || !matches!(self.token(&slot), Ok(None));
+        let manufacturer = slot.manufacturer.lock().clone().unwrap_or_else(|| {
+            if self.readers.is_modem(&slot.reader) {
+                "modem".to_string()
+            } else {
+                "PC/SC reader".to_string()
+            }
+        });
         Ok(SlotInfo {
             description: slot.reader.clone(),
+            manufacturer,
             token_present,
         })
     }

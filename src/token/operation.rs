@@ -2,7 +2,8 @@
 //! around it, in one place: one operation at a time per session (the token does not set
 //! `CKF_DUAL_CRYPTO_OPERATIONS`), parts added by `C_*Update`, a length query that keeps the
 //! operation, a last call that ends it, and a failed call that ends it too (except
-//! `CKR_BUFFER_TOO_SMALL`).
+//! `CKR_BUFFER_TOO_SMALL`). The first call after init makes the operation single- or
+//! multi-part for good ([`Parts`]).
 
 use std::sync::Arc;
 
@@ -74,8 +75,30 @@ impl MessageInput {
     }
 }
 
-/// The operation a session has under way.
-pub enum Operation {
+/// How an operation takes its data. PKCS#11 3.0 §5.12–5.13 (C_Digest, C_Sign, C_Verify): the
+/// single-part call "cannot be used to terminate a multi-part operation, and must be called after
+/// C_*Init without intervening C_*Update calls"; so the first call after init fixes it, a length
+/// query included (`C_Sign(NULL)` makes the operation single-part, `C_SignFinal(NULL)`
+/// multi-part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parts {
+    /// `C_Sign`, `C_Verify`, `C_Digest`.
+    Single,
+    /// `C_*Update` and `C_*Final`.
+    Multi,
+}
+
+impl Parts {
+    fn of_last_call(data: Option<&[u8]>) -> Parts {
+        match data {
+            Some(_) => Parts::Single,
+            None => Parts::Multi,
+        }
+    }
+}
+
+/// What an operation computes.
+enum Computation {
     /// Signed on the card with `key` when it ends.
     Sign {
         key: Arc<Object>,
@@ -89,30 +112,78 @@ pub enum Operation {
     Digest(Hasher),
 }
 
+/// The operation a session has under way, and whether it became single- or multi-part.
+pub struct Operation {
+    computation: Computation,
+    parts: Option<Parts>,
+}
+
 impl Operation {
+    fn new(computation: Computation) -> Self {
+        Operation {
+            computation,
+            parts: None,
+        }
+    }
+
     pub fn kind(&self) -> OperationKind {
-        match self {
-            Operation::Sign { .. } => OperationKind::Sign,
-            Operation::Verify { .. } => OperationKind::Verify,
-            Operation::Digest(_) => OperationKind::Digest,
+        match self.computation {
+            Computation::Sign { .. } => OperationKind::Sign,
+            Computation::Verify { .. } => OperationKind::Verify,
+            Computation::Digest(_) => OperationKind::Digest,
         }
     }
 
     fn update(&mut self, data: &[u8]) {
-        match self {
-            Operation::Sign { input, .. } | Operation::Verify { input, .. } => input.update(data),
-            Operation::Digest(hasher) => hasher.update(data),
+        match &mut self.computation {
+            Computation::Sign { input, .. } | Computation::Verify { input, .. } => {
+                input.update(data)
+            }
+            Computation::Digest(hasher) => hasher.update(data),
         }
     }
 
     /// How many bytes the last call returns (a verification returns none).
     fn output_len(&self) -> usize {
-        match self {
-            Operation::Sign { .. } => SIGNATURE_LEN,
-            Operation::Verify { .. } => 0,
-            Operation::Digest(hasher) => hasher.output_len(),
+        match &self.computation {
+            Computation::Sign { .. } => SIGNATURE_LEN,
+            Computation::Verify { .. } => 0,
+            Computation::Digest(hasher) => hasher.output_len(),
         }
     }
+
+    /// Fixes the operation as `parts`; false when it already is the other kind.
+    fn claim(&mut self, parts: Parts) -> bool {
+        *self.parts.get_or_insert(parts) == parts
+    }
+}
+
+/// The error for a single-part call on a multi-part operation or the other way round. The
+/// specification names no code of its own for it: the return values it lists for C_Sign,
+/// C_SignUpdate, C_SignFinal (and the Verify and Digest calls) include
+/// CKR_OPERATION_NOT_INITIALIZED ("no active operation of an appropriate type") and not
+/// CKR_OPERATION_ACTIVE, which belongs to the C_*Init calls; SoftHSM2 answers the same. Like any
+/// error of these calls other than CKR_BUFFER_TOO_SMALL, it ends the operation.
+fn other(parts: Parts) -> Parts {
+    match parts {
+        Parts::Single => Parts::Multi,
+        Parts::Multi => Parts::Single,
+    }
+}
+
+fn mixed_parts(kind: OperationKind, operation_is: Parts) -> Error {
+    let (single, update) = match kind {
+        OperationKind::Sign => ("C_Sign", "C_SignUpdate/C_SignFinal"),
+        OperationKind::Verify => ("C_Verify", "C_VerifyUpdate/C_VerifyFinal"),
+        OperationKind::Digest => ("C_Digest", "C_DigestUpdate/C_DigestFinal"),
+    };
+    let detail = match operation_is {
+        Parts::Multi => format!("{single} on a multi-part operation; the operation is ended"),
+        Parts::Single => {
+            format!("{update} on a single-part operation (after {single}); the operation is ended")
+        }
+    };
+    Error::new(CKR_OPERATION_NOT_INITIALIZED, detail)
 }
 
 impl Module {
@@ -143,10 +214,10 @@ impl Module {
         self.start_operation(handle, |s| {
             let (mechanism, key) =
                 operation_key(&s.token, None, OperationKind::Sign, mech, has_param, key)?;
-            Ok(Operation::Sign {
+            Ok(Operation::new(Computation::Sign {
                 key,
                 input: MessageInput::new(mechanism),
-            })
+            }))
         })
     }
 
@@ -171,10 +242,10 @@ impl Module {
             let point = key
                 .point
                 .ok_or_else(|| Error::from(CKR_KEY_HANDLE_INVALID))?;
-            Ok(Operation::Verify {
+            Ok(Operation::new(Computation::Verify {
                 point,
                 input: MessageInput::new(mechanism),
-            })
+            }))
         })
     }
 
@@ -192,30 +263,41 @@ impl Module {
             if has_param {
                 return Err(CKR_MECHANISM_PARAM_INVALID.into());
             }
-            Ok(Operation::Digest(hasher))
+            Ok(Operation::new(Computation::Digest(hasher)))
         })
     }
 
-    /// Runs `f` on the session's active operation of `kind`; `CKR_OPERATION_NOT_INITIALIZED`
-    /// when there is none (another kind under way is left as it is).
+    /// Runs `f` on the session's active operation of `kind`, which becomes (or must already be)
+    /// `parts`; `CKR_OPERATION_NOT_INITIALIZED` when there is none (another kind under way is
+    /// left as it is), or when it is the other kind of parts (then it ends: [`mixed_parts`]).
     fn with_operation<R>(
         &self,
         handle: CK_SESSION_HANDLE,
         kind: OperationKind,
+        parts: Parts,
         f: impl FnOnce(&mut Operation) -> R,
     ) -> Result<R> {
         let s = self.session(handle)?;
         let mut s = s.lock();
-        s.operation
-            .as_mut()
-            .filter(|op| op.kind() == kind)
-            .map(f)
-            .ok_or_else(|| CKR_OPERATION_NOT_INITIALIZED.into())
+        let Some(operation) = s.operation.as_mut().filter(|op| op.kind() == kind) else {
+            return Err(CKR_OPERATION_NOT_INITIALIZED.into());
+        };
+        if !operation.claim(parts) {
+            s.operation = None;
+            return Err(mixed_parts(kind, other(parts)));
+        }
+        Ok(f(operation))
     }
 
-    /// The length of what the last call will return (0 APDUs; the operation stays active).
-    pub fn output_len(&self, handle: CK_SESSION_HANDLE, kind: OperationKind) -> Result<usize> {
-        self.with_operation(handle, kind, |op| op.output_len())
+    /// The length of what the last call (`parts`: `C_Sign` or `C_SignFinal`, …) will return (0
+    /// APDUs; the operation stays active).
+    pub fn output_len(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: OperationKind,
+        parts: Parts,
+    ) -> Result<usize> {
+        self.with_operation(handle, kind, parts, |op| op.output_len())
     }
 
     /// `C_SignUpdate`, `C_VerifyUpdate`, `C_DigestUpdate`: one more part.
@@ -225,26 +307,31 @@ impl Module {
         kind: OperationKind,
         data: &[u8],
     ) -> Result<()> {
-        self.with_operation(handle, kind, |op| op.update(data))
+        self.with_operation(handle, kind, Parts::Multi, |op| op.update(data))
     }
 
     /// Takes the active operation of `kind` out of its session: it ends here whatever the
-    /// outcome of the last call.
+    /// outcome of the last call, which is single-part (`C_Sign`, `C_Verify`, `C_Digest`) or
+    /// multi-part (`C_*Final`) as `parts` says.
     fn take_operation(
         &self,
         handle: CK_SESSION_HANDLE,
         kind: OperationKind,
-    ) -> Result<(Operation, Arc<Token>)> {
+        parts: Parts,
+    ) -> Result<(Computation, Arc<Token>)> {
         let s = self.session(handle)?;
         let mut s = s.lock();
         if s.operation.as_ref().map(Operation::kind) != Some(kind) {
             return Err(CKR_OPERATION_NOT_INITIALIZED.into());
         }
-        let operation = s
+        let mut operation = s
             .operation
             .take()
             .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
-        Ok((operation, s.token.clone()))
+        if !operation.claim(parts) {
+            return Err(mixed_parts(kind, other(parts)));
+        }
+        Ok((operation.computation, s.token.clone()))
     }
 
     /// The last call of a signature (on the card) or digest: single-part with `data`, or
@@ -255,8 +342,8 @@ impl Module {
         kind: OperationKind,
         data: Option<&[u8]>,
     ) -> Result<Vec<u8>> {
-        match self.take_operation(handle, kind)? {
-            (Operation::Sign { key, input }, token) => {
+        match self.take_operation(handle, kind, Parts::of_last_call(data))? {
+            (Computation::Sign { key, input }, token) => {
                 let digest = input.finish(data);
                 let (algorithm, to_sign) = card_hash_for(&key, &digest)?;
                 let signature = self.on_card(handle, &token, |ch| {
@@ -264,13 +351,13 @@ impl Module {
                 })?;
                 Ok(signature.to_vec())
             }
-            (Operation::Digest(mut hasher), _) => {
+            (Computation::Digest(mut hasher), _) => {
                 if let Some(d) = data {
                     hasher.update(d);
                 }
                 Ok(hasher.finish())
             }
-            (Operation::Verify { .. }, _) => Err(Error::new(
+            (Computation::Verify { .. }, _) => Err(Error::new(
                 CKR_FUNCTION_FAILED,
                 "a verification ends with the signature to check",
             )),
@@ -284,8 +371,8 @@ impl Module {
         data: Option<&[u8]>,
         signature: &[u8],
     ) -> Result<()> {
-        let (Operation::Verify { point, input }, _) =
-            self.take_operation(handle, OperationKind::Verify)?
+        let (Computation::Verify { point, input }, _) =
+            self.take_operation(handle, OperationKind::Verify, Parts::of_last_call(data))?
         else {
             return Err(CKR_OPERATION_NOT_INITIALIZED.into());
         };

@@ -48,6 +48,8 @@ pub struct Token {
     pub applet_version: u8,
     pub logged_in: AtomicBool,
     removed: AtomicBool,
+    /// Who made the reader or modem, when it says (a modem's `AT+CGMI`).
+    pub endpoint_manufacturer: Option<String>,
 }
 
 impl Token {
@@ -226,6 +228,7 @@ impl Token {
             link,
             contents,
             writable,
+            manufacturer,
         } = card;
         let app_info = contents.app_info;
         let identifier = &app_info.identifier;
@@ -256,6 +259,7 @@ impl Token {
             writable,
             logged_in: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            endpoint_manufacturer: manufacturer,
         };
         token.set_card_objects(contents.objects);
         token
@@ -265,6 +269,9 @@ impl Token {
 pub struct Slot {
     pub id: CK_SLOT_ID,
     pub reader: String,
+    /// What the endpoint said about its maker when a token was last connected; kept after the
+    /// card goes, so `C_GetSlotInfo` does not change with the card.
+    pub manufacturer: Mutex<Option<String>>,
     token: Mutex<Option<Arc<Token>>>,
     /// Serialises connection attempts to this slot's card (per slot, never global).
     connecting: Mutex<()>,
@@ -275,6 +282,7 @@ impl Slot {
         Slot {
             id,
             reader,
+            manufacturer: Mutex::new(None),
             token: Mutex::new(None),
             connecting: Mutex::new(()),
         }
@@ -297,6 +305,9 @@ impl Slot {
         match readers.connect(&self.reader).map_err(Error::from) {
             Ok(Some(card)) => {
                 let token = Arc::new(Token::new(card, handles.clone(), config, &self.reader));
+                if let Some(maker) = &token.endpoint_manufacturer {
+                    *self.manufacturer.lock() = Some(maker.clone());
+                }
                 *self.token.lock() = Some(token.clone());
                 Ok(Some(token))
             }

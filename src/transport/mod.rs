@@ -158,6 +158,11 @@ pub trait CardConnection: Send {
     /// True while the card is still there (no APDU is sent).
     fn is_present(&mut self) -> bool;
 
+    /// Who made the endpoint, when it says (a modem's `AT+CGMI`), for `C_GetSlotInfo`.
+    fn manufacturer(&self) -> Option<String> {
+        None
+    }
+
     /// Leaves the card as it is (never resets it) and closes the connection.
     fn disconnect(self: Box<Self>);
 }
@@ -170,4 +175,8 @@ pub trait ReaderSource: Send + Sync {
     fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError>;
     /// Whether a card seems present in `reader`, without sending an APDU (slot events).
     fn card_present(&self, reader: &str) -> bool;
+    /// Whether `reader` is a modem (else a PC/SC reader).
+    fn is_modem(&self, _reader: &str) -> bool {
+        false
+    }
 }

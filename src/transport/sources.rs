@@ -101,6 +101,10 @@ impl ReaderSource for ConfiguredReaders {
         }
     }
 
+    fn is_modem(&self, reader: &str) -> bool {
+        self.modem(reader).is_some()
+    }
+
     fn card_present(&self, reader: &str) -> bool {
         if let Some(modem) = self.modem(reader) {
             return Path::new(&modem.device).exists();

@@ -78,6 +78,8 @@ pub struct ModemOptions {
     /// Interleave noise lines (`+XYZ: noise`, `\xFF\xFE`, …) like the URCs; never a final
     /// result or an information line of the command in progress.
     pub garbage: bool,
+    /// A modem that cannot echo: `ATE1` answers `OK` and changes nothing (echo stays off).
+    pub no_echo: bool,
     /// Answer `AT+CCHO` with the bare session id (`<sessionid>`, as TS 27.007 writes it)
     /// instead of `+CCHO: <sessionid>`.
     pub bare_ccho: bool,
@@ -98,6 +100,7 @@ impl Default for ModemOptions {
             hang: false,
             hang_after: 0,
             garbage: false,
+            no_echo: false,
             bare_ccho: false,
             seed: 0x5EED_1075_AFE5_1A0D,
         }
@@ -116,6 +119,7 @@ pub const QUIRKS: &[&str] = &[
     "hang",
     "hang_after",
     "garbage",
+    "no_echo",
     "bare_ccho",
     "seed",
 ];
@@ -149,6 +153,7 @@ impl ModemOptions {
             "hang" => self.hang = parse_bool(value)?,
             "hang_after" => self.hang_after = parse_num(value)?,
             "garbage" => self.garbage = parse_bool(value)?,
+            "no_echo" => self.no_echo = parse_bool(value)?,
             "bare_ccho" => self.bare_ccho = parse_bool(value)?,
             "seed" => self.seed = parse_num(value)?,
             other => {
@@ -174,6 +179,7 @@ impl ModemOptions {
             "hang": self.hang,
             "hang_after": self.hang_after,
             "garbage": self.garbage,
+            "no_echo": self.no_echo,
             "bare_ccho": self.bare_ccho,
             "seed": self.seed,
         })

@@ -314,9 +314,12 @@ impl<C: CardSlot> Server<C> {
                 Answer::ok()
             }
             ("E1", "") => {
-                self.control.update(|o| o.echo = true);
+                self.control.update(|o| o.echo = !o.no_echo);
                 Answer::ok()
             }
+            // 27.007 §5.1, §5.2: manufacturer and model, one bare information line each.
+            ("+CGMI" | "+GMI", "") => Answer::info("iotsafe-sim".to_string()),
+            ("+CGMM" | "+GMM", "") => Answer::info("IoT SAFE modem simulator".to_string()),
             ("I" | "I0", "") => Answer {
                 info: vec![
                     "iotsafe-sim".to_string(),

@@ -21,6 +21,8 @@ pub struct ModemConnection {
     port: AtPort,
     lock: TurnLock,
     mode: AtMode,
+    /// `AT+CGMI`, read once when the port is opened.
+    manufacturer: Option<String>,
 }
 
 /// One operation's turn on the modem: APDUs go to `route` until it is dropped.
@@ -144,16 +146,18 @@ impl ModemConnection {
         // Opened on a turn: opening sets the port's line settings and reads them back, and
         // another process (or module instance) opening it at the same moment would make that
         // check fail.
-        let port = {
+        let (port, manufacturer) = {
             let _turn = lock.turn().map_err(lock_failed)?;
             let mut port = AtPort::open(config)?;
             port.set_up()?;
-            port
+            let manufacturer = port.identification("AT+CGMI");
+            (port, manufacturer)
         };
         Ok(ModemConnection {
             port,
             lock,
             mode: config.at_mode,
+            manufacturer,
         })
     }
 }
@@ -183,6 +187,10 @@ impl CardConnection for ModemConnection {
 
     fn is_present(&mut self) -> bool {
         self.port.broken.is_none() && Path::new(&self.port.name).exists()
+    }
+
+    fn manufacturer(&self) -> Option<String> {
+        self.manufacturer.clone()
     }
 
     fn disconnect(self: Box<Self>) {}

@@ -52,8 +52,10 @@ pub(super) struct AtPort {
     /// The modem echoes command lines: every answer is read from the echo of its own command on,
     /// and whatever came before it (a late answer to another command, a URC) is dropped.
     echo: bool,
-    /// A command timed out without echo: resynchronise before the next one.
+    /// A command timed out (or its answer made no sense): resynchronise before the next one.
     needs_resync: bool,
+    /// Markers sent so far by [`AtPort::resync`]; with the process id, what makes each unique.
+    markers_sent: u64,
     /// The port failed (closed, unplugged): stays failed.
     pub(super) broken: Option<ErrorKind>,
 }
@@ -105,6 +107,7 @@ impl AtPort {
             max_command_len: config.max_command_len,
             echo: false,
             needs_resync: false,
+            markers_sent: 0,
             broken: None,
         })
     }
@@ -124,6 +127,16 @@ impl AtPort {
         }
         let _ = self.command("AT+CMEE=1", None);
         Ok(())
+    }
+
+    /// The one information line of an identification command (`AT+CGMI`, `AT+CGMM`: a bare
+    /// line, or prefixed like `+CGMI: `), or `None` when the modem does not answer it.
+    pub(super) fn identification(&mut self, cmd: &str) -> Option<String> {
+        let lines = self.command(cmd, Some("")).ok()?;
+        let prefix = format!("{}:", cmd.trim_start_matches("AT"));
+        let line = lines.into_iter().find(|l| !l.is_empty())?;
+        let value = line.strip_prefix(&prefix).unwrap_or(&line).trim();
+        (!value.is_empty()).then(|| value.to_string())
     }
 
     /// Sends `AT` and tells whether its echo came back before the `OK`.
@@ -219,23 +232,50 @@ impl AtPort {
         Ok(())
     }
 
-    /// After a timeout the modem may still answer the old command, at any moment. A bare `AT`
-    /// cannot tell its `OK` from the late one, so the probe is `AT+CMEE?`: only its own answer
-    /// carries a `+CMEE:` line; everything before that line is the old command's.
+    /// After a timeout the modem may still answer the old command, at any moment, and an
+    /// answer to a command line equal to the next one (the same COMPUTE SIGNATURE INIT, the same
+    /// AT+CCHO) would even come after an echo that looks like ours. So the next command waits for
+    /// a marker that no stale answer can look like; the modem answers in order, so whatever came
+    /// before the marker's answer is old and dropped.
+    ///
+    /// With echo, the marker is a command line of its own that no other line can equal: an
+    /// unknown command (`AT+IOTSAFESYNC=<pid>,<n>`, which every V.250 modem answers `ERROR`),
+    /// read until its echo and then its final result. Without echo, `AT+CMEE?`: only its answer
+    /// carries a `+CMEE:` line (residual risk: the `+CMEE:` of an earlier marker that itself went
+    /// unanswered within its deadline).
     fn resync(&mut self) -> Result<(), AtError> {
         for _ in 0..3 {
             self.drain()?;
-            self.port
-                .write_all(b"AT+CMEE?\r")
-                .map_err(|e| AtError::Io(e.kind()))?;
+            self.markers_sent += 1;
+            let marker = if self.echo {
+                format!(
+                    "AT+IOTSAFESYNC={},{}",
+                    std::process::id(),
+                    self.markers_sent
+                )
+            } else {
+                "AT+CMEE?".to_string()
+            };
+            self.write_line(&marker)?;
             let deadline = Instant::now() + Duration::from_millis(500).min(self.timeout);
             let mut answered = false;
             while let Some(line) = self.next_line(deadline)? {
-                if line.starts_with("+CMEE:") {
+                let ours = if self.echo {
+                    line == marker
+                } else {
+                    line.starts_with("+CMEE:")
+                };
+                if ours {
                     answered = true;
-                } else if answered && line == "OK" {
+                } else if answered && is_final_result(&line) {
                     self.needs_resync = false;
                     return Ok(());
+                } else {
+                    debug!(
+                        "modem {}: resynchronising: dropping {:?}",
+                        self.name,
+                        without_payload(&line)
+                    );
                 }
             }
         }
@@ -252,7 +292,7 @@ impl AtPort {
         if cmd.len() > self.max_command_len {
             return Err(AtError::TooLong(cmd.len()));
         }
-        if self.needs_resync && !self.echo {
+        if self.needs_resync {
             self.resync()?;
         } else {
             self.drain()?;
@@ -326,11 +366,18 @@ impl AtPort {
                 }
                 Err(e) => return Err(e),
                 Ok(mut info) => {
-                    return info
-                        .pop()
-                        .ok_or_else(|| AtError::Malformed(format!("no {info_prefix} line")));
+                    return info.pop().ok_or_else(|| {
+                        // An answer that is not this command's (a stale OK): resynchronise.
+                        self.needs_resync = true;
+                        AtError::Malformed(format!("no {info_prefix} line"))
+                    });
                 }
             }
         }
     }
+}
+
+/// `OK`, `ERROR` or `+CME ERROR: …`: the line that ends a command's answer.
+fn is_final_result(line: &str) -> bool {
+    line == "OK" || line == "ERROR" || line.starts_with("+CME ERROR:")
 }
