@@ -425,4 +425,20 @@ label = "gateway modem 2"
         }
         assert!(Config::parse("", "t").unwrap().aids().is_empty());
     }
+
+    #[test]
+    fn syntax_errors_name_the_line_and_the_key_on_one_line() {
+        for (text, expected) in [
+            ("cache = 3", "configuration t, line 1, key `cache`: invalid type"),
+            (
+                "log = \"info\"\n\n[pcsc]\nenabled = true\nreader = []",
+                "configuration t, line 5, key `pcsc.reader`: unknown field `reader`",
+            ),
+            ("[applet\n", "configuration t, line 1: "),
+        ] {
+            let e = Config::parse(text, "t").unwrap_err();
+            assert!(e.0.starts_with(expected), "{text:?}: {e}");
+            assert!(!e.0.contains('\n'), "{text:?}: one line: {e}");
+        }
+    }
 }

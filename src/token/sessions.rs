@@ -155,12 +155,7 @@ impl Module {
         // Held while deciding, so a user and an SO logging in at once cannot both succeed
         // and no read-only session opens in between.
         let sessions = self.sessions.write();
-        if mine.load(Ordering::Acquire) {
-            return Err(CKR_USER_ALREADY_LOGGED_IN.into());
-        }
-        if other.load(Ordering::Acquire) {
-            return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN.into());
-        }
+        // The read-only rule first, as SoftHSM2 orders it.
         if user_type == CKU_SO {
             let read_only_open = sessions.values().any(|o| {
                 o.try_lock()
@@ -169,6 +164,12 @@ impl Module {
             if read_only_open {
                 return Err(CKR_SESSION_READ_ONLY_EXISTS.into());
             }
+        }
+        if mine.load(Ordering::Acquire) {
+            return Err(CKR_USER_ALREADY_LOGGED_IN.into());
+        }
+        if other.load(Ordering::Acquire) {
+            return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN.into());
         }
         mine.store(true, Ordering::Release);
         Ok(())
