@@ -429,7 +429,10 @@ label = "gateway modem 2"
     #[test]
     fn syntax_errors_name_the_line_and_the_key_on_one_line() {
         for (text, expected) in [
-            ("cache = 3", "configuration t, line 1, key `cache`: invalid type"),
+            (
+                "cache = 3",
+                "configuration t, line 1, key `cache`: invalid type",
+            ),
             (
                 "log = \"info\"\n\n[pcsc]\nenabled = true\nreader = []",
                 "configuration t, line 5, key `pcsc.reader`: unknown field `reader`",

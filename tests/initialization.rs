@@ -629,10 +629,10 @@ fn client_certificate_point(session: CK_SESSION_HANDLE) -> Vec<u8> {
         .to_vec()
 }
 
-/// SunPKCS11 (under Greengrass's PKCS#11 provider) keeps a pool of sessions sized from
-/// ulMaxSessionCount and opens more than one at once (object session, operation sessions):
-/// Greengrass needs at least 3. The token says "effectively infinite" (0) for both counts
-/// and opens them.
+/// Greengrass's PKCS#11 provider plugin goes through the JDK's SunPKCS11, which sizes its
+/// session pool from ulMaxSessionCount and holds several sessions at once; issue #13 states
+/// Greengrass needs at least 3. The token says "effectively infinite" (0) for both counts and
+/// opens 4 R/W sessions, each with a signature of its own under way.
 #[test]
 fn greengrass_opens_several_read_write_sessions_at_once() {
     let h = Harness::default();
@@ -669,8 +669,8 @@ fn greengrass_opens_several_read_write_sessions_at_once() {
     }
 }
 
-/// SunPKCS11 reads CKA_EXTRACTABLE (with CKA_SENSITIVE) of a private key to decide whether
-/// it is a token key it must use in place; it has to be readable, and false.
+/// Greengrass (through SunPKCS11) reads CKA_EXTRACTABLE of the private key (issue #13); with
+/// CKA_SENSITIVE it says the key is used in place on the token: readable, and false.
 #[test]
 fn greengrass_reads_extractable_and_sensitive_of_the_private_key() {
     let h = Harness::default();
@@ -679,7 +679,7 @@ fn greengrass_reads_extractable_and_sensitive_of_the_private_key() {
     assert_eq!(get_attr(s, key, CKA_EXTRACTABLE), Ok(vec![CK_FALSE]));
     assert_eq!(get_attr(s, key, CKA_SENSITIVE), Ok(vec![CK_TRUE]));
     assert_eq!(get_attr(s, key, CKA_NEVER_EXTRACTABLE), Ok(vec![CK_TRUE]));
-    // All in one call, as SunPKCS11 asks.
+    // Both in one call.
     let (mut a, mut b) = ([9u8], [9u8]);
     let mut template = [attr(CKA_EXTRACTABLE, &mut a), attr(CKA_SENSITIVE, &mut b)];
     assert_eq!(
@@ -689,9 +689,9 @@ fn greengrass_reads_extractable_and_sensitive_of_the_private_key() {
     assert_eq!((a, b), ([CK_FALSE], [CK_TRUE]));
 }
 
-/// SunPKCS11 asks C_Sign for the signature's length first (NULL buffer), then signs: the
-/// query is CKR_OK with 64 and keeps the operation; the signature verifies against the
-/// card's certificate.
+/// Greengrass (through SunPKCS11) asks C_Sign for the signature's length first (NULL
+/// buffer, issue #13), then signs: the query is CKR_OK with 64, sends nothing to the card and
+/// keeps the operation; the signature verifies against the card's certificate.
 #[test]
 fn greengrass_asks_the_signature_length_first() {
     let h = Harness::default();
