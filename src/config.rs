@@ -1,8 +1,8 @@
 //! Configuration: a TOML file from `IOTSAFE_PKCS11_CONFIG`, else
 //! `$XDG_CONFIG_HOME/iotsafe-pkcs11/config.toml` (or `~/.config/…`), else
-//! `/etc/iotsafe-pkcs11/config.toml`, else defaults. A string passed in `C_Initialize`'s
-//! `pReserved` (as p11-kit's `x-init-reserved` does) is read as TOML too and wins.
-
+//! `/etc/iotsafe-pkcs11/config.toml`, else defaults. When the file says `init_reserved = true`
+//! (or `IOTSAFE_PKCS11_INIT_RESERVED=1`), a string passed in `C_Initialize`'s `pReserved` (as
+//! p11-kit's `x-init-reserved` does) is read as TOML too and wins.
 //!
 //! Plain data: it imports no layer of the module; the layers read what they need from it.
 
@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 pub const ENV_CONFIG: &str = "IOTSAFE_PKCS11_CONFIG";
 pub const ENV_LOG: &str = "IOTSAFE_PKCS11_LOG";
+/// `1` or `true`: `C_Initialize`'s `pReserved` may carry a configuration string.
+pub const ENV_INIT_RESERVED: &str = "IOTSAFE_PKCS11_INIT_RESERVED";
+/// The largest configuration (file or `pReserved` string) read.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// A configuration that cannot be read or used; the message names where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,10 @@ pub struct Config {
     /// Where the lock files (and the notes beside them) that processes share a card by live;
     /// default `/run/lock`. Every process using the card must use the same.
     pub lock_dir: Option<PathBuf>,
+    /// `C_Initialize`'s `pReserved` may point to a configuration string (p11-kit's
+    /// `x-init-reserved`); otherwise a non-NULL `pReserved` is `CKR_ARGUMENTS_BAD`.
+    #[serde(default)]
+    pub init_reserved: bool,
 }
 
 fn default_cache() -> bool {
@@ -64,6 +72,7 @@ impl Default for Config {
             cache: true,
             cache_dir: None,
             lock_dir: None,
+            init_reserved: false,
         }
     }
 }
@@ -199,6 +208,70 @@ impl Default for AppletConfig {
     }
 }
 
+/// Reads a configuration file without ever blocking or reading without end: opened
+/// non-blocking (a FIFO opens at once), only a regular file is read, at most
+/// [`MAX_CONFIG_BYTES`].
+fn read_config_file(path: &Path, origin: &str) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let error = |what: String| ConfigError(format!("configuration {origin}: {what}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| error(e.to_string()))?;
+    let metadata = file.metadata().map_err(|e| error(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(error("not a regular file".to_owned()));
+    }
+    if metadata.len() > MAX_CONFIG_BYTES as u64 {
+        return Err(error(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes ({} bytes)",
+            metadata.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| error(e.to_string()))?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(error(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| error("not UTF-8 text".to_owned()))
+}
+
+/// A TOML error as one line: where it came from, the line, the key (with its table) and what
+/// is wrong.
+fn syntax_error(e: &toml::de::Error, text: &str, origin: &str) -> ConfigError {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return ConfigError(format!("configuration {origin}: {message}"));
+    };
+    let start = span.start.min(text.len());
+    let line_index = text[..start].matches('\n').count();
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(line_index).copied().unwrap_or("").trim();
+    let table = lines[..line_index.min(lines.len())]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty());
+    let place = match (table, key) {
+        (Some(t), Some(k)) => format!(", key `{t}.{k}`"),
+        (None, Some(k)) => format!(", key `{k}`"),
+        _ => String::new(),
+    };
+    ConfigError(format!(
+        "configuration {origin}, line {}{place}: {message}",
+        line_index + 1
+    ))
+}
+
 /// An AID as written in the file: hex, with optional spaces or colons between the bytes.
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let digits: String = s
@@ -210,8 +283,7 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
 
 impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError(format!("configuration {origin}: {e}")))?;
+        let config: Config = toml::from_str(text).map_err(|e| syntax_error(&e, text, origin))?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -268,19 +340,23 @@ impl Config {
         etc.exists().then_some(etc)
     }
 
-    /// Loads the configuration: `inline` (from `pReserved`) wins over the file.
-    pub fn load(inline: Option<&str>) -> Result<Config> {
-        if let Some(text) = inline {
-            return Config::parse(text, "passed in C_Initialize");
-        }
+    /// The configuration file (see [`Config::default_path`]), or the defaults when there is none.
+    pub fn load_file() -> Result<Config> {
         match Config::default_path() {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError(format!("configuration {}: {e}", path.display())))?;
-                Config::parse(&text, &path.display().to_string())
+                let origin = path.display().to_string();
+                Config::parse(&read_config_file(&path, &origin)?, &origin)
             }
             None => Ok(Config::default()),
         }
+    }
+
+    /// Whether `pReserved` may carry a configuration string: the file's `init_reserved`, or
+    /// `IOTSAFE_PKCS11_INIT_RESERVED=1`.
+    pub fn accepts_init_reserved(&self) -> bool {
+        self.init_reserved
+            || std::env::var(ENV_INIT_RESERVED)
+                .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
     }
 
     /// The configured AIDs, in order (empty: none configured).
@@ -348,5 +424,24 @@ label = "gateway modem 2"
             assert!(e.0.contains("configuration t"), "{text}: {e}");
         }
         assert!(Config::parse("", "t").unwrap().aids().is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line_and_the_key_on_one_line() {
+        for (text, expected) in [
+            (
+                "cache = 3",
+                "configuration t, line 1, key `cache`: invalid type",
+            ),
+            (
+                "log = \"info\"\n\n[pcsc]\nenabled = true\nreader = []",
+                "configuration t, line 5, key `pcsc.reader`: unknown field `reader`",
+            ),
+            ("[applet\n", "configuration t, line 1: "),
+        ] {
+            let e = Config::parse(text, "t").unwrap_err();
+            assert!(e.0.starts_with(expected), "{text:?}: {e}");
+            assert!(!e.0.contains('\n'), "{text:?}: one line: {e}");
+        }
     }
 }

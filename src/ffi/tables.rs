@@ -7,12 +7,12 @@ use super::*;
 use crate::error::{Error, Result};
 
 macro_rules! function_list {
-    ($ty:ident, $major:expr, $minor:expr $(, $extra:ident)*) => {
+    ($ty:ident, $major:expr, $minor:expr, $get_info:expr $(, $extra:ident)*) => {
         $ty {
             version: CK_VERSION { major: $major, minor: $minor },
             C_Initialize: Some(C_Initialize),
             C_Finalize: Some(C_Finalize),
-            C_GetInfo: Some(C_GetInfo),
+            C_GetInfo: Some($get_info),
             C_GetFunctionList: Some(C_GetFunctionList),
             C_GetSlotList: Some(C_GetSlotList),
             C_GetSlotInfo: Some(C_GetSlotInfo),
@@ -83,12 +83,14 @@ macro_rules! function_list {
     };
 }
 
-static FUNCTION_LIST_2_40: CK_FUNCTION_LIST = function_list!(CK_FUNCTION_LIST, 2, 40);
+static FUNCTION_LIST_2_40: CK_FUNCTION_LIST =
+    function_list!(CK_FUNCTION_LIST, 2, 40, general::get_info_2_40);
 
 static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = function_list!(
     CK_FUNCTION_LIST_3_0,
     3,
     0,
+    C_GetInfo,
     C_GetInterfaceList,
     C_GetInterface,
     C_LoginUser,

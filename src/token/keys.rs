@@ -112,11 +112,12 @@ fn check_key_pair_templates(public: &Template, private: &Template) -> Result<()>
             ));
         }
     }
-    // What the card's keys can never be.
+    // What the card's keys can never be. CKA_DECRYPT / CKA_ENCRYPT true are let through (the
+    // keys still show false): aziot-keyd asks for them on every key pair, EC included, and
+    // SoftHSM2 and tpm2-pkcs11 accept them.
     for (attr, forbidden, what) in [
         (CKA_SENSITIVE, false, "a card key is always sensitive"),
         (CKA_EXTRACTABLE, true, "a card key never leaves the card"),
-        (CKA_DECRYPT, true, "EC keys do not decrypt"),
         (CKA_UNWRAP, true, "EC keys do not unwrap"),
         (CKA_SIGN_RECOVER, true, "ECDSA has no recovery"),
     ] {
@@ -124,10 +125,7 @@ fn check_key_pair_templates(public: &Template, private: &Template) -> Result<()>
             return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID, what));
         }
     }
-    for (attr, what) in [
-        (CKA_ENCRYPT, "EC keys do not encrypt"),
-        (CKA_WRAP, "EC keys do not wrap"),
-    ] {
+    for (attr, what) in [(CKA_WRAP, "EC keys do not wrap")] {
         if template_bool(public, attr)? == Some(true) {
             return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID, what));
         }

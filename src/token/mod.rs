@@ -28,7 +28,10 @@ pub mod store;
 pub mod template;
 
 pub use find::attribute_value;
-pub use module::{Module, SessionObject, SlotInfo, TokenInfo, finalize, initialize, module};
+pub use module::{
+    InitReserved, Module, SessionObject, SlotInfo, TokenInfo, finalize, initialize,
+    initialize_with, module,
+};
 pub use operation::{OperationKind, Parts, SIGNATURE_LEN};
 
 // `keys.rs` and `store.rs` name the token as `super::Token`.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cryptoki_sys::*;
-use log::{debug, info};
+use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::applet::Readers;
@@ -62,22 +62,76 @@ pub fn module() -> Result<Arc<Module>> {
     }
 }
 
-pub fn initialize(inline_config: Option<&str>) -> Result<()> {
+/// What `C_Initialize` was given besides the locking arguments.
+pub enum InitReserved<'a> {
+    /// `pReserved` was NULL (or there were no arguments).
+    Null,
+    /// `pReserved` was not NULL: the reader of the string it points to, called only when the
+    /// configuration says to expect one (it reads through the caller's pointer).
+    Given(&'a dyn Fn() -> Result<String>),
+}
+
+/// `C_Initialize`: the configuration file, then `pReserved` when the file (or
+/// `IOTSAFE_PKCS11_INIT_RESERVED`) says it carries a configuration.
+pub fn initialize(reserved: InitReserved<'_>) -> Result<()> {
     let mut guard = MODULE.write();
+    take_inherited(&mut guard)?;
+    let config = configuration(reserved).inspect_err(|e| {
+        // The configuration names the log filter; without one, the reason must still be seen.
+        crate::init_logging(None);
+        // `ffi::entry` logs device problems (CKR_GENERAL_ERROR) at warn already; the caller's
+        // errors (CKR_ARGUMENTS_BAD) only at debug, but a refused pReserved must be seen.
+        if !e.is_device_problem() {
+            warn!("C_Initialize: {e}");
+        }
+    })?;
+    start(&mut guard, config)
+}
+
+/// Initialises the module with a configuration given as data (for programs that link the
+/// module as a Rust library, and tests); the same as `C_Initialize` otherwise.
+pub fn initialize_with(config: Config) -> Result<()> {
+    let mut guard = MODULE.write();
+    take_inherited(&mut guard)?;
+    start(&mut guard, config)
+}
+
+/// `CKR_CRYPTOKI_ALREADY_INITIALIZED` in the process that initialised; in a forked child the
+/// parent's PC/SC context and card handles belong to the parent's connection to pcscd: they
+/// are forgotten without releasing anything.
+fn take_inherited(guard: &mut Option<Arc<Module>>) -> Result<()> {
     if let Some(m) = guard.as_ref() {
         if m.pid == std::process::id() {
             return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED.into());
         }
-        // Forked child: the parent's PC/SC context and card handles belong to the parent's
-        // connection to pcscd. Forget them without releasing anything.
         if let Some(inherited) = guard.take() {
             std::mem::forget(inherited);
         }
     }
-    let config = Config::load(inline_config).inspect_err(|_| {
-        // The configuration names the log filter; without one, the error must still be seen.
-        crate::init_logging(None);
-    })?;
+    Ok(())
+}
+
+fn configuration(reserved: InitReserved<'_>) -> Result<Config> {
+    let file = Config::load_file()?;
+    let InitReserved::Given(read_reserved) = reserved else {
+        return Ok(file);
+    };
+    if !file.accepts_init_reserved() {
+        return Err(Error::new(
+            CKR_ARGUMENTS_BAD,
+            "pReserved is not NULL; to pass a configuration string in it (p11-kit \
+             x-init-reserved), set init_reserved = true in the configuration file or \
+             IOTSAFE_PKCS11_INIT_RESERVED=1",
+        ));
+    }
+    let text = read_reserved()?;
+    if text.trim().is_empty() {
+        return Ok(file);
+    }
+    Ok(Config::parse(&text, "passed in C_Initialize's pReserved")?)
+}
+
+fn start(guard: &mut Option<Arc<Module>>, config: Config) -> Result<()> {
     crate::init_logging(config.log.as_deref());
     let module = Module {
         pid: std::process::id(),

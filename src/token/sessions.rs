@@ -22,11 +22,14 @@ impl Module {
         // Read-write sessions are accepted although the token is write-protected: tools such
         // as pkcs11-tool --test and OpenSC's p11test always ask for one. Every write in them
         // still fails with CKR_TOKEN_WRITE_PROTECTED (see `refuse_write`).
+        let read_only = flags & CKF_RW_SESSION == 0;
+        let mut sessions = self.sessions.write();
+        if read_only && token.so_logged_in.load(Ordering::Acquire) {
+            return Err(CKR_SESSION_READ_WRITE_SO_EXISTS.into());
+        }
         let handle = self.handles.session_handle();
         let session = Session::new(handle, slot_id, token, flags);
-        self.sessions
-            .write()
-            .insert(handle, Arc::new(Mutex::new(session)));
+        sessions.insert(handle, Arc::new(Mutex::new(session)));
         Ok(handle)
     }
 
@@ -89,7 +92,7 @@ impl Module {
             .write()
             .retain(|_, o| o.slot_id != slot_id);
         if let Some(t) = slot.current_token() {
-            t.logged_in.store(false, Ordering::Release);
+            t.log_out();
         }
         Ok(())
     }
@@ -101,7 +104,7 @@ impl Module {
             .values()
             .any(|s| s.lock().slot_id == slot_id);
         if !any_left {
-            token.logged_in.store(false, Ordering::Release);
+            token.log_out();
         }
     }
 
@@ -111,59 +114,71 @@ impl Module {
     ) -> Result<(CK_SLOT_ID, CK_STATE, CK_FLAGS)> {
         let s = self.session(handle)?;
         let s = s.lock();
-        let logged_in = s.token.logged_in.load(Ordering::Acquire);
-        let state = match (s.is_rw(), logged_in) {
-            (false, false) => CKS_RO_PUBLIC_SESSION,
-            (false, true) => CKS_RO_USER_FUNCTIONS,
-            (true, false) => CKS_RW_PUBLIC_SESSION,
-            (true, true) => CKS_RW_USER_FUNCTIONS,
+        let user = s.token.logged_in.load(Ordering::Acquire);
+        let so = s.token.so_logged_in.load(Ordering::Acquire);
+        let state = match (s.is_rw(), user, so) {
+            // The SO logs in only when every session of the token is read-write.
+            (_, _, true) => CKS_RW_SO_FUNCTIONS,
+            (false, false, _) => CKS_RO_PUBLIC_SESSION,
+            (false, true, _) => CKS_RO_USER_FUNCTIONS,
+            (true, false, _) => CKS_RW_PUBLIC_SESSION,
+            (true, true, _) => CKS_RW_USER_FUNCTIONS,
         };
         Ok((s.slot_id, state, s.flags))
     }
 
-    /// IoT.05 has no PIN: login only moves the PKCS#11 state machine, the card is not involved.
+    /// IoT.05 has no PIN and the token needs no login (`CKF_LOGIN_REQUIRED` clear): login
+    /// only moves the PKCS#11 state machine, the card is not involved, and any PIN is taken.
+    /// That holds for the security officer too: `CKU_SO` is a valid user type (PKCS#11 3.0
+    /// §5.1: `CKR_USER_TYPE_INVALID` is for values other than CKU_SO, CKU_USER and
+    /// CKU_CONTEXT_SPECIFIC), so `C_Login(CKU_SO)` follows the §5.6 rules: refused while a
+    /// read-only session of the token is open, one user type at a time.
     pub fn login(&self, handle: CK_SESSION_HANDLE, user_type: CK_USER_TYPE) -> Result<()> {
         let s = self.session(handle)?;
-        let token = s.lock().token.clone();
-        match user_type {
-            CKU_USER => {
-                if token.logged_in.swap(true, Ordering::AcqRel) {
-                    return Err(CKR_USER_ALREADY_LOGGED_IN.into());
-                }
-                Ok(())
-            }
-            // IoT.05 has no security officer.
-            CKU_SO => {
-                let slot_id = s.lock().slot_id;
-                let ro_exists = self.sessions.read().values().any(|o| {
-                    o.try_lock()
-                        .is_none_or(|o| o.slot_id == slot_id && !o.is_rw())
-                });
-                if ro_exists {
-                    Err(CKR_SESSION_READ_ONLY_EXISTS.into())
-                } else {
-                    Err(Error::new(
-                        CKR_USER_TYPE_INVALID,
-                        "IoT SAFE has no security officer",
-                    ))
-                }
-            }
+        let (token, slot_id) = {
+            let s = s.lock();
+            (s.token.clone(), s.slot_id)
+        };
+        let (mine, other) = match user_type {
+            CKU_USER => (&token.logged_in, &token.so_logged_in),
+            CKU_SO => (&token.so_logged_in, &token.logged_in),
             CKU_CONTEXT_SPECIFIC => {
                 // Only a signature or verification can ask for the key's own login.
                 let kind = s.lock().operation.as_ref().map(Operation::kind);
                 if !matches!(kind, Some(OperationKind::Sign | OperationKind::Verify)) {
                     return Err(CKR_OPERATION_NOT_INITIALIZED.into());
                 }
-                Ok(())
+                return Ok(());
             }
-            _ => Err(CKR_USER_TYPE_INVALID.into()),
+            _ => return Err(CKR_USER_TYPE_INVALID.into()),
+        };
+        // Held while deciding, so a user and an SO logging in at once cannot both succeed
+        // and no read-only session opens in between.
+        let sessions = self.sessions.write();
+        // The read-only rule first, as SoftHSM2 orders it.
+        if user_type == CKU_SO {
+            let read_only_open = sessions.values().any(|o| {
+                o.try_lock()
+                    .is_none_or(|o| o.slot_id == slot_id && !o.is_rw())
+            });
+            if read_only_open {
+                return Err(CKR_SESSION_READ_ONLY_EXISTS.into());
+            }
         }
+        if mine.load(Ordering::Acquire) {
+            return Err(CKR_USER_ALREADY_LOGGED_IN.into());
+        }
+        if other.load(Ordering::Acquire) {
+            return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN.into());
+        }
+        mine.store(true, Ordering::Release);
+        Ok(())
     }
 
     pub fn logout(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.session(handle)?;
         let token = s.lock().token.clone();
-        if !token.logged_in.swap(false, Ordering::AcqRel) {
+        if !token.log_out() {
             return Err(CKR_USER_NOT_LOGGED_IN.into());
         }
         Ok(())
@@ -187,5 +202,14 @@ impl Module {
                 "writing a token object needs a read-write session",
             ),
         }
+    }
+}
+
+impl Token {
+    /// Logs out whoever is logged in; false when nobody was.
+    fn log_out(&self) -> bool {
+        let user = self.logged_in.swap(false, Ordering::AcqRel);
+        let so = self.so_logged_in.swap(false, Ordering::AcqRel);
+        user || so
     }
 }

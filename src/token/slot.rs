@@ -47,6 +47,8 @@ pub struct Token {
     pub serial: String,
     pub applet_version: u8,
     pub logged_in: AtomicBool,
+    /// The security officer is logged in (`C_Login(CKU_SO)`).
+    pub so_logged_in: AtomicBool,
     removed: AtomicBool,
     /// Who made the reader or modem, when it says (a modem's `AT+CGMI`).
     pub endpoint_manufacturer: Option<String>,
@@ -258,6 +260,7 @@ impl Token {
             app_info,
             writable,
             logged_in: AtomicBool::new(false),
+            so_logged_in: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             endpoint_manufacturer: manufacturer,
         };

@@ -1,7 +1,6 @@
 //! The module in this process: its `C_*` functions called directly, with the simulator
 //! library's cards as its readers (plugged in by [`super::sim_reader`]).
 
-use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -113,21 +112,11 @@ pub fn open_rw_session(slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
     h
 }
 
-/// `C_Initialize` with `config` (the module's TOML configuration) in `pReserved`.
+/// Initialises the module with `config` (the module's TOML configuration), as `C_Initialize`
+/// does with the configuration file.
 pub fn initialize_with_config(config: &str) {
-    let config = CString::new(config).expect("configuration without NUL");
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: config.as_ptr() as *mut _,
-    };
-    assert_eq!(
-        unsafe { C_Initialize(&mut args as *mut _ as *mut _) },
-        CKR_OK
-    );
+    let config = iotsafe_pkcs11::config::Config::parse(config, "the test").expect("configuration");
+    iotsafe_pkcs11::token::initialize_with(config).expect("initialise with the configuration");
 }
 
 pub fn find(session: CK_SESSION_HANDLE, template: &mut [CK_ATTRIBUTE]) -> Vec<CK_OBJECT_HANDLE> {
