@@ -9,7 +9,8 @@ use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::applet::{
-    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, Readers,
+    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, ProvenPair,
+    Readers,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ type HandleKey = (CK_OBJECT_CLASS, Option<Vec<u8>>, Option<Vec<u8>>);
 struct Cache {
     /// As read from (or written to) the card.
     card_objects: Vec<CardObject>,
+    /// Which public half belongs to a private key where the card does not say it.
+    proven_pairs: Vec<ProvenPair>,
     /// The PKCS#11 view built from them.
     objects: Vec<Arc<Object>>,
 }
@@ -80,10 +83,16 @@ impl Token {
         self.cache.read().card_objects.clone()
     }
 
-    /// Rebuilds the PKCS#11 view from `card_objects`; unchanged objects keep their handles.
+    /// Rebuilds the PKCS#11 view from `card_objects` (with the pairing proofs known so far);
+    /// unchanged objects keep their handles.
     pub fn set_card_objects(&self, card_objects: Vec<CardObject>) {
+        let proven_pairs = self.cache.read().proven_pairs.clone();
+        self.set_card_contents(card_objects, proven_pairs);
+    }
+
+    fn set_card_contents(&self, card_objects: Vec<CardObject>, proven_pairs: Vec<ProvenPair>) {
         let mut handles = self.handles.lock();
-        let objects = object::build_objects(&card_objects, |class, info| {
+        let objects = object::build_objects(&card_objects, &proven_pairs, |class, info| {
             *handles
                 .entry((class, info.id.clone(), info.label.clone()))
                 .or_insert_with(|| self.handle_allocator.object_handle())
@@ -93,14 +102,17 @@ impl Token {
         .collect();
         *self.cache.write() = Cache {
             card_objects,
+            proven_pairs,
             objects,
         };
     }
 
-    /// Re-reads every object from the card (inside an operation of `run`).
+    /// Re-reads every object from the card (inside an operation of `run`); pairing proofs
+    /// that still hold are not made again.
     pub fn reload(&self, ch: &mut AppletChannel<'_>) -> applet::Result<()> {
-        let contents = applet::read_card(ch, &self.reader)?;
-        self.set_card_objects(contents.objects);
+        let known = self.cache.read().proven_pairs.clone();
+        let contents = applet::read_card(ch, &self.reader, &known)?;
+        self.set_card_contents(contents.objects, contents.proven_pairs);
         self.stale.store(false, Ordering::Release);
         info!("{}: object cache re-read", self.reader);
         Ok(())
@@ -230,6 +242,7 @@ impl Token {
             link,
             cache: RwLock::new(Cache {
                 card_objects: Vec::new(),
+                proven_pairs: Vec::new(),
                 objects: Vec::new(),
             }),
             handles: Mutex::new(HashMap::new()),
@@ -243,7 +256,7 @@ impl Token {
             logged_in: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         };
-        token.set_card_objects(contents.objects);
+        token.set_card_contents(contents.objects, contents.proven_pairs);
         token
     }
 }
