@@ -268,3 +268,77 @@ fn a_warm_process_takes_the_proof_from_the_content_cache() {
         drop(modem);
     }
 }
+
+/// A key pair regenerated on the card into a public key of another ID: the private key shows
+/// the new point at once, not the one its certificate (from before) still holds.
+#[test]
+fn a_regenerated_pair_replaces_the_proven_point() {
+    let mut profile = layout_profile(KeyLayout::SplitIdsSplitLabels);
+    let private = profile
+        .private_keys
+        .iter_mut()
+        .find(|k| k.id == [0x06])
+        .expect("private key 06");
+    private.crypto_functions |= iotsafe_sim::profile::CF_KEY_GENERATION;
+    // The card generates into public key 07 for private key 06.
+    profile.device_objects.push(iotsafe_sim::DeviceObject {
+        class: iotsafe_sim::ObjectClass::PrivateKey,
+        id: vec![0x06],
+        slot_size: None,
+        public_id: Some(vec![0x07]),
+    });
+    let h = Harness::with_cards(vec![SharedCard::from_profile(
+        profile,
+        CardOptions::default(),
+    )]);
+    unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
+    let s = open_rw_session(0);
+    let old_point = h
+        .card()
+        .profile()
+        .public_key(&[0x07])
+        .unwrap()
+        .point
+        .clone();
+    let (mut oid, mut id, mut yes) = (P256_OID.to_vec(), [0x06u8], [1u8]);
+    let mut public_template = [attr(CKA_EC_PARAMS, &mut oid)];
+    let mut private_template = [attr(CKA_ID, &mut id), attr(CKA_SIGN, &mut yes)];
+    let (mut public, mut private) = (0, 0);
+    let mut mechanism = mech(CKM_EC_KEY_PAIR_GEN);
+    let rv = unsafe {
+        C_GenerateKeyPair(
+            s,
+            &mut mechanism,
+            public_template.as_mut_ptr(),
+            public_template.len() as CK_ULONG,
+            private_template.as_mut_ptr(),
+            private_template.len() as CK_ULONG,
+            &mut public,
+            &mut private,
+        )
+    };
+    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair");
+    let new_point = h
+        .card()
+        .profile()
+        .public_key(&[0x07])
+        .unwrap()
+        .point
+        .clone();
+    assert_ne!(new_point, old_point, "a new key in public key 07");
+    let new_point = new_point.expect("filled");
+    assert_eq!(
+        get_attr(s, private, CKA_EC_POINT),
+        Ok(ec_point_der(&new_point))
+    );
+    assert_eq!(get_attr(s, public, CKA_ID), Ok(vec![0x06]));
+    // The certificate certifies the old key: it is no longer the pair's.
+    let certificate = object_by_label(s, CKO_CERTIFICATE, "client-cert");
+    assert_ne!(get_attr(s, certificate, CKA_ID), Ok(vec![0x06]));
+    let signature = sign(s, CKM_ECDSA_SHA256, private, b"new key").expect("C_Sign");
+    assert!(p256_verify(
+        &new_point,
+        &Sha256::digest(b"new key"),
+        &signature
+    ));
+}

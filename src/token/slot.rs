@@ -9,8 +9,8 @@ use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::applet::{
-    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, ProvenPair,
-    Readers,
+    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, ObjectInfo,
+    ProvenPair, Readers,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -87,6 +87,24 @@ impl Token {
     /// unchanged objects keep their handles.
     pub fn set_card_objects(&self, card_objects: Vec<CardObject>) {
         let proven_pairs = self.cache.read().proven_pairs.clone();
+        self.set_card_contents(card_objects, proven_pairs);
+    }
+
+    /// [`Token::set_card_objects`] after the card generated a key pair: `private`'s public half
+    /// is the new `point` (any earlier proof for it is replaced).
+    pub fn set_card_objects_with_pair(
+        &self,
+        card_objects: Vec<CardObject>,
+        private: &ObjectInfo,
+        point: [u8; 65],
+    ) {
+        let reference = private.reference();
+        let mut proven_pairs = self.cache.read().proven_pairs.clone();
+        proven_pairs.retain(|p| p.private != reference);
+        proven_pairs.push(ProvenPair {
+            private: reference,
+            point: point.to_vec(),
+        });
         self.set_card_contents(card_objects, proven_pairs);
     }
 
