@@ -86,7 +86,7 @@ pub fn object_list(data: &[u8]) {
         })
         .collect();
     let mut next = 0;
-    let objects = build_objects(&card_objects, |_, _| {
+    let objects = build_objects(&card_objects, &[], |_, _| {
         next += 1;
         next
     });

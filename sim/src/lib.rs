@@ -14,7 +14,7 @@
 //! control ──► modem ──► shared (CardSlot trait, SharedCard) ──► faults ──► card
 //!    │          │                                                            │
 //!    │          └─► card (cla_for_channel)          vpcd ──► shared          ▼
-//!    └─► faults, shared, profile                    pki ──► profile   hash, kdf, tlv, profile
+//!    └─► faults, shared, profile          pki, layout ──► profile   hash, kdf, tlv, profile
 //! ```
 //!
 //! The card knows nothing of faults, threads or transports; the modem talks to the card
@@ -22,11 +22,13 @@
 
 pub mod hash;
 pub mod kdf;
+pub mod layout;
 pub mod pki;
 pub mod profile;
 pub mod tlv;
 pub mod trace;
 
+pub use layout::{ClientReferences, KEY_LAYOUTS, KeyLayout};
 pub use pki::{
     DefaultBundle, bundle_from_seed, default_bundle, default_profile,
     default_profile_with_provisioning,

@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use iotsafe_sim::control::{parse_duration, parse_logical_channels};
 use iotsafe_sim::profile::decode_hex;
 use iotsafe_sim::{
-    AppInfoTags, AtDialect, Card, CardOptions, ModemOptions, ObjectListStyle, Profile, SharedCard,
-    SignatureLengthStyle, bundle_from_seed, control, modem, vpcd,
+    AppInfoTags, AtDialect, Card, CardOptions, KeyLayout, ModemOptions, ObjectListStyle, Profile,
+    SharedCard, SignatureLengthStyle, bundle_from_seed, control, modem, vpcd,
 };
 
 /// The help text (`help`, `--help`, `-h`, and without arguments).
@@ -19,12 +19,16 @@ iotsafe-sim — a simulated GSMA IoT SAFE (IoT.05) card
 
 USAGE:
   iotsafe-sim init-profile FILE [--force] [--seed TEXT] [--provisioning]
-                           [--logical-channels N]
+                           [--logical-channels N] [--layout NAME]
       Write the default profile TOML to FILE and, in the same directory, ca.pem,
       ca-key.pem, client.pem, server.pem and server-key.pem. Refuses to overwrite
       existing files unless --force. --seed derives different (still deterministic) keys.
       --provisioning writes `provisioning = true` (STORE DATA offered).
       --logical-channels N writes `max_channels = N`.
+      --layout NAME moves the client key pair: same-id (default: private and public key
+      01, certificate file 02), split-ids-one-label (private 06 and public 07 labelled
+      client, certificate 08 client-cert) or split-ids-split-labels (the same IDs, labelled
+      client, client-pub and client-cert).
   iotsafe-sim vpcd [--profile FILE] [--host HOST] [--port PORT] [--control PATH] [CARD OPTIONS]
       Connect to pcscd's vsmartcard-vpcd driver (default 127.0.0.1:35963), retrying and
       reconnecting every ~200 ms, until SIGTERM/SIGINT. --control PATH serves the
@@ -118,6 +122,9 @@ struct InitProfileArgs {
     /// Write `max_channels = N` (1..19).
     #[arg(long, value_name = "N", value_parser = parse_logical_channels)]
     logical_channels: Option<u8>,
+    /// Where the client key pair and its certificate are (see sim/docs/profile.md).
+    #[arg(long, value_name = "NAME", default_value_t = KeyLayout::SameId)]
+    layout: KeyLayout,
 }
 
 #[derive(Args)]
@@ -362,6 +369,7 @@ fn cmd_init_profile(args: InitProfileArgs) -> Result<(), String> {
         seed,
         provisioning,
         logical_channels,
+        layout,
     } = args;
     let dir = file
         .parent()
@@ -372,7 +380,11 @@ fn cmd_init_profile(args: InitProfileArgs) -> Result<(), String> {
         Some(s) => bundle_from_seed(s.as_bytes()).map_err(|e| e.to_string())?,
         None => iotsafe_sim::default_bundle(),
     };
-    let mut profile = bundle.profile.clone().with_provisioning(provisioning);
+    let mut profile = bundle
+        .profile
+        .clone()
+        .with_provisioning(provisioning)
+        .with_key_layout(layout);
     if let Some(n) = logical_channels {
         profile.max_channels = n;
     }

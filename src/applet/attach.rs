@@ -333,7 +333,7 @@ fn read_all(
     let contents = if probation {
         read_card_on_probation(ch, reader)?
     } else {
-        read_card(ch, reader)?
+        read_card(ch, reader, &[])?
     };
     let writable = match settings.provisioning {
         Provisioning::On => true,

@@ -27,9 +27,11 @@ use super::card_read::{CardContents, CardObject};
 use super::channel_note::ContentVersion;
 use super::info::AppInfo;
 use super::objects::{ObjectClass, ObjectInfo};
+use super::pairing::ProvenPair;
 
 /// Bumped whenever the file layout changes: an entry of another format is ignored.
-const FORMAT: u32 = 1;
+/// 2: the key-pairing proofs.
+const FORMAT: u32 = 2;
 /// Larger files are not read (a card's public content is a few KiB).
 const MAX_FILE: u64 = 1 << 20;
 
@@ -70,6 +72,9 @@ struct CacheFile {
     writable: bool,
     app_info: AppInfo,
     objects: Vec<CachedObject>,
+    /// Proofs of which public half belongs to a private key, so no later process signs again.
+    #[serde(default)]
+    proven_pairs: Vec<ProvenPair>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +155,7 @@ impl ContentCache {
             contents: CardContents {
                 app_info: parsed.app_info,
                 objects,
+                proven_pairs: parsed.proven_pairs,
             },
         })
     }
@@ -177,6 +183,7 @@ impl ContentCache {
                     content: o.content.as_ref().map(hex::encode),
                 })
                 .collect(),
+            proven_pairs: card.contents.proven_pairs.clone(),
         };
         let written = serde_json::to_vec(&file)
             .map_err(std::io::Error::other)
@@ -327,6 +334,10 @@ mod tests {
                         content: Some(vec![0x30, 0x82, 1, 2]),
                     },
                 ],
+                proven_pairs: vec![ProvenPair {
+                    private: vec![0x84, 1, 6],
+                    point: vec![4; 65],
+                }],
             },
         }
     }
@@ -348,6 +359,7 @@ mod tests {
         );
         assert_eq!(back.identity_key().map(|(_, p)| p[0]), Some(4));
         assert_eq!(back.contents.app_info.identifier, b"applet".to_vec());
+        assert_eq!(back.contents.proven_pairs, card().contents.proven_pairs);
         assert!(cache.load("reader B").is_none());
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);

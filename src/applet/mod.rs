@@ -16,6 +16,7 @@ mod formats;
 mod info;
 mod link;
 pub mod objects;
+mod pairing;
 mod readers;
 mod status;
 mod store;
@@ -33,6 +34,7 @@ pub use error::{AppletError, Result};
 pub use formats::{parse_public_key, parse_signature};
 pub use info::AppInfo;
 pub use objects::{ObjectClass, ObjectInfo};
+pub use pairing::{KeyPairs, ProvenPair, pair_keys};
 pub use readers::{AppletSettings, ConnectedCard, Readers};
 pub use status::StatusWord;
 

@@ -348,7 +348,12 @@ impl Module {
         let mut objects = token.card_objects();
         let (private_id, public_id) =
             record_generated_key(&mut objects, &container, g.private_id, g.public_id, point);
-        token.set_card_objects(objects);
+        let private = ObjectInfo {
+            id: private_id.clone(),
+            ..container.clone()
+        };
+        // The card said which public key took the new point: that is the pair now.
+        token.set_card_objects_with_pair(objects, &private, point);
         info!("generated a P-256 key pair in container {private_id:02x?}");
         let find = |class: CK_OBJECT_CLASS, id: &Option<Vec<u8>>| -> Result<CK_OBJECT_HANDLE> {
             token

@@ -7,7 +7,7 @@ use log::warn;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use crate::applet::{ObjectClass, ObjectInfo, objects as card};
+use crate::applet::{ObjectClass, ObjectInfo, ProvenPair, objects as card, pair_keys};
 
 /// DER of the named-curve OID prime256v1 (1.2.840.10045.3.1.7).
 pub const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
@@ -452,19 +452,23 @@ fn psk_object(info: &ObjectInfo, handle: CK_OBJECT_HANDLE) -> Object {
 
 /// Builds the PKCS#11 view of a card's objects. `next_handle` hands out object handles.
 ///
-/// Pairing: a key pair shares its applet ID across the private- and public-key classes; a
-/// certificate whose public key equals a key pair's point (or, without a public key object,
-/// whose file label equals the private key's label) gets that key pair's `CKA_ID`.
+/// Pairing (`applet::pair_keys`: same ID, else a unique label, else a signature proof in
+/// `proven`): a private key shows its public half's point, and the public key and the
+/// certificate with that point take the private key's `CKA_ID`, so the three share one.
 pub fn build_objects(
     card_objects: &[CardObject],
+    proven: &[ProvenPair],
     mut next_handle: impl FnMut(CK_OBJECT_CLASS, &ObjectInfo) -> CK_OBJECT_HANDLE,
 ) -> Vec<Object> {
     let active: Vec<&CardObject> = card_objects.iter().filter(|o| o.info.is_active()).collect();
-    let public_point = |id: &Option<Vec<u8>>| -> Option<[u8; 65]> {
+    let pairs = pair_keys(card_objects, proven);
+    // The CKA_ID of the key pair whose public half has `point`: its private key's ID.
+    let pair_id = |point: &[u8; 65]| -> Option<Vec<u8>> {
         active
             .iter()
-            .find(|o| o.info.class() == ObjectClass::PublicKey && o.info.id == *id && id.is_some())
-            .and_then(|o| o.point)
+            .filter(|k| k.info.class() == ObjectClass::PrivateKey)
+            .find(|k| pairs.point_of(&k.info).as_ref() == Some(point))
+            .map(|k| k.info.id.clone().unwrap_or_default())
     };
     let certs: Vec<(&CardObject, Option<CertFacts>)> = active
         .iter()
@@ -492,14 +496,7 @@ pub fn build_objects(
         match info.class() {
             ObjectClass::PrivateKey if info.is_p256() => {
                 let id = info.id.clone().unwrap_or_default();
-                let point = public_point(&info.id).or_else(|| {
-                    certs
-                        .iter()
-                        .find(|(c, f)| {
-                            f.is_some() && c.info.label.is_some() && c.info.label == info.label
-                        })
-                        .and_then(|(_, f)| f.as_ref().and_then(|f| f.point))
-                });
+                let point = pairs.point_of(info);
                 let subject = point.and_then(|p| {
                     certs
                         .iter()
@@ -553,7 +550,7 @@ pub fn build_objects(
             }
             ObjectClass::PublicKey if info.is_p256() => {
                 let Some(point) = o.point else { continue };
-                let id = info.id.clone().unwrap_or_default();
+                let id = pair_id(&point).unwrap_or_else(|| info.id.clone().unwrap_or_default());
                 let subject = certs
                     .iter()
                     .filter_map(|(_, f)| f.as_ref())
@@ -602,18 +599,16 @@ pub fn build_objects(
         let content = o.content.clone().unwrap_or_default();
         match facts {
             Some(f) => {
-                // The key pair this certificate belongs to, if any.
+                // The key pair this certificate belongs to, if any (else a public key alone).
                 let paired_id = f.point.and_then(|p| {
-                    active
-                        .iter()
-                        .filter(|k| k.info.class() == ObjectClass::PublicKey && k.point == Some(p))
-                        .chain(active.iter().filter(|k| {
-                            k.info.class() == ObjectClass::PrivateKey
-                                && public_point(&k.info.id).is_none()
-                                && k.info.label.is_some()
-                                && k.info.label == info.label
-                        }))
-                        .find_map(|k| k.info.id.clone())
+                    pair_id(&p).or_else(|| {
+                        active
+                            .iter()
+                            .filter(|k| {
+                                k.info.class() == ObjectClass::PublicKey && k.point == Some(p)
+                            })
+                            .find_map(|k| k.info.id.clone())
+                    })
                 });
                 let category = if paired_id.is_some() {
                     1 // token user

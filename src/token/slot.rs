@@ -9,7 +9,8 @@ use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::applet::{
-    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, Readers,
+    self, AppletChannel, AppletError, CardLink, CardObject, ConnectedCard, LinkLease, ObjectInfo,
+    ProvenPair, Readers,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub type HandleKey = (CK_OBJECT_CLASS, Option<Vec<u8>>, Option<Vec<u8>>);
 struct Cache {
     /// As read from (or written to) the card.
     card_objects: Vec<CardObject>,
+    /// Which public half belongs to a private key where the card does not say it.
+    proven_pairs: Vec<ProvenPair>,
     /// The PKCS#11 view built from them.
     objects: Vec<Arc<Object>>,
 }
@@ -84,10 +87,34 @@ impl Token {
         self.cache.read().card_objects.clone()
     }
 
-    /// Rebuilds the PKCS#11 view from `card_objects`; unchanged objects keep their handles.
+    /// Rebuilds the PKCS#11 view from `card_objects` (with the pairing proofs known so far);
+    /// unchanged objects keep their handles.
     pub fn set_card_objects(&self, card_objects: Vec<CardObject>) {
+        let proven_pairs = self.cache.read().proven_pairs.clone();
+        self.set_card_contents(card_objects, proven_pairs);
+    }
+
+    /// [`Token::set_card_objects`] after the card generated a key pair: `private`'s public half
+    /// is the new `point` (any earlier proof for it is replaced).
+    pub fn set_card_objects_with_pair(
+        &self,
+        card_objects: Vec<CardObject>,
+        private: &ObjectInfo,
+        point: [u8; 65],
+    ) {
+        let reference = private.reference();
+        let mut proven_pairs = self.cache.read().proven_pairs.clone();
+        proven_pairs.retain(|p| p.private != reference);
+        proven_pairs.push(ProvenPair {
+            private: reference,
+            point: point.to_vec(),
+        });
+        self.set_card_contents(card_objects, proven_pairs);
+    }
+
+    fn set_card_contents(&self, card_objects: Vec<CardObject>, proven_pairs: Vec<ProvenPair>) {
         let mut handles = self.handles.lock();
-        let objects = object::build_objects(&card_objects, |class, info| {
+        let objects = object::build_objects(&card_objects, &proven_pairs, |class, info| {
             *handles
                 .entry((class, info.id.clone(), info.label.clone()))
                 .or_insert_with(|| self.handle_allocator.object_handle())
@@ -102,6 +129,7 @@ impl Token {
         .collect();
         *self.cache.write() = Cache {
             card_objects,
+            proven_pairs,
             objects,
         };
     }
@@ -115,10 +143,12 @@ impl Token {
         }
     }
 
-    /// Re-reads every object from the card (inside an operation of `run`).
+    /// Re-reads every object from the card (inside an operation of `run`); pairing proofs
+    /// that still hold are not made again.
     pub fn reload(&self, ch: &mut AppletChannel<'_>) -> applet::Result<()> {
-        let contents = applet::read_card(ch, &self.reader)?;
-        self.set_card_objects(contents.objects);
+        let known = self.cache.read().proven_pairs.clone();
+        let contents = applet::read_card(ch, &self.reader, &known)?;
+        self.set_card_contents(contents.objects, contents.proven_pairs);
         self.stale.store(false, Ordering::Release);
         info!("{}: object cache re-read", self.reader);
         Ok(())
@@ -249,6 +279,7 @@ impl Token {
             link,
             cache: RwLock::new(Cache {
                 card_objects: Vec::new(),
+                proven_pairs: Vec::new(),
                 objects: Vec::new(),
             }),
             handles: Mutex::new(HashMap::new()),
@@ -264,7 +295,7 @@ impl Token {
             removed: AtomicBool::new(false),
             endpoint_manufacturer: manufacturer,
         };
-        token.set_card_objects(contents.objects);
+        token.set_card_contents(contents.objects, contents.proven_pairs);
         token
     }
 }

@@ -703,9 +703,15 @@ pub struct SimModem {
 impl SimModem {
     /// Starts the modem with `args` added to its command line (dialect, latency, …).
     pub fn start(dir: &Path, args: &[&str]) -> SimModem {
+        SimModem::start_with_profile(dir, &[], args)
+    }
+
+    /// The same with `profile_args` added to `iotsafe-sim init-profile` (e.g. `--layout`).
+    pub fn start_with_profile(dir: &Path, profile_args: &[&str], args: &[&str]) -> SimModem {
         run(Command::new(sim_binary())
             .arg("init-profile")
-            .arg(dir.join("profile.toml")))
+            .arg(dir.join("profile.toml"))
+            .args(profile_args))
         .expect_success();
         let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
         let process = Proc::spawn(
