@@ -66,5 +66,5 @@ bash scripts/bench-fair-turns.sh --update-docs
 step "memory: the .so under valgrind through pkcs11-tool over pcscd + vpcd (scripts/valgrind.sh --pcsc)"
 bash scripts/valgrind.sh --pcsc
 
-step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES-robustness.md) (cargo nextest run --workspace --run-ignored all)"
+step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES.md) (cargo nextest run --workspace --run-ignored all)"
 cargo nextest run --workspace --run-ignored all --no-fail-fast -E 'not test(/module_issue_/)'

@@ -537,7 +537,10 @@ fn p11test_reference_tables_agree_with_the_expected_outcomes() {
     let reference = std::fs::read_to_string(repo().join("tests/p11test/reference.json"))
         .expect("tests/p11test/reference.json");
     let changes = std::fs::read_to_string(repo().join(REFERENCE_CHANGES)).unwrap_or_default();
-    assert!(changes.contains("## "), "{REFERENCE_CHANGES} explains the reference's changes");
+    assert!(
+        changes.contains("## "),
+        "{REFERENCE_CHANGES} explains the reference's changes"
+    );
     let rows = p11test_data_rows(&reference);
     for (name, want, _) in P11TEST_EXPECTED {
         let table = rows

@@ -55,7 +55,9 @@ fn functions_in_source() -> (BTreeSet<String>, BTreeSet<String>) {
 
 fn documented() -> BTreeSet<String> {
     let text = std::fs::read_to_string(repo().join("docs/unsupported.md")).expect("docs");
-    let begin = text.find("<!-- unsupported:begin -->").expect("begin marker");
+    let begin = text
+        .find("<!-- unsupported:begin -->")
+        .expect("begin marker");
     let end = text.find("<!-- unsupported:end -->").expect("end marker");
     function_names(&text[begin..end]).into_iter().collect()
 }
@@ -139,18 +141,30 @@ fn the_documented_unsupported_functions_are_exactly_those_that_answer_function_n
             ("C_CopyObject", C_CopyObject(s, z!(), z!(), z!(), z!())),
             ("C_DestroyObject", C_DestroyObject(s, z!())),
             ("C_GetObjectSize", C_GetObjectSize(s, z!(), z!())),
-            ("C_GetAttributeValue", C_GetAttributeValue(s, z!(), z!(), z!())),
-            ("C_SetAttributeValue", C_SetAttributeValue(s, z!(), z!(), z!())),
+            (
+                "C_GetAttributeValue",
+                C_GetAttributeValue(s, z!(), z!(), z!()),
+            ),
+            (
+                "C_SetAttributeValue",
+                C_SetAttributeValue(s, z!(), z!(), z!()),
+            ),
             ("C_FindObjectsInit", C_FindObjectsInit(s, z!(), z!())),
             ("C_FindObjects", C_FindObjects(s, z!(), z!(), z!())),
             ("C_FindObjectsFinal", C_FindObjectsFinal(s)),
             ("C_EncryptInit", C_EncryptInit(s, z!(), z!())),
             ("C_Encrypt", C_Encrypt(s, z!(), z!(), z!(), z!())),
-            ("C_EncryptUpdate", C_EncryptUpdate(s, z!(), z!(), z!(), z!())),
+            (
+                "C_EncryptUpdate",
+                C_EncryptUpdate(s, z!(), z!(), z!(), z!()),
+            ),
             ("C_EncryptFinal", C_EncryptFinal(s, z!(), z!())),
             ("C_DecryptInit", C_DecryptInit(s, z!(), z!())),
             ("C_Decrypt", C_Decrypt(s, z!(), z!(), z!(), z!())),
-            ("C_DecryptUpdate", C_DecryptUpdate(s, z!(), z!(), z!(), z!())),
+            (
+                "C_DecryptUpdate",
+                C_DecryptUpdate(s, z!(), z!(), z!(), z!()),
+            ),
             ("C_DecryptFinal", C_DecryptFinal(s, z!(), z!())),
             ("C_DigestInit", C_DigestInit(s, z!())),
             ("C_Digest", C_Digest(s, z!(), z!(), z!(), z!())),

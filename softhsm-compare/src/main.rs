@@ -352,7 +352,11 @@ fn diff(
         println!("not run    {not_run} entries of token writes (run without --token-writes)");
     }
     for id in &stale {
-        let file = if issue_ids.contains(id) { issues.unwrap_or(intended) } else { intended };
+        let file = if issue_ids.contains(id) {
+            issues.unwrap_or(intended)
+        } else {
+            intended
+        };
         println!(
             "STALE      {id}: listed in {file} for the {card} card, but this difference no longer \
              occurs (remove the entry, or move it under [card.<other card>])"
@@ -361,7 +365,7 @@ fn diff(
     if !unexpected.is_empty() {
         println!(
             "\n# If a difference is intended, add it to {intended} (with a reason from [reasons]);\n\
-             # if it is a module bug, write it into softhsm-compare/MODULE-ISSUES.md instead.\n"
+             # if it is a module bug, write it into tests/MODULE-ISSUES.md and known-module-issues.toml instead.\n"
         );
         for (id, ra, rb) in &unexpected {
             println!(
@@ -437,7 +441,12 @@ mod tests {
     fn token_write_entries_do_not_apply_to_a_run_without_token_writes() {
         let intended = "[reasons]\nr = \"why\"\n\n[check.\"write.token.x\"]\nwhy = \"r\"\n\
                         softhsm = \"C_X | CKR_OK\"\nours = \"C_X | CKR_GENERAL_ERROR\"\n";
-        let [a, b, i] = files("writes", "y | C_Y | CKR_OK\n", "y | C_Y | CKR_OK\n", intended);
+        let [a, b, i] = files(
+            "writes",
+            "y | C_Y | CKR_OK\n",
+            "y | C_Y | CKR_OK\n",
+            intended,
+        );
         assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(true));
     }
 }

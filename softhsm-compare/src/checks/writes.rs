@@ -236,10 +236,9 @@ fn copy_to_session_object(m: &Module, s: CK_SESSION_HANDLE, object: CK_OBJECT_HA
 const UNRELATED_CERTIFICATE: &[u8] = include_bytes!("../../fixtures/unrelated-cert.der");
 /// Its subject, DER: SEQUENCE { SET { SEQUENCE { OID commonName, UTF8String } } }.
 const UNRELATED_SUBJECT: &[u8] = &[
-    0x30, 0x2C, 0x31, 0x2A, 0x30, 0x28, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0C, 0x21, b'p', b'1',
-    b'1', b'-', b'c', b'o', b'm', b'p', b'a', b'r', b'e', b' ', b'u', b'n', b'r', b'e', b'l',
-    b'a', b't', b'e', b'd', b' ', b'c', b'e', b'r', b't', b'i', b'f', b'i', b'c', b'a', b't',
-    b'e',
+    0x30, 0x2C, 0x31, 0x2A, 0x30, 0x28, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0C, 0x21, b'p', b'1', b'1',
+    b'-', b'c', b'o', b'm', b'p', b'a', b'r', b'e', b' ', b'u', b'n', b'r', b'e', b'l', b'a', b't',
+    b'e', b'd', b' ', b'c', b'e', b'r', b't', b'i', b'f', b'i', b'c', b'a', b't', b'e',
 ];
 
 /// Token writes in a R/W session, compared for real: run only with `--token-writes`, on a token
@@ -426,7 +425,11 @@ fn object_round_trip(
         format!(
             "{} objects, the created one {}; VALUE {} bytes",
             found.len(),
-            if found.contains(&h) { "among them" } else { "MISSING" },
+            if found.contains(&h) {
+                "among them"
+            } else {
+                "MISSING"
+            },
             value.len()
         ),
     );
