@@ -32,6 +32,10 @@ packages=(
   # has the server)
   p11-kit-modules           # p11-kit-client.so, the client side of p11-kit server
   jq                        # scripts/bench-first-signature.sh reads the simulator's stats
+  # issue #13: consumers (tests/stack_nss.rs, tests/stack_pykcs11.rs; the test puts PyKCS11
+  # from PyPI into a venv under target/, a binary wheel: no swig needed)
+  libnss3-tools             # NSS modutil, certutil
+  python3-venv              # python3 -m venv
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

@@ -23,8 +23,9 @@ cargo clippy --manifest-path softhsm-compare/Cargo.toml --target-dir target/soft
 step "release build (cargo build --release --workspace)"
 cargo build --release --workspace
 
-step "conformance tools: p11-compare (softhsm-compare/), OpenSC p11test (built once, cached in target/p11test), curl 8 from backports (target/curl-backports)"
+step "conformance tools: p11-compare (softhsm-compare/, with its unit tests), OpenSC p11test (built once, cached in target/p11test), curl 8 from backports (target/curl-backports)"
 cargo build --release --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare
+cargo test --quiet --release --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare
 bash scripts/build-p11test.sh
 bash scripts/fetch-curl-backports.sh
 
@@ -65,5 +66,5 @@ bash scripts/bench-fair-turns.sh --update-docs
 step "memory: the .so under valgrind through pkcs11-tool over pcscd + vpcd (scripts/valgrind.sh --pcsc)"
 bash scripts/valgrind.sh --pcsc
 
-step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES-robustness.md) (cargo nextest run --workspace --run-ignored all)"
+step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES.md) (cargo nextest run --workspace --run-ignored all)"
 cargo nextest run --workspace --run-ignored all --no-fail-fast -E 'not test(/module_issue_/)'

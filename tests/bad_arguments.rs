@@ -280,7 +280,7 @@ struct Row {
     case: &'static str,
     expect: &'static [CK_RV],
     body: fn(&Ctx) -> CK_RV,
-    /// A known module issue (tests/MODULE-ISSUES-robustness.md): checked by the ignored test
+    /// A known module issue (tests/MODULE-ISSUES.md): checked by the ignored test
     /// `rows_with_known_module_issues_module_issue`, reported but not failed here.
     issue: Option<u32>,
 }

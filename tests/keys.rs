@@ -6,7 +6,6 @@ mod helpers;
 use cryptoki_sys::*;
 use helpers::inprocess::*;
 use iotsafe_pkcs11::ffi::*;
-use sha2::{Digest, Sha256};
 
 const NULL: *mut std::ffi::c_void = std::ptr::null_mut();
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
@@ -204,19 +203,75 @@ fn derive(
     if rv == CKR_OK { Ok(key) } else { Err(rv) }
 }
 
-fn x963(z: &[u8], shared: &[u8], len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut counter = 1u32;
-    while out.len() < len {
-        let mut hash = Sha256::new();
-        hash.update(z);
-        hash.update(counter.to_be_bytes());
-        hash.update(shared);
-        out.extend_from_slice(&hash.finalize());
-        counter += 1;
+/// ANSI X9.63 KDF computed by OpenSSL 3 (`openssl kdf … X963KDF`), an implementation of its
+/// own: the module's derivations are checked against it, never against a second copy of the
+/// algorithm.
+fn openssl_x963(digest: &str, z: &[u8], shared: &[u8], len: usize) -> Vec<u8> {
+    let mut cmd = helpers::openssl_plain();
+    cmd.args(["kdf", "-keylen", &len.to_string(), "-kdfopt"])
+        .arg(format!("digest:{digest}"))
+        .arg("-kdfopt")
+        .arg(format!("hexsecret:{}", hex::encode(z)));
+    if !shared.is_empty() {
+        cmd.arg("-kdfopt")
+            .arg(format!("hexinfo:{}", hex::encode(shared)));
     }
-    out.truncate(len);
-    out
+    let out = cmd.arg("X963KDF").output().expect("run openssl kdf");
+    assert!(out.status.success(), "openssl kdf: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("openssl prints hex");
+    hex::decode(text.trim().replace(':', "")).expect("openssl kdf output is hex")
+}
+
+/// The ECDH secret of the card's `ecdh` key (04) with the peer scalar 0x42…42, and the peer's
+/// point (raw, uncompressed).
+fn ecdh_peer_and_secret(h: &Harness) -> (Vec<u8>, Vec<u8>) {
+    let peer = p256::SecretKey::from_slice(&[0x42u8; 32]).unwrap();
+    let card_public = p256::PublicKey::from_sec1_bytes(&card_point(h, 0x04)).unwrap();
+    let z = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), card_public.as_affine());
+    (
+        peer.public_key().to_sec1_bytes().to_vec(),
+        z.raw_secret_bytes().to_vec(),
+    )
+}
+
+#[test]
+fn ecdh_with_every_x963_kdf_equals_openssl() {
+    let h = Harness::default();
+    let s = h.init_and_open();
+    let base = object_by_label(s, CKO_PRIVATE_KEY, "ecdh");
+    let (peer_point, z) = ecdh_peer_and_secret(&h);
+    // 70 bytes: 2 to 4 blocks of the counter; with and without shared data.
+    for (kdf, digest) in [
+        (CKD_SHA1_KDF, "SHA1"),
+        (CKD_SHA224_KDF, "SHA224"),
+        (CKD_SHA256_KDF, "SHA256"),
+        (CKD_SHA384_KDF, "SHA384"),
+        (CKD_SHA512_KDF, "SHA512"),
+    ] {
+        for shared in [&b"shared info"[..], &[]] {
+            let mut generic = CKK_GENERIC_SECRET;
+            let mut len: CK_ULONG = 70;
+            let mut template = [
+                CK_ATTRIBUTE {
+                    type_: CKA_KEY_TYPE,
+                    pValue: &mut generic as *mut _ as *mut _,
+                    ulValueLen: 8,
+                },
+                CK_ATTRIBUTE {
+                    type_: CKA_VALUE_LEN,
+                    pValue: &mut len as *mut _ as *mut _,
+                    ulValueLen: 8,
+                },
+            ];
+            let k = derive(s, base, kdf, shared, &peer_point, &mut template)
+                .unwrap_or_else(|rv| panic!("{digest}: C_DeriveKey 0x{rv:x}"));
+            assert_eq!(
+                hex::encode(get_attr(s, k, CKA_VALUE).unwrap()),
+                hex::encode(openssl_x963(digest, &z, shared, 70)),
+                "ECDH + X9.63 {digest}, shared data {shared:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -226,11 +281,7 @@ fn ecdh_matches_an_independent_computation() {
     let base = object_by_label(s, CKO_PRIVATE_KEY, "ecdh");
     assert_eq!(get_attr(s, base, CKA_DERIVE).unwrap(), vec![1]);
     // The peer: a key pair made here; the expected secret computed with p256's ECDH.
-    let peer = p256::SecretKey::from_slice(&[0x42u8; 32]).unwrap();
-    let peer_point = peer.public_key().to_sec1_bytes().to_vec();
-    let card_public = p256::PublicKey::from_sec1_bytes(&card_point(&h, 0x04)).unwrap();
-    let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), card_public.as_affine());
-    let z = expected.raw_secret_bytes().to_vec();
+    let (peer_point, z) = ecdh_peer_and_secret(&h);
 
     // CKD_NULL, raw point: the shared secret itself.
     h.apdus();
@@ -277,7 +328,7 @@ fn ecdh_matches_an_independent_computation() {
     .unwrap();
     assert_eq!(
         get_attr(s, k2, CKA_VALUE).unwrap(),
-        x963(&z, b"shared info", 16)
+        openssl_x963("SHA256", &z, b"shared info", 16)
     );
     assert_eq!(
         get_attr(s, k2, CKA_KEY_TYPE).unwrap(),

@@ -4,14 +4,14 @@
 //! p11-compare run   --module LIB --label TOKEN [--pin PIN] [--out FILE] [--threads N] [--per-thread M]
 //! p11-compare setup --module LIB --label TOKEN --pin PIN --profile profile.toml
 //! p11-compare diff  --reference softhsm.txt --ours iotsafe.txt --intended intended-differences.toml
-//!                   [--known known-module-issues.toml]
+//!                   [--known known-module-issues.toml] [--card write-protected|provisioning]
 //! ```
 //!
 //! `run` prints one normalised line per check (`id | call | CK_RV | output`), see `checks/`.
 //! `setup` fills an initialised token with the objects of a simulator card profile (`setup.rs`).
 //! `diff` compares two runs line by line; a difference passes only when
 //! `intended-differences.toml` lists it with exactly these two lines and a reason. Exit status 1
-//! on any other difference.
+//! on any other difference, and on any listed entry whose difference no longer occurs (stale).
 
 // `call!` evaluates its arguments inside the unsafe FFI call on purpose (raw pointers only).
 #![allow(clippy::macro_metavars_in_unsafe)]
@@ -64,6 +64,11 @@ enum Command {
         /// Signatures per thread in the threads check.
         #[arg(long = "per-thread", value_name = "M", default_value_t = 5)]
         per_thread: usize,
+        /// Also writes to the token in a R/W session (creates, relabels and destroys objects,
+        /// generates a key pair, destroys the card's `ca` certificate): only for a token of
+        /// this run's own.
+        #[arg(long = "token-writes")]
+        token_writes: bool,
     },
     /// Fills an initialised token with the objects of a simulator card profile.
     Setup {
@@ -91,6 +96,10 @@ enum Command {
         /// known-module-issues.toml
         #[arg(long, value_name = "known-module-issues.toml")]
         known: Option<String>,
+        /// The card the module ran on: write-protected or provisioning (selects the
+        /// `[card.<name>]` entries of the lists).
+        #[arg(long, default_value = "write-protected")]
+        card: String,
     },
 }
 
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
             out,
             threads,
             per_thread,
+            token_writes,
         } => {
             let m = match load_module(&module) {
                 Ok(m) => m,
@@ -120,6 +130,7 @@ fn main() -> ExitCode {
                 pin,
                 threads,
                 signatures_per_thread: per_thread,
+                token_writes,
             };
             let mut r = Report::new(out.is_none());
             checks::run(&m, &o, &mut r);
@@ -164,7 +175,8 @@ fn main() -> ExitCode {
             ours,
             intended,
             known,
-        } => match diff(&reference, &ours, &intended, known.as_deref()) {
+            card,
+        } => match diff(&reference, &ours, &intended, known.as_deref(), &card) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
@@ -176,6 +188,13 @@ fn main() -> ExitCode {
 }
 
 const ABSENT: &str = "<absent>";
+
+/// The cards the differential runs on (`--card`): the simulator's default card, whose token is
+/// write-protected, and a card that offers the STORE DATA provisioning profile.
+const CARDS: [&str; 2] = ["write-protected", "provisioning"];
+
+/// The id prefix of the checks `run --token-writes` adds.
+const TOKEN_WRITES: &str = "write.token.";
 
 /// id → the rest of the line, in file order.
 fn read_run(path: &str) -> Result<Vec<(String, String)>, String> {
@@ -202,7 +221,9 @@ struct Intended {
     why: String,
 }
 
-fn read_intended(path: &str) -> Result<BTreeMap<String, Intended>, String> {
+/// The entries of a reason list that apply to `card`: every `[check."<id>"]`, and the
+/// `[card.<card>."<id>"]` entries (which replace a `[check]` entry of the same id for that card).
+fn read_intended(path: &str, card: &str) -> Result<BTreeMap<String, Intended>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let doc: toml::Table = text.parse().map_err(|e| format!("{path}: {e}"))?;
     let reasons = doc
@@ -210,13 +231,17 @@ fn read_intended(path: &str) -> Result<BTreeMap<String, Intended>, String> {
         .and_then(|r| r.as_table())
         .cloned()
         .unwrap_or_default();
+    let table = |v: Option<&toml::Value>| v.and_then(|c| c.as_table()).cloned().unwrap_or_default();
+    let general = table(doc.get("check"));
+    let cards = table(doc.get("card"));
+    for name in cards.keys() {
+        if !CARDS.contains(&name.as_str()) {
+            return Err(format!("{path}: [card.{name}]: cards are {CARDS:?}"));
+        }
+    }
+    let specific = table(cards.get(card));
     let mut out = BTreeMap::new();
-    let checks = doc
-        .get("check")
-        .and_then(|c| c.as_table())
-        .cloned()
-        .unwrap_or_default();
-    for (id, v) in checks {
+    for (id, v) in general.iter().chain(specific.iter()) {
         let field = |k: &str| -> Result<String, String> {
             v.get(k)
                 .and_then(|x| x.as_str())
@@ -246,13 +271,22 @@ fn toml_str(s: &str) -> String {
 }
 
 /// Prints one line per difference and a summary; true when every difference is intended.
-fn diff(reference: &str, ours: &str, intended: &str, issues: Option<&str>) -> Result<bool, String> {
+fn diff(
+    reference: &str,
+    ours: &str,
+    intended: &str,
+    issues: Option<&str>,
+    card: &str,
+) -> Result<bool, String> {
+    if !CARDS.contains(&card) {
+        return Err(format!("--card {card}: cards are {CARDS:?}"));
+    }
     let a = read_run(reference)?;
     let b = read_run(ours)?;
-    let mut known = read_intended(intended)?;
+    let mut known = read_intended(intended, card)?;
     let mut issue_ids = Vec::new();
     if let Some(path) = issues {
-        for (id, k) in read_intended(path)? {
+        for (id, k) in read_intended(path, card)? {
             if known.contains_key(&id) {
                 return Err(format!("{id} is listed both in {intended} and in {path}"));
             }
@@ -301,18 +335,37 @@ fn diff(reference: &str, ours: &str, intended: &str, issues: Option<&str>) -> Re
             }
         }
     }
+    // Token writes in R/W sessions run only on a token of the run's own (`--token-writes`); on
+    // the shared stack card neither run has them, so their entries do not apply.
+    let writes_ran = ids.iter().any(|id| id.starts_with(TOKEN_WRITES));
+    let mut not_run = 0;
     for id in known.keys() {
         if !ids.contains(id) {
-            stale.push(id.clone());
+            if !writes_ran && id.starts_with(TOKEN_WRITES) {
+                not_run += 1;
+            } else {
+                stale.push(id.clone());
+            }
         }
     }
+    if not_run > 0 {
+        println!("not run    {not_run} entries of token writes (run without --token-writes)");
+    }
     for id in &stale {
-        println!("stale      {id}: listed as intended but no longer differs (remove it)");
+        let file = if issue_ids.contains(id) {
+            issues.unwrap_or(intended)
+        } else {
+            intended
+        };
+        println!(
+            "STALE      {id}: listed in {file} for the {card} card, but this difference no longer \
+             occurs (remove the entry, or move it under [card.<other card>])"
+        );
     }
     if !unexpected.is_empty() {
         println!(
             "\n# If a difference is intended, add it to {intended} (with a reason from [reasons]);\n\
-             # if it is a module bug, write it into softhsm-compare/MODULE-ISSUES.md instead.\n"
+             # if it is a module bug, write it into tests/MODULE-ISSUES.md and known-module-issues.toml instead.\n"
         );
         for (id, ra, rb) in &unexpected {
             println!(
@@ -324,11 +377,76 @@ fn diff(reference: &str, ours: &str, intended: &str, issues: Option<&str>) -> Re
         }
     }
     println!(
-        "differential: {} checks: {equal} equal, {expected} intended differences, \
+        "differential ({card} card): {} checks: {equal} equal, {expected} intended differences, \
          {module_issues} known module issues, {} unexpected, {} stale",
         ids.len(),
         unexpected.len(),
         stale.len()
     );
-    Ok(unexpected.is_empty())
+    Ok(unexpected.is_empty() && stale.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes the files of one diff into a fresh directory; returns their paths.
+    fn files(name: &str, reference: &str, ours: &str, intended: &str) -> [String; 3] {
+        let dir = std::env::temp_dir().join(format!("p11-compare-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = ["a.txt", "b.txt", "intended.toml"].map(|f| dir.join(f));
+        for (p, text) in paths.iter().zip([reference, ours, intended]) {
+            std::fs::write(p, text).unwrap();
+        }
+        paths.map(|p| p.display().to_string())
+    }
+
+    const LISTED: &str = "[reasons]\nr = \"why\"\n\n[check.\"x\"]\nwhy = \"r\"\n\
+                          softhsm = \"C_X | CKR_OK\"\nours = \"C_X | CKR_GENERAL_ERROR\"\n";
+
+    #[test]
+    fn a_listed_difference_passes_and_a_stale_entry_fails() {
+        let [a, b, i] = files(
+            "listed",
+            "x | C_X | CKR_OK\n",
+            "x | C_X | CKR_GENERAL_ERROR\n",
+            LISTED,
+        );
+        assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(true));
+        // The module was fixed: the entry no longer describes a difference.
+        let [a, b, i] = files("stale", "x | C_X | CKR_OK\n", "x | C_X | CKR_OK\n", LISTED);
+        assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(false));
+        // A check that neither run has any more is stale too.
+        let [a, b, i] = files("gone", "y | C_Y | CKR_OK\n", "y | C_Y | CKR_OK\n", LISTED);
+        assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(false));
+    }
+
+    #[test]
+    fn card_entries_apply_to_their_card_only() {
+        let intended = "[reasons]\nr = \"why\"\n\n[card.provisioning.\"x\"]\nwhy = \"r\"\n\
+                        softhsm = \"C_X | CKR_OK\"\nours = \"C_X | CKR_GENERAL_ERROR\"\n";
+        let [a, b, i] = files(
+            "card",
+            "x | C_X | CKR_OK\n",
+            "x | C_X | CKR_GENERAL_ERROR\n",
+            intended,
+        );
+        assert_eq!(diff(&a, &b, &i, None, "provisioning"), Ok(true));
+        assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(false));
+        assert!(diff(&a, &b, &i, None, "no-such-card").is_err());
+    }
+
+    #[test]
+    fn token_write_entries_do_not_apply_to_a_run_without_token_writes() {
+        let intended = "[reasons]\nr = \"why\"\n\n[check.\"write.token.x\"]\nwhy = \"r\"\n\
+                        softhsm = \"C_X | CKR_OK\"\nours = \"C_X | CKR_GENERAL_ERROR\"\n";
+        let [a, b, i] = files(
+            "writes",
+            "y | C_Y | CKR_OK\n",
+            "y | C_Y | CKR_OK\n",
+            intended,
+        );
+        assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(true));
+    }
 }

@@ -591,22 +591,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn x963_kdf_matches_a_known_answer() {
-        // ANSI X9.63 with SHA-256: one block is SHA-256(Z ‖ 00000001 ‖ info).
+    fn x963_kdf_matches_openssl_for_every_hash() {
+        // Produced once by OpenSSL 3.0 (an implementation of its own), for each DIGEST:
+        //   openssl kdf -keylen 70 -kdfopt digest:DIGEST -kdfopt hexsecret:<0x11 × 32>
+        //     -kdfopt hexinfo:696e666f X963KDF
+        // 70 bytes take 2 (SHA-512) to 4 (SHA-1) blocks of the counter.
         let z = [0x11u8; 32];
         let info = b"info";
-        let out = x963_kdf(CKD_SHA256_KDF, &z, info, 40).unwrap();
-        let mut h = sha2::Sha256::new();
-        h.update(z);
-        h.update(1u32.to_be_bytes());
-        h.update(info);
-        let first = h.finalize();
-        assert_eq!(&out[..32], &first[..]);
-        let mut h = sha2::Sha256::new();
-        h.update(z);
-        h.update(2u32.to_be_bytes());
-        h.update(info);
-        assert_eq!(&out[32..], &h.finalize()[..8]);
+        for (kdf, want) in [
+            (
+                CKD_SHA1_KDF,
+                "BC25F1FEE60DA4FC20D9D738E51FC07C6BB13EFD599E82E23E9F420563C265C4A36FC3FB8BCE7830\
+                 1256107A5C3626F6573D73F0754443EE668E1E2594D625DE107B977F7D77",
+            ),
+            (
+                CKD_SHA224_KDF,
+                "406CFF498415C639C7402772C7F2E6B05E76BCDE5D2B620CD9018CCAEE35D93BD7B645A0084C52FF\
+                 25EB39953FA2F8C3B5FF6337E74C50927963F1C14EE98E29BF7E305BDE3B",
+            ),
+            (
+                CKD_SHA256_KDF,
+                "DF6D5E1EA2CF5B7FCF9C2C7BFABCED3180FFD2A469189F8DFF4FD86AED3E44FB10E8005918D51364\
+                 291BAC344B551DF5A68AE1CD01EB5E5E525212EA3382F30252590BB3E321",
+            ),
+            (
+                CKD_SHA384_KDF,
+                "69271E242A7CC4219BB2BC4FE7CB10DCDD3AD8CBC55158C115D409BD944954965DA575950F154500\
+                 54A71F891B2C57CC096ED190294C071CF06D05380D1BAA1C26E45762060E",
+            ),
+            (
+                CKD_SHA512_KDF,
+                "EE55DBBEF0A8E0A059FDBE8CF21869E3CCEDA8F57FFA66721963A9BD202AABFFE05401A6C78BCC55\
+                 05091198B4DB1B0077266DE85AC8183F3CA1B6655DACA221EA3B659B8394",
+            ),
+        ] {
+            let out = x963_kdf(kdf, &z, info, 70).unwrap();
+            assert_eq!(hex::encode_upper(&out[..]), want, "KDF 0x{kdf:x}");
+        }
         assert!(x963_kdf(0x99, &z, info, 8).is_err());
     }
 

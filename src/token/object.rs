@@ -430,9 +430,10 @@ fn psk_object(info: &ObjectInfo, handle: CK_OBJECT_HANDLE) -> Object {
         (CKA_WRAP_WITH_TRUSTED, bool_attr(false)),
         (CKA_TRUSTED, bool_attr(false)),
         (CKA_VALUE, AttrValue::Sensitive),
-        // IoT.05 does not tell a secret key's length: 0 = unknown (consumers read the
-        // attribute unconditionally, so it is present).
-        (CKA_VALUE_LEN, ulong_attr(0)),
+        // IoT.05 does not tell a secret key's length, and 0 would be a false value: the
+        // length of a sensitive, unextractable key cannot be revealed (CKR_ATTRIBUTE_SENSITIVE,
+        // CK_UNAVAILABLE_INFORMATION), as C_GetAttributeValue's rules say.
+        (CKA_VALUE_LEN, AttrValue::Sensitive),
     ]);
     if let Some(t) = info.key_type {
         a.push((CKA_IOTSAFE_KEY_TYPE, bytes_attr(&[t])));

@@ -52,6 +52,9 @@ pub struct Options {
     pub pin: String,
     pub threads: usize,
     pub signatures_per_thread: usize,
+    /// Also write to the token in a R/W session (`writes::token_writes`): only on a token of
+    /// this run's own.
+    pub token_writes: bool,
 }
 
 const BOGUS_SLOT: CK_SLOT_ID = 0xDEAD_BEEF;
@@ -90,6 +93,9 @@ pub fn run(m: &Module, o: &Options, r: &mut Report) {
     concurrency::threads(m, o, slot, &objs, r);
     concurrency::fork(m, slot, r);
     writes::writes(m, slot, &objs, r);
+    if o.token_writes {
+        writes::token_writes(m, slot, &objs, r);
+    }
     let rv = call!(m, C_CloseAllSessions, slot);
     r.check("end.close_all", "C_CloseAllSessions(token slot)", rv, "");
     let rv = call!(m, C_Finalize, null_mut());

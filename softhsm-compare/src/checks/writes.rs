@@ -5,7 +5,10 @@
 use cryptoki_sys::*;
 
 use super::BOGUS_HANDLE;
-use super::helpers::{attr, attr_bytes, get, mech, open, open_session};
+use super::helpers::{
+    attr, attr_bytes, digest_of, find, get, get_bytes, host_verify, mech, open, open_session,
+    sign_once,
+};
 use super::object_classes::render;
 use super::objects::Objects;
 use crate::call;
@@ -227,4 +230,224 @@ fn copy_to_session_object(m: &Module, s: CK_SESSION_HANDLE, object: CK_OBJECT_HA
         call!(m, C_DestroyObject, s, h);
     }
     rv
+}
+
+/// A self-signed P-256 certificate of a key no card has (`fixtures/unrelated-cert.der`).
+const UNRELATED_CERTIFICATE: &[u8] = include_bytes!("../../fixtures/unrelated-cert.der");
+/// Its subject, DER: SEQUENCE { SET { SEQUENCE { OID commonName, UTF8String } } }.
+const UNRELATED_SUBJECT: &[u8] = &[
+    0x30, 0x2C, 0x31, 0x2A, 0x30, 0x28, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0C, 0x21, b'p', b'1', b'1',
+    b'-', b'c', b'o', b'm', b'p', b'a', b'r', b'e', b' ', b'u', b'n', b'r', b'e', b'l', b'a', b't',
+    b'e', b'd', b' ', b'c', b'e', b'r', b't', b'i', b'f', b'i', b'c', b'a', b't', b'e',
+];
+
+/// Token writes in a R/W session, compared for real: run only with `--token-writes`, on a token
+/// of this run's own (a fresh SoftHSM2 token, a simulated card nobody else uses), because they
+/// change it. A data object and a certificate are created, found, read, relabelled and
+/// destroyed; a token key pair is generated, signs (verified on the host) and is destroyed; last,
+/// the card's `ca` certificate is relabelled and destroyed.
+pub(super) fn token_writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Report) {
+    let (rv, rw) = open_session(m, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
+    if rv != CKR_OK {
+        r.check("write.token.open_rw", "C_OpenSession(SERIAL|RW)", rv, "");
+        return;
+    }
+    let t = CK_TRUE;
+    let f = CK_FALSE;
+
+    let data = CKO_DATA;
+    let mut tpl = [
+        attr(CKA_CLASS, &data),
+        attr(CKA_TOKEN, &t),
+        attr(CKA_PRIVATE, &f),
+        attr_bytes(CKA_LABEL, b"p11c-data"),
+        attr_bytes(CKA_APPLICATION, b"p11-compare"),
+        attr_bytes(CKA_VALUE, b"written by p11-compare"),
+    ];
+    let mut h = 0;
+    let rv = call!(
+        m,
+        C_CreateObject,
+        rw,
+        tpl.as_mut_ptr(),
+        tpl.len() as CK_ULONG,
+        &mut h
+    );
+    r.check(
+        "write.token.data.create",
+        "C_CreateObject(DATA, TOKEN=true, label p11c-data, 22-byte VALUE)",
+        rv,
+        "",
+    );
+    if rv == CKR_OK {
+        object_round_trip(m, rw, h, "data", b"p11c-data", r);
+    }
+
+    // A certificate of a key nothing on the token has (one for a card key would replace that
+    // key's certificate file on the card); made once with `openssl req -x509 -newkey ec`.
+    {
+        let value = UNRELATED_CERTIFICATE;
+        let subject = UNRELATED_SUBJECT;
+        let cert = CKO_CERTIFICATE;
+        let x509 = CKC_X_509;
+        let mut tpl = [
+            attr(CKA_CLASS, &cert),
+            attr(CKA_CERTIFICATE_TYPE, &x509),
+            attr(CKA_TOKEN, &t),
+            attr(CKA_PRIVATE, &f),
+            attr_bytes(CKA_ID, &[0x7E]),
+            attr_bytes(CKA_LABEL, b"p11c-cert"),
+            attr_bytes(CKA_SUBJECT, subject),
+            attr_bytes(CKA_VALUE, value),
+        ];
+        let mut h = 0;
+        let rv = call!(
+            m,
+            C_CreateObject,
+            rw,
+            tpl.as_mut_ptr(),
+            tpl.len() as CK_ULONG,
+            &mut h
+        );
+        r.check(
+            "write.token.cert.create",
+            "C_CreateObject(CERTIFICATE X_509, TOKEN=true, ID 7e, label p11c-cert, unrelated VALUE)",
+            rv,
+            "",
+        );
+        if rv == CKR_OK {
+            object_round_trip(m, rw, h, "cert", b"p11c-cert", r);
+        }
+    }
+
+    let params: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    let id = [0x7Fu8];
+    let mut pubt = [
+        attr_bytes(CKA_EC_PARAMS, &params),
+        attr(CKA_TOKEN, &t),
+        attr(CKA_PRIVATE, &f),
+        attr(CKA_VERIFY, &t),
+        attr_bytes(CKA_ID, &id),
+        attr_bytes(CKA_LABEL, b"p11c-key"),
+    ];
+    let mut privt = [
+        attr(CKA_TOKEN, &t),
+        attr(CKA_PRIVATE, &f),
+        attr(CKA_SIGN, &t),
+        attr(CKA_SENSITIVE, &t),
+        attr_bytes(CKA_ID, &id),
+        attr_bytes(CKA_LABEL, b"p11c-key"),
+    ];
+    let mut mm = mech(CKM_EC_KEY_PAIR_GEN);
+    let (mut hp, mut hk) = (0, 0);
+    let rv = call!(
+        m,
+        C_GenerateKeyPair,
+        rw,
+        &mut mm,
+        pubt.as_mut_ptr(),
+        pubt.len() as CK_ULONG,
+        privt.as_mut_ptr(),
+        privt.len() as CK_ULONG,
+        &mut hp,
+        &mut hk
+    );
+    let mut out = String::new();
+    if rv == CKR_OK {
+        let (found_rv, found) = find(m, rw, &mut [attr_bytes(CKA_LABEL, b"p11c-key")]);
+        let point = get(m, rw, hp, CKA_EC_POINT).2.unwrap_or_default();
+        let message = b"signed by a key p11-compare generated";
+        // CKM_ECDSA over a SHA-256 hash: SoftHSM2 2.6.1 has no CKM_ECDSA_SHA256.
+        let hash = digest_of(CKM_ECDSA_SHA256, message);
+        let (srv, sig) = sign_once(m, rw, CKM_ECDSA, hk, &hash);
+        let verdict = if srv == CKR_OK {
+            host_verify(&point, &hash, &sig)
+        } else {
+            "no signature"
+        };
+        let dk = call!(m, C_DestroyObject, rw, hk);
+        let dp = call!(m, C_DestroyObject, rw, hp);
+        let (_, left) = find(m, rw, &mut [attr_bytes(CKA_LABEL, b"p11c-key")]);
+        out = format!(
+            "find by label {} {} objects; sign {} {verdict}; destroy private {} public {}; \
+             {} left",
+            rv_name(found_rv),
+            found.len(),
+            rv_name(srv),
+            rv_name(dk),
+            rv_name(dp),
+            left.len()
+        );
+    }
+    r.check(
+        "write.token.generate_key_pair",
+        "C_GenerateKeyPair(EC P-256, TOKEN=true, ID 7f, label p11c-key)",
+        rv,
+        out,
+    );
+
+    if let Some(ca) = objs.get("cert.ca") {
+        let rv = set_label(m, rw, ca, b"ca-renamed");
+        let label = String::from_utf8_lossy(&get_bytes(m, rw, ca, CKA_LABEL)).into_owned();
+        r.check(
+            "write.token.ca.set_label",
+            "C_SetAttributeValue(cert ca, LABEL=ca-renamed) in RW session",
+            rv,
+            format!("label now {label:?}"),
+        );
+        let rv = call!(m, C_DestroyObject, rw, ca);
+        r.check(
+            "write.token.ca.destroy",
+            "C_DestroyObject(cert ca) in RW session",
+            rv,
+            "",
+        );
+    }
+    call!(m, C_CloseSession, rw);
+}
+
+/// An object this run created: found by its label, its label changed and read back, destroyed,
+/// and not found again.
+fn object_round_trip(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    h: CK_OBJECT_HANDLE,
+    what: &str,
+    label: &[u8],
+    r: &mut Report,
+) {
+    let (rv, found) = find(m, s, &mut [attr_bytes(CKA_LABEL, label)]);
+    let value = get(m, s, h, CKA_VALUE).2.unwrap_or_default();
+    r.check(
+        &format!("write.token.{what}.find"),
+        "C_FindObjects(LABEL) after C_CreateObject",
+        rv,
+        format!(
+            "{} objects, the created one {}; VALUE {} bytes",
+            found.len(),
+            if found.contains(&h) {
+                "among them"
+            } else {
+                "MISSING"
+            },
+            value.len()
+        ),
+    );
+    let rv = set_label(m, s, h, b"p11c-renamed");
+    let now = String::from_utf8_lossy(&get_bytes(m, s, h, CKA_LABEL)).into_owned();
+    r.check(
+        &format!("write.token.{what}.set_label"),
+        "C_SetAttributeValue(LABEL=p11c-renamed)",
+        rv,
+        format!("label now {now:?}"),
+    );
+    let rv = call!(m, C_DestroyObject, s, h);
+    let (_, a) = find(m, s, &mut [attr_bytes(CKA_LABEL, label)]);
+    let (_, b) = find(m, s, &mut [attr_bytes(CKA_LABEL, b"p11c-renamed")]);
+    r.check(
+        &format!("write.token.{what}.destroy"),
+        "C_DestroyObject(created object)",
+        rv,
+        format!("{} left", a.len() + b.len()),
+    );
 }
