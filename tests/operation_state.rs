@@ -383,3 +383,50 @@ fn a_digest_length_query_then_the_digest() {
     assert_rv(rv, CKR_OK, "C_DigestFinal");
     assert_eq!(out, Sha256::digest(b"abc").to_vec());
 }
+
+/// `CKM_ECDSA` signs the caller's hash: single-part only (PKCS#11 3.0 mechanism table,
+/// footnote 2). `C_SignUpdate` and `C_SignFinal` end the operation without card work, and so do
+/// `C_VerifyUpdate` / `C_VerifyFinal`; `C_Sign` of a hash still signs.
+#[test]
+fn raw_ecdsa_is_single_part_only() {
+    let (h, s, key) = setup();
+    let raw = |s| {
+        let mut m = mech(CKM_ECDSA);
+        assert_rv(
+            unsafe { C_SignInit(s, &mut m, key) },
+            CKR_OK,
+            "C_SignInit(CKM_ECDSA)",
+        );
+    };
+    raw(s);
+    assert_rv(
+        sign_update(s, &[7u8; 32]),
+        CKR_OPERATION_NOT_INITIALIZED,
+        "C_SignUpdate(CKM_ECDSA)",
+    );
+    assert_rv(sign_final(s).0, CKR_OPERATION_NOT_INITIALIZED, "ended");
+    raw(s);
+    assert_rv(
+        sign_final(s).0,
+        CKR_OPERATION_NOT_INITIALIZED,
+        "C_SignFinal(CKM_ECDSA)",
+    );
+    assert_eq!(h.apdus(), 0, "nothing reached the card");
+    raw(s);
+    let digest = Sha256::digest(b"hashed by the caller");
+    let (rv, sig) = sign_single(s, &digest);
+    assert_rv(rv, CKR_OK, "C_Sign(CKM_ECDSA)");
+    assert!(p256_verify(&profile_client_point(h.card()), &digest, &sig));
+    let public = object_by_label(s, CKO_PUBLIC_KEY, "client");
+    let mut m = mech(CKM_ECDSA);
+    assert_rv(
+        unsafe { C_VerifyInit(s, &mut m, public) },
+        CKR_OK,
+        "C_VerifyInit(CKM_ECDSA)",
+    );
+    assert_rv(
+        unsafe { C_VerifyUpdate(s, ptr(&digest), len(&digest)) },
+        CKR_OPERATION_NOT_INITIALIZED,
+        "C_VerifyUpdate(CKM_ECDSA)",
+    );
+}

@@ -152,9 +152,34 @@ impl Operation {
         }
     }
 
-    /// Fixes the operation as `parts`; false when it already is the other kind.
-    fn claim(&mut self, parts: Parts) -> bool {
-        *self.parts.get_or_insert(parts) == parts
+    /// Fixes the operation as `parts`; refused (the caller ends the operation) when it already
+    /// is the other kind, or when the mechanism has no multi-part form.
+    fn admit(&mut self, kind: OperationKind, parts: Parts) -> Result<()> {
+        if parts == Parts::Multi && self.is_single_part_only() {
+            return Err(Error::new(
+                CKR_OPERATION_NOT_INITIALIZED,
+                "the mechanism is single-part only (C_Sign/C_Verify); the operation is ended",
+            ));
+        }
+        if *self.parts.get_or_insert(parts) != parts {
+            return Err(mixed_parts(kind, other(parts)));
+        }
+        Ok(())
+    }
+
+    /// A signature or verification over raw input (`CKM_ECDSA`: the caller's hash) is
+    /// single-part only (PKCS#11 3.0 mechanism table, footnote 2).
+    fn is_single_part_only(&self) -> bool {
+        matches!(
+            &self.computation,
+            Computation::Sign {
+                input: MessageInput::Raw(_),
+                ..
+            } | Computation::Verify {
+                input: MessageInput::Raw(_),
+                ..
+            }
+        )
     }
 }
 
@@ -282,9 +307,9 @@ impl Module {
         let Some(operation) = s.operation.as_mut().filter(|op| op.kind() == kind) else {
             return Err(CKR_OPERATION_NOT_INITIALIZED.into());
         };
-        if !operation.claim(parts) {
+        if let Err(e) = operation.admit(kind, parts) {
             s.operation = None;
-            return Err(mixed_parts(kind, other(parts)));
+            return Err(e);
         }
         Ok(f(operation))
     }
@@ -328,9 +353,7 @@ impl Module {
             .operation
             .take()
             .ok_or_else(|| Error::from(CKR_OPERATION_NOT_INITIALIZED))?;
-        if !operation.claim(parts) {
-            return Err(mixed_parts(kind, other(parts)));
-        }
+        operation.admit(kind, parts)?;
         Ok((operation.computation, s.token.clone()))
     }
 
