@@ -654,34 +654,4 @@ fn modem_sending_garbage_lines_urcs_echo_and_split_answers() {
     }
 }
 
-/// Time per steady-state signature (after one warm-up), in the current session setup.
-fn time_per_signature(card: &SharedCard, s: CK_SESSION_HANDLE, n: u32) -> Duration {
-    sign_ok(card, s, b"warm-up").unwrap();
-    let start = Instant::now();
-    for i in 0..n {
-        sign_ok(card, s, format!("timed {i}").as_bytes()).unwrap();
-    }
-    start.elapsed() / n
-}
 
-#[test]
-fn a_modem_adds_no_waiting_to_a_signature() {
-    // The same zero-latency card, signed on directly and through the simulated modem: the
-    // AT path may cost pty round trips (well under a millisecond each), not timer waits.
-    let over_modem = {
-        let rig = modem_rig(ModemOptions::default(), "cgla");
-        let s = open(0).unwrap();
-        time_per_signature(rig.modem.card(), s, 20)
-    };
-    let direct = {
-        let h = Harness::default();
-        let s = h.init_and_open();
-        time_per_signature(h.card(), s, 20)
-    };
-    println!("per signature: direct {direct:?}, over the modem {over_modem:?}");
-    assert!(
-        over_modem < direct + Duration::from_millis(10),
-        "the AT path adds {:?} per signature (2 APDUs)",
-        over_modem.saturating_sub(direct)
-    );
-}
