@@ -378,11 +378,13 @@ impl Slot {
 }
 
 /// Whether the card is still there after a failed operation. After a broken exchange the reader
-/// may not have noticed a removal yet (pcscd polls some drivers only every 400 ms): it is asked
-/// again for up to half a second before the failure counts as the card's.
+/// may not have noticed a removal yet: pcscd polls drivers without card events (vpcd among them)
+/// every 400 ms, after the driver itself noticed the link go. It is asked again for up to 1.5 s
+/// (three of those polls, with margin) before the failure counts as the card's; this costs
+/// time only on that failure path.
 fn present_after_settling(lease: &mut LinkLease<'_>, exchange_broke: bool) -> bool {
     const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
-    let checks = if exchange_broke { 5 } else { 0 };
+    let checks = if exchange_broke { 15 } else { 0 };
     for _ in 0..checks {
         if !lease.is_present() {
             return false;
