@@ -140,12 +140,11 @@ fn pykcs11_finds_the_key_by_label_and_signs_and_openssl_verifies_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Session data objects (issue #13 item 5): until session objects are supported, `create`
-/// answers CKR_FUNCTION_NOT_SUPPORTED and this test fails (tests/MODULE-ISSUES.md #3; once
-/// fixed, drop the `_module_issue_3` suffix and the reason below).
+/// Session data objects (issue #13 item 5): kept in memory with every attribute the template
+/// gave (CKA_APPLICATION too, which a token data object on the card cannot keep).
 #[test]
-#[ignore = "module issue 3: session data objects are refused (needs the release build too)"]
-fn pykcs11_keeps_a_data_object_in_its_session_module_issue_3() {
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn pykcs11_keeps_a_data_object_in_its_session() {
     let dir = scratch("session-data");
     let (_modem, f) = consumer(&dir, &["session-data"]);
     assert!(f.success(), "{f}");
@@ -157,6 +156,7 @@ fn pykcs11_keeps_a_data_object_in_its_session_module_issue_3() {
         "{f}"
     );
     assert_eq!(value(&f, "read token"), "False", "{f}");
+    assert_eq!(value(&f, "read application"), "tests/pykcs11", "{f}");
     assert_eq!(value(&f, "destroy"), "CKR_OK", "{f}");
     assert_eq!(value(&f, "found after destroy"), "0", "{f}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -239,6 +239,21 @@ fn read_intended(path: &str, card: &str) -> Result<BTreeMap<String, Intended>, S
             return Err(format!("{path}: [card.{name}]: cards are {CARDS:?}"));
         }
     }
+    let used: Vec<&str> = general
+        .values()
+        .chain(
+            cards
+                .values()
+                .filter_map(|c| c.as_table())
+                .flat_map(|c| c.values()),
+        )
+        .filter_map(|entry| entry.get("why").and_then(|w| w.as_str()))
+        .collect();
+    if let Some(unused) = reasons.keys().find(|r| !used.contains(&r.as_str())) {
+        return Err(format!(
+            "{path}: reason {unused:?} is used by no entry (delete it)"
+        ));
+    }
     let specific = table(cards.get(card));
     let mut out = BTreeMap::new();
     for (id, v) in general.iter().chain(specific.iter()) {
@@ -435,6 +450,19 @@ mod tests {
         assert_eq!(diff(&a, &b, &i, None, "provisioning"), Ok(true));
         assert_eq!(diff(&a, &b, &i, None, "write-protected"), Ok(false));
         assert!(diff(&a, &b, &i, None, "no-such-card").is_err());
+    }
+
+    #[test]
+    fn a_reason_no_entry_uses_fails() {
+        let intended = LISTED.replace("[reasons]\n", "[reasons]\nold = \"gone\"\n");
+        let [a, b, i] = files(
+            "unused",
+            "x | C_X | CKR_OK\n",
+            "x | C_X | CKR_GENERAL_ERROR\n",
+            &intended,
+        );
+        let err = diff(&a, &b, &i, None, "write-protected").unwrap_err();
+        assert!(err.contains("reason \"old\" is used by no entry"), "{err}");
     }
 
     #[test]

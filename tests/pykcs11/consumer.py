@@ -77,11 +77,15 @@ def session_data(session):
     print(f"found by label: {len(found)}", flush=True)
     ok, attrs = step(
         "read",
-        lambda: session.getAttributeValue(handle, [PyKCS11.CKA_VALUE, PyKCS11.CKA_TOKEN]),
+        lambda: session.getAttributeValue(
+            handle, [PyKCS11.CKA_VALUE, PyKCS11.CKA_TOKEN, PyKCS11.CKA_APPLICATION]
+        ),
     )
     if ok:
         print(f"read value: {bytes(attrs[0]).hex()}", flush=True)
         print(f"read token: {bool(attrs[1])}", flush=True)
+        application = attrs[2] if isinstance(attrs[2], str) else bytes(attrs[2]).decode()
+        print(f"read application: {application}", flush=True)
     ok, _ = step("destroy", lambda: session.destroyObject(handle))
     if ok:
         print("destroy: CKR_OK", flush=True)

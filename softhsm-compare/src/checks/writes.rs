@@ -244,7 +244,7 @@ const UNRELATED_SUBJECT: &[u8] = &[
 /// Token writes in a R/W session, compared for real: run only with `--token-writes`, on a token
 /// of this run's own (a fresh SoftHSM2 token, a simulated card nobody else uses), because they
 /// change it. A data object and a certificate are created, found, read, relabelled and
-/// destroyed; a token key pair is generated, signs (verified on the host) and is destroyed; last,
+/// destroyed; a data object with CKA_APPLICATION is created (and destroyed again); a token key pair is generated, signs (verified on the host) and is destroyed; last,
 /// the card's `ca` certificate is relabelled and destroyed.
 pub(super) fn token_writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut Report) {
     let (rv, rw) = open_session(m, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
@@ -256,12 +256,13 @@ pub(super) fn token_writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut
     let f = CK_FALSE;
 
     let data = CKO_DATA;
+    // Without CKA_APPLICATION, which a file on the card cannot keep: that one has its own check
+    // below, so this round trip compares the write itself.
     let mut tpl = [
         attr(CKA_CLASS, &data),
         attr(CKA_TOKEN, &t),
         attr(CKA_PRIVATE, &f),
         attr_bytes(CKA_LABEL, b"p11c-data"),
-        attr_bytes(CKA_APPLICATION, b"p11-compare"),
         attr_bytes(CKA_VALUE, b"written by p11-compare"),
     ];
     let mut h = 0;
@@ -282,6 +283,40 @@ pub(super) fn token_writes(m: &Module, slot: CK_SLOT_ID, objs: &Objects, r: &mut
     if rv == CKR_OK {
         object_round_trip(m, rw, h, "data", b"p11c-data", r);
     }
+
+    let mut tpl = [
+        attr(CKA_CLASS, &data),
+        attr(CKA_TOKEN, &t),
+        attr(CKA_PRIVATE, &f),
+        attr_bytes(CKA_LABEL, b"p11c-app-data"),
+        attr_bytes(CKA_APPLICATION, b"p11-compare"),
+        attr_bytes(CKA_VALUE, b"written by p11-compare"),
+    ];
+    let mut h = 0;
+    let rv = call!(
+        m,
+        C_CreateObject,
+        rw,
+        tpl.as_mut_ptr(),
+        tpl.len() as CK_ULONG,
+        &mut h
+    );
+    let mut out = String::new();
+    if rv == CKR_OK {
+        let application = get_bytes(m, rw, h, CKA_APPLICATION);
+        let destroyed = call!(m, C_DestroyObject, rw, h);
+        out = format!(
+            "APPLICATION {:?}; C_DestroyObject {}",
+            String::from_utf8_lossy(&application),
+            rv_name(destroyed)
+        );
+    }
+    r.check(
+        "write.token.data.create_application",
+        "C_CreateObject(DATA, TOKEN=true, label p11c-app-data, APPLICATION p11-compare, 22-byte VALUE)",
+        rv,
+        out,
+    );
 
     // A certificate of a key nothing on the token has (one for a card key would replace that
     // key's certificate file on the card); made once with `openssl req -x509 -newkey ec`.
