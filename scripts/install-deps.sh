@@ -36,6 +36,7 @@ packages=(
   # from PyPI into a venv under target/, a binary wheel: no swig needed)
   libnss3-tools             # NSS modutil, certutil
   python3-venv              # python3 -m venv
+  libp11-dev                # libp11.h, -lp11: tests/c/store_certificate.c (tests/stack_libp11_store.rs)
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

@@ -713,6 +713,11 @@ impl SimModem {
             .arg(dir.join("profile.toml"))
             .args(profile_args))
         .expect_success();
+        SimModem::start_on_profile(dir, args)
+    }
+
+    /// The same on the profile already in `dir/profile.toml` (e.g. one a test edited).
+    pub fn start_on_profile(dir: &Path, args: &[&str]) -> SimModem {
         let (link, control) = (dir.join("modem"), dir.join("modem.sock"));
         let process = Proc::spawn(
             Command::new(sim_binary())
