@@ -653,5 +653,3 @@ fn modem_sending_garbage_lines_urcs_echo_and_split_answers() {
         );
     }
 }
-
-

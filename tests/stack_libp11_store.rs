@@ -263,6 +263,13 @@ fn libp11_stores_an_enrolled_certificate_that_replaces_the_factory_one_for_mutua
         ),
         "the factory certificate is there first:\n{stored}"
     );
+    // libp11 hands back the certificate it stored (it caches objects by handle: a replacement
+    // that kept the old certificate's handle came back as the old certificate).
+    assert!(
+        lines_with(&stored, "stored ")
+            .contains(&"stored label=enrolled id=01 subject=/CN=enrolled"),
+        "PKCS11_store_certificate returns the new certificate:\n{stored}"
+    );
     // A fresh libp11 context in the same process sees the new certificate only.
     let after = lines_with(&stored, "after cert ");
     assert!(

@@ -477,7 +477,14 @@ fn libp11s_certificate_template_replaces_the_key_pairs_certificate_under_the_lab
     assert_eq!(store_data_apdus(&h), 0, "nothing sent to the card");
 
     let stored = create_object(s, &libp11("enrolled", &key_hash)).unwrap();
-    assert_eq!(stored, old, "the replaced certificate keeps its handle");
+    // A new object: a handle of its own, and the replaced certificate's handle is gone (libp11
+    // caches certificates by handle and would show the old one under a handle it knows).
+    assert_ne!(stored, old, "the new certificate is a new object");
+    assert_eq!(
+        get_attr(s, old, CKA_LABEL),
+        Err(CKR_OBJECT_HANDLE_INVALID),
+        "the replaced certificate's handle"
+    );
     assert_eq!(get_attr(s, stored, CKA_LABEL).unwrap(), b"enrolled");
     assert_eq!(get_attr(s, stored, CKA_ID).unwrap(), [0x01]);
     assert_eq!(get_attr(s, stored, CKA_VALUE).unwrap(), der);
@@ -521,7 +528,13 @@ fn libp11s_certificate_template_replaces_the_key_pairs_certificate_under_the_lab
         .bytes(CKA_URL, b"")
         .bytes(CKA_HASH_OF_ISSUER_PUBLIC_KEY, b"")
         .ulong(CKA_JAVA_MIDP_SECURITY_DOMAIN, 0);
-    assert_eq!(create_object(s, &full).unwrap(), stored);
+    let updated = create_object(s, &full).unwrap();
+    assert_ne!(updated, stored, "replaced in place, still a new object");
+    assert_eq!(
+        get_attr(s, stored, CKA_VALUE),
+        Err(CKR_OBJECT_HANDLE_INVALID)
+    );
+    assert_eq!(get_attr(s, updated, CKA_LABEL).unwrap(), b"enrolled");
     // The certificate still signs for its key.
     let sig = sign(s, CKM_ECDSA_SHA256, client_key(s), b"after").unwrap();
     assert!(p256_verify(

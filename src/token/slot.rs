@@ -143,6 +143,12 @@ impl Token {
         }
     }
 
+    /// Forgets the handle of the card object known as `key` (an object another one replaced):
+    /// the next object with that key gets a new handle, and the old one is invalid.
+    pub fn forget_handle(&self, key: &HandleKey) {
+        self.handles.lock().remove(key);
+    }
+
     /// Re-reads every object from the card (inside an operation of `run`); pairing proofs
     /// that still hold are not made again.
     pub fn reload(&self, ch: &mut AppletChannel<'_>) -> applet::Result<()> {

@@ -224,13 +224,28 @@ impl Module {
         } else {
             None
         };
+        // The new certificate is a new object with a handle of its own, and the old one's handle
+        // goes with it: applications (libp11) cache objects by handle, and would keep showing
+        // the old certificate under a handle they already know.
         let file_id = match &replaced {
             Some(old) if asked_label.is_none() || asked_label == old.label => {
                 let id = old.id.clone().unwrap_or_default();
-                self.write_and_reload(handle, &token, |ch| update_file(ch, &id, value))?;
+                self.write_and_reload(handle, &token, |ch| {
+                    update_file(ch, &id, value)?;
+                    token.forget_handle(&(class, old.id.clone(), old.label.clone()));
+                    Ok(())
+                })?;
                 id
             }
-            Some(old) => self.replace_file(handle, &token, class, old, asked_label, value)?,
+            Some(old) => self.replace_file(
+                handle,
+                &token,
+                class,
+                old,
+                asked_label,
+                value,
+                HandleAfterMove::New,
+            )?,
             None => {
                 let id = match find_attr(template, CKA_ID) {
                     // A data object may name its file; a certificate takes its key's CKA_ID anyway.
@@ -342,7 +357,15 @@ impl Module {
             return Ok(());
         }
         let new_value = value.unwrap_or(current).to_vec();
-        let id = self.replace_file(handle, &token, object.class, info, label, &new_value)?;
+        let id = self.replace_file(
+            handle,
+            &token,
+            object.class,
+            info,
+            label,
+            &new_value,
+            HandleAfterMove::Kept,
+        )?;
         info!("file {:02x?} relabelled as file {id:02x?}", info.id);
         Ok(())
     }
@@ -350,7 +373,8 @@ impl Module {
     /// Moves file `old` to a new file labelled `label` holding `value`, in one card
     /// transaction: the new file is created and filled first, then the old one deleted (if the
     /// card refuses that, the new one goes again), so a failure at any step leaves the old
-    /// file as it was. The object keeps its handle. Returns the new file's ID.
+    /// file as it was. Returns the new file's ID.
+    #[allow(clippy::too_many_arguments)]
     fn replace_file(
         &self,
         handle: CK_SESSION_HANDLE,
@@ -359,6 +383,7 @@ impl Module {
         old: &ObjectInfo,
         label: Option<Vec<u8>>,
         value: &[u8],
+        handle_after: HandleAfterMove,
     ) -> Result<Vec<u8>> {
         let old_id = old
             .id
@@ -377,10 +402,13 @@ impl Module {
                 let _ = ch.store_data(DELETE_OBJECT, &reference(0x83, &new_id), false);
                 return Err(e);
             }
-            token.carry_handle(
-                (class, Some(old_id.clone()), old.label.clone()),
-                (class, Some(new_id.clone()), label.clone()),
-            );
+            let old_key = (class, Some(old_id.clone()), old.label.clone());
+            match handle_after {
+                HandleAfterMove::Kept => {
+                    token.carry_handle(old_key, (class, Some(new_id.clone()), label.clone()))
+                }
+                HandleAfterMove::New => token.forget_handle(&old_key),
+            }
             Ok(())
         })?;
         Ok(new_id)
@@ -490,6 +518,15 @@ impl Module {
 }
 
 /// The certificate file already held for the key that `new_certificate` certifies, if any.
+/// What a file moved to a new one (`replace_file`) means for its handle.
+#[derive(Clone, Copy)]
+enum HandleAfterMove {
+    /// The same object changed (`C_SetAttributeValue`): the application's handle stays valid.
+    Kept,
+    /// Another object took its place (`C_CreateObject`): a new handle, the old one invalid.
+    New,
+}
+
 fn existing_certificate_file(token: &Token, new_certificate: &[u8]) -> Option<ObjectInfo> {
     let point = certificate_point(new_certificate)?;
     token
