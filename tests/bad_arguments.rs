@@ -280,9 +280,6 @@ struct Row {
     case: &'static str,
     expect: &'static [CK_RV],
     body: fn(&Ctx) -> CK_RV,
-    /// A known module issue (tests/MODULE-ISSUES.md): checked by the ignored test
-    /// `rows_with_known_module_issues_module_issue`, reported but not failed here.
-    issue: Option<u32>,
 }
 
 const fn row(
@@ -296,14 +293,6 @@ const fn row(
         case,
         expect,
         body,
-        issue: None,
-    }
-}
-
-const fn issue(n: u32, r: Row) -> Row {
-    Row {
-        issue: Some(n),
-        ..r
     }
 }
 
@@ -676,93 +665,78 @@ static ROWS: &[Row] = &[
     // --- a failed call ends the operation (PKCS#11 §5.12: C_Sign "always terminates the
     // active signing operation unless it returns CKR_BUFFER_TOO_SMALL or is a successful call
     // to determine the length"; same wording for C_SignFinal, C_Verify*, C_Digest*)
-    issue(
-        2,
-        row(
-            "C_Sign",
-            "NULL pData with a length ends the operation",
-            &[CKR_OPERATION_NOT_INITIALIZED],
-            |c| unsafe {
-                sign_init(c);
-                let mut sig = [0u8; 64];
-                let mut len: CK_ULONG = 64;
-                assert_eq!(
-                    C_Sign(c.s, std::ptr::null_mut(), 4, sig.as_mut_ptr(), &mut len),
-                    CKR_ARGUMENTS_BAD
-                );
-                sign_now(c)
-            },
-        ),
+    row(
+        "C_Sign",
+        "NULL pData with a length ends the operation",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            sign_init(c);
+            let mut sig = [0u8; 64];
+            let mut len: CK_ULONG = 64;
+            assert_eq!(
+                C_Sign(c.s, std::ptr::null_mut(), 4, sig.as_mut_ptr(), &mut len),
+                CKR_ARGUMENTS_BAD
+            );
+            sign_now(c)
+        },
     ),
-    issue(
-        2,
-        row(
-            "C_Sign",
-            "NULL pulSignatureLen ends the operation",
-            &[CKR_OPERATION_NOT_INITIALIZED],
-            |c| unsafe {
-                sign_init(c);
-                let mut sig = [0u8; 64];
-                assert_eq!(
-                    C_Sign(c.s, D, 4, sig.as_mut_ptr(), std::ptr::null_mut()),
-                    CKR_ARGUMENTS_BAD
-                );
-                sign_now(c)
-            },
-        ),
+    row(
+        "C_Sign",
+        "NULL pulSignatureLen ends the operation",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            sign_init(c);
+            let mut sig = [0u8; 64];
+            assert_eq!(
+                C_Sign(c.s, D, 4, sig.as_mut_ptr(), std::ptr::null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
+            sign_now(c)
+        },
     ),
-    issue(
-        2,
-        row(
-            "C_SignFinal",
-            "NULL pulSignatureLen ends the operation",
-            &[CKR_OPERATION_NOT_INITIALIZED],
-            |c| unsafe {
-                sign_init(c);
-                let mut sig = [0u8; 64];
-                assert_eq!(
-                    C_SignFinal(c.s, sig.as_mut_ptr(), std::ptr::null_mut()),
-                    CKR_ARGUMENTS_BAD
-                );
-                let mut len: CK_ULONG = 64;
-                C_SignFinal(c.s, sig.as_mut_ptr(), &mut len)
-            },
-        ),
+    row(
+        "C_SignFinal",
+        "NULL pulSignatureLen ends the operation",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            sign_init(c);
+            let mut sig = [0u8; 64];
+            assert_eq!(
+                C_SignFinal(c.s, sig.as_mut_ptr(), std::ptr::null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
+            let mut len: CK_ULONG = 64;
+            C_SignFinal(c.s, sig.as_mut_ptr(), &mut len)
+        },
     ),
-    issue(
-        2,
-        row(
-            "C_Verify",
-            "NULL pSignature ends the operation",
-            &[CKR_OPERATION_NOT_INITIALIZED],
-            |c| unsafe {
-                verify_init(c);
-                assert_eq!(
-                    C_Verify(c.s, D, 4, std::ptr::null_mut(), 64),
-                    CKR_ARGUMENTS_BAD
-                );
-                let mut sig = [0u8; 64];
-                C_Verify(c.s, D, 4, sig.as_mut_ptr(), 64)
-            },
-        ),
+    row(
+        "C_Verify",
+        "NULL pSignature ends the operation",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            verify_init(c);
+            assert_eq!(
+                C_Verify(c.s, D, 4, std::ptr::null_mut(), 64),
+                CKR_ARGUMENTS_BAD
+            );
+            let mut sig = [0u8; 64];
+            C_Verify(c.s, D, 4, sig.as_mut_ptr(), 64)
+        },
     ),
-    issue(
-        2,
-        row(
-            "C_Digest",
-            "NULL pulDigestLen ends the operation",
-            &[CKR_OPERATION_NOT_INITIALIZED],
-            |c| unsafe {
-                digest_init(c);
-                let mut out = [0u8; 32];
-                assert_eq!(
-                    C_Digest(c.s, D, 4, out.as_mut_ptr(), std::ptr::null_mut()),
-                    CKR_ARGUMENTS_BAD
-                );
-                let mut len: CK_ULONG = 32;
-                C_Digest(c.s, D, 4, out.as_mut_ptr(), &mut len)
-            },
-        ),
+    row(
+        "C_Digest",
+        "NULL pulDigestLen ends the operation",
+        &[CKR_OPERATION_NOT_INITIALIZED],
+        |c| unsafe {
+            digest_init(c);
+            let mut out = [0u8; 32];
+            assert_eq!(
+                C_Digest(c.s, D, 4, out.as_mut_ptr(), std::ptr::null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
+            let mut len: CK_ULONG = 32;
+            C_Digest(c.s, D, 4, out.as_mut_ptr(), &mut len)
+        },
     ),
     row(
         "C_Verify",
@@ -1193,7 +1167,7 @@ static ROWS: &[Row] = &[
     ),
 ];
 
-fn run_rows(with_issues: bool) -> (Vec<Outcome>, usize) {
+fn run_rows() -> Vec<Outcome> {
     let h = Harness::default();
     let s0 = h.init_and_open();
     let (key, public, cert) = (
@@ -1202,8 +1176,7 @@ fn run_rows(with_issues: bool) -> (Vec<Outcome>, usize) {
         object_by_label(s0, CKO_CERTIFICATE, "client"),
     );
     let mut rows = Vec::new();
-    let mut issues = 0;
-    for r in ROWS.iter().filter(|r| r.issue.is_some() == with_issues) {
+    for r in ROWS {
         let c = Ctx {
             s: open_session(0),
             key,
@@ -1212,34 +1185,19 @@ fn run_rows(with_issues: bool) -> (Vec<Outcome>, usize) {
         };
         let got = (r.body)(&c);
         unsafe { C_CloseSession(c.s) };
-        let case = match r.issue {
-            Some(n) => {
-                issues += 1;
-                format!("{} (module issue {n})", r.case)
-            }
-            None => r.case.to_string(),
-        };
         rows.push(Outcome {
             function: r.function.into(),
-            case,
+            case: r.case.to_string(),
             got,
             allowed: r.expect.to_vec(),
         });
     }
-    (rows, issues)
+    rows
 }
 
 #[test]
 fn lengths_states_mechanisms_and_keys() {
-    let (rows, _) = run_rows(false);
-    assert_eq!(report(&rows), 0);
-}
-
-#[test]
-fn rows_with_known_module_issues() {
-    let (rows, n) = run_rows(true);
-    assert!(n > 0);
-    assert_eq!(report(&rows), 0);
+    assert_eq!(report(&run_rows()), 0);
 }
 
 /// Every `C_*` function of the 3.0 list except the interface functions, called with
