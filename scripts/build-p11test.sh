@@ -11,6 +11,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${P11TEST_DIR:-$root/target/p11test}
 mkdir -p "$out"
+# One build at a time (tests that need p11test may start it at once); the next one finds it built.
+exec 8>"$out.lock"
+flock 8
 bin=$out/p11test
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)

@@ -23,6 +23,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# One run at a time: every run writes its cards and results under target/softhsm-compare.
+mkdir -p target
+exec 8>target/softhsm-compare.lock
+flock 8
 cards=both
 via=stack
 while [ $# -gt 0 ]; do

@@ -37,7 +37,7 @@ use cryptoki::session::Session;
 use helpers::stack::{
     Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, certificate_key,
     client_certificate_on_status_page, first_pem_certificate_der, load_module, openssl_plain,
-    release_module, run,
+    pykcs11_python, release_module, run,
 };
 use iotsafe_sim::KeyLayout;
 use p256::ecdsa::signature::Verifier;
@@ -46,7 +46,6 @@ use sha2::{Digest, Sha256};
 const KEY_URI: &str = "pkcs11:object=client;type=private";
 const KEY_LABEL: &str = "client";
 const HTTP_GET: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
-const PYKCS11: &str = "pykcs11==1.5.20";
 /// Set in the child process of the `cryptoki` check (the card's directory): the module reads
 /// its configuration from the environment at `C_Initialize`, so the check runs in a process
 /// started with the rig's configuration.
@@ -555,37 +554,6 @@ fn nss_pairs_the_certificate_with_the_key(layout: KeyLayout) {
         "{layout}: certutil -K lists the key {} {KEY_LABEL}:\n{keys}",
         rig.pair_id()
     );
-}
-
-/// The venv's python with PyKCS11 (`target/pykcs11-venv`, as `tests/stack_pykcs11.rs` makes
-/// it: in a directory of its own, renamed into place).
-fn pykcs11_python() -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let python = target.join("pykcs11-venv/bin/python");
-    let importable = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import PyKCS11"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable(&python) {
-        return python;
-    }
-    let fresh = target.join(format!("pykcs11-venv.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&fresh);
-    run(Command::new("python3").args(["-m", "venv"]).arg(&fresh)).expect_success();
-    Proc::spawn(
-        Command::new(fresh.join("bin/pip")).args(["install", "--quiet", PYKCS11]),
-        None,
-    )
-    .wait(TOOL_TIMEOUT * 10)
-    .expect_success();
-    let _ = std::fs::remove_dir_all(target.join("pykcs11-venv"));
-    if std::fs::rename(&fresh, target.join("pykcs11-venv")).is_err() {
-        let _ = std::fs::remove_dir_all(&fresh); // another test was first
-    }
-    assert!(importable(&python), "PyKCS11 is not importable");
-    python
 }
 
 /// The value of the output line `key: value`.

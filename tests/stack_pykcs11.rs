@@ -13,48 +13,12 @@ use std::process::Command;
 
 use helpers::openssl_plain;
 use helpers::stack::{
-    Finished, Proc, SimModem, TOOL_TIMEOUT, first_pem_certificate_der, release_module, run,
+    Finished, Proc, SimModem, TOOL_TIMEOUT, first_pem_certificate_der, pykcs11_python,
+    release_module, run,
 };
-
-const PYKCS11: &str = "pykcs11==1.5.20";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python, with PyKCS11 importable; made on first use (in a directory of its own,
-/// renamed into place, so two tests starting at once cannot see half a venv).
-fn pykcs11_python() -> PathBuf {
-    let venv = repo().join("target/pykcs11-venv");
-    let python = venv.join("bin/python");
-    let importable = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import PyKCS11"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable(&python) {
-        return python;
-    }
-    let fresh = repo().join(format!("target/pykcs11-venv.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&fresh);
-    run(Command::new("python3").args(["-m", "venv"]).arg(&fresh)).expect_success();
-    Proc::spawn(
-        Command::new(fresh.join("bin/pip")).args(["install", "--quiet", PYKCS11]),
-        None,
-    )
-    .wait(TOOL_TIMEOUT * 10)
-    .expect_success();
-    let _ = std::fs::remove_dir_all(&venv);
-    if std::fs::rename(&fresh, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&fresh); // another test was first
-    }
-    assert!(
-        importable(&python),
-        "PyKCS11 is not importable from {}",
-        python.display()
-    );
-    python
 }
 
 fn scratch(name: &str) -> PathBuf {

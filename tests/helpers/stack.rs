@@ -771,3 +771,38 @@ impl SimModem {
         serde_json::from_str(&self.control("stats")).expect("stats JSON")
     }
 }
+
+/// PyKCS11 from PyPI, pinned (a prebuilt wheel: no swig needed).
+pub const PYKCS11: &str = "pykcs11==1.5.20";
+
+/// The python of `target/pykcs11-venv`, with PyKCS11 importable; the venv is made on first use,
+/// under a lock, so tests starting at once neither build it twice nor see half of it.
+pub fn pykcs11_python() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let venv = target.join("pykcs11-venv");
+    let python = venv.join("bin/python");
+    let importable = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import PyKCS11"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let lock = File::create(target.join("pykcs11-venv.lock")).expect("the venv's lock file");
+    lock.lock().expect("lock the venv");
+    if !importable(&python) {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).expect_success();
+        Proc::spawn(
+            Command::new(venv.join("bin/pip")).args(["install", "--quiet", PYKCS11]),
+            None,
+        )
+        .wait(TOOL_TIMEOUT * 10)
+        .expect_success();
+    }
+    assert!(
+        importable(&python),
+        "PyKCS11 is not importable from {}",
+        python.display()
+    );
+    python
+}
