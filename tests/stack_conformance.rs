@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use helpers::stack::{Proc, SimModem, Stack, TOOL_TIMEOUT, release_module, run};
+use helpers::stack::{
+    Proc, SimModem, Stack, TOOL_TIMEOUT, compile_test_program, release_module, run,
+};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use x509_cert::Certificate;
@@ -451,22 +453,7 @@ fn c_program_signs_through_c_get_interface_with_the_shipped_headers() {
     let stack = Stack::get();
     let _lock = stack.lock();
     let dir = stack.scratch("c_abi");
-    let exe = dir.join("sign_by_label");
-    run(Command::new("cc")
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-I",
-        ])
-        .arg(repo().join("include"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(repo().join("tests/c/sign_by_label.c"))
-        .arg("-ldl"))
-    .expect_success();
+    let exe = compile_test_program(&dir, "sign_by_label", &["-ldl"]);
 
     let message = "signed from C through C_GetInterface";
     let f = run(Command::new(&exe)

@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use helpers::stack::{
-    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, release_module, run, sim_control, stat,
+    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, compile_test_program, release_module,
+    sim_control, stat,
 };
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
@@ -22,10 +23,6 @@ const CHILDREN: usize = 4;
 const SIGNATURES_PER_CHILD: usize = 5;
 /// What a forked child gets from a call before its own `C_Initialize`.
 const CKR_CRYPTOKI_NOT_INITIALIZED: &str = "0x00000190";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 #[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
@@ -43,7 +40,7 @@ fn forked_children_sign(name: &str, modem_flags: &[&str], at_mode: &str) {
     let dir = std::env::temp_dir().join(format!("iotsafe-fork-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let exe = compile_c_program(&dir, "fork_sign");
+    let exe = compile_test_program(&dir, "fork_sign", &["-ldl"]);
 
     let mut args = vec!["--latency-apdu", "2ms"];
     args.extend_from_slice(modem_flags);
@@ -70,7 +67,7 @@ fn forked_children_sign_on_a_pcsc_reader() {
     let stack = Stack::get();
     let _lock = stack.lock();
     let dir = stack.scratch("fork-pcsc");
-    let exe = compile_c_program(&dir, "fork_sign");
+    let exe = compile_test_program(&dir, "fork_sign", &["-ldl"]);
     let key = certificate_key(&stack.card_file("client.pem"));
     stack.reset_stats();
     let mut server = Command::new(&exe);
@@ -163,7 +160,7 @@ fn a_worker_signs_after_its_parent_is_killed_inside_an_operation() {
     let dir = std::env::temp_dir().join(format!("iotsafe-fork-worker-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let exe = compile_c_program(&dir, "fork_worker");
+    let exe = compile_test_program(&dir, "fork_worker", &["-ldl"]);
     let modem = SimModem::start(&dir, &["--latency-apdu", "2ms", "--at", "both"]);
     let (control, config) = (
         modem.control.clone(),
@@ -262,25 +259,4 @@ impl Drop for Worker {
             }
         }
     }
-}
-
-/// Compiles `tests/c/<name>.c` against the shipped headers into `dir`.
-fn compile_c_program(dir: &Path, name: &str) -> PathBuf {
-    let exe = dir.join(name);
-    run(Command::new("cc")
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-I",
-        ])
-        .arg(repo().join("include"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(repo().join(format!("tests/c/{name}.c")))
-        .arg("-ldl"))
-    .expect_success();
-    exe
 }

@@ -36,8 +36,8 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use helpers::stack::{
     Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, certificate_key,
-    client_certificate_on_status_page, first_pem_certificate_der, load_module, openssl_plain,
-    pykcs11_python, release_module, run,
+    client_certificate_on_status_page, compile_test_program, first_pem_certificate_der,
+    load_module, openssl_plain, pykcs11_python, release_module, run, write_provider_conf,
 };
 use iotsafe_sim::KeyLayout;
 use p256::ecdsa::signature::Verifier;
@@ -77,18 +77,7 @@ impl Rig {
             "",
         );
         let provider_conf = dir.join("provider.cnf");
-        std::fs::write(
-            &provider_conf,
-            format!(
-                "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
-                 [provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n\
-                 [default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = {}\n\
-                 pkcs11-module-path = {}\nactivate = 1\n",
-                openssl_modules_dir().join("pkcs11.so").display(),
-                release_module().display()
-            ),
-        )
-        .expect("provider configuration");
+        write_provider_conf(&provider_conf, None);
         Rig {
             modem,
             layout,
@@ -190,16 +179,6 @@ impl Drop for Rig {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.modem.dir);
     }
-}
-
-/// OpenSSL's provider directory (`openssl version -m`).
-fn openssl_modules_dir() -> PathBuf {
-    let f = run(Command::new("openssl").args(["version", "-m"])).expect_success();
-    f.stdout
-        .split('"')
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no MODULESDIR in:\n{f}"))
 }
 
 /// The server verified the card's certificate as client certificate, and the status page the
@@ -606,23 +585,7 @@ fn pykcs11_finds_the_certificate_by_the_key_id(layout: KeyLayout) {
 
 fn c_finds_the_certificate_by_the_key_id(layout: KeyLayout) {
     let rig = Rig::start(layout, "c");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = rig.file("pair_by_id");
-    run(Command::new("cc")
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-I",
-        ])
-        .arg(root.join("include"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(root.join("tests/c/pair_by_id.c"))
-        .arg("-ldl"))
-    .expect_success();
+    let exe = compile_test_program(&rig.modem.dir, "pair_by_id", &["-ldl"]);
     let message = "signed from C on a field-SIM layout";
     let mut cmd = Command::new(&exe);
     cmd.arg(release_module()).args([KEY_LABEL, message]);

@@ -16,8 +16,8 @@ use std::process::Command;
 
 use helpers::stack::{
     Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer,
-    client_certificate_on_status_page, first_pem_certificate_der, openssl_plain, release_module,
-    run, sim_binary,
+    client_certificate_on_status_page, compile_test_program, first_pem_certificate_der,
+    openssl_plain, release_module, run, sim_binary, write_provider_conf,
 };
 
 const NEW_LABEL: &str = "enrolled";
@@ -69,19 +69,9 @@ impl Rig {
             "",
         );
         let provider_conf = dir.join("provider.cnf");
-        std::fs::write(
-            &provider_conf,
-            format!(
-                "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
-                 [provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n\
-                 [default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = {}\n\
-                 pkcs11-module-path = {}\nactivate = 1\n",
-                openssl_modules_dir().join("pkcs11.so").display(),
-                release_module().display()
-            ),
-        )
-        .expect("provider configuration");
-        let store_certificate = compile_store_certificate(&dir);
+        write_provider_conf(&provider_conf, None);
+        let store_certificate =
+            compile_test_program(&dir, "store_certificate", &["-lp11", "-lcrypto"]);
         Rig {
             modem,
             module_conf,
@@ -210,34 +200,6 @@ impl Drop for Rig {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.modem.dir);
     }
-}
-
-fn compile_store_certificate(dir: &Path) -> PathBuf {
-    let exe = dir.join("store_certificate");
-    run(Command::new("cc")
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/store_certificate.c"))
-        .args(["-lp11", "-lcrypto"]))
-    .expect_success();
-    exe
-}
-
-/// OpenSSL's provider directory (`openssl version -m`).
-fn openssl_modules_dir() -> PathBuf {
-    let f = run(Command::new("openssl").args(["version", "-m"])).expect_success();
-    f.stdout
-        .split('"')
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no MODULESDIR in:\n{f}"))
 }
 
 /// The lines of the program's output that start with `prefix`.

@@ -9,27 +9,16 @@
 mod helpers;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use helpers::stack::{Proc, SimModem, build_first_signature, release_module, run, sim_control};
+use helpers::stack::{
+    Proc, SimModem, build_first_signature, release_module, run, sim_control, write_provider_conf,
+};
 
 const PROCESSES: usize = 200;
 const KEY_URI: &str = "pkcs11:object=client;type=private";
-
-fn openssl_dir(flag: &str, name: &str) -> PathBuf {
-    let out = Command::new("openssl")
-        .args(["version", flag])
-        .output()
-        .expect("openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let dir = text
-        .split('"')
-        .nth(1)
-        .unwrap_or_else(|| panic!("openssl version {flag}: {text}"));
-    Path::new(dir).join(name)
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -163,18 +152,7 @@ fn two_hundred_one_shot_processes_on_a_sim_with_three_channels() {
     let control = modem.control.clone();
     let module_conf = modem.module_config("", "");
     let provider_conf = dir.join("provider.cnf");
-    std::fs::write(
-        &provider_conf,
-        format!(
-            "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
-             [provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n\
-             [default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = {}\n\
-             pkcs11-module-path = {}\npkcs11-module-quirks = no-deinit\nactivate = 1\n",
-            openssl_dir("-m", "pkcs11.so").display(),
-            release_module().display()
-        ),
-    )
-    .expect("provider configuration");
+    write_provider_conf(&provider_conf, Some("no-deinit"));
     let mut server = Proc::spawn(
         Command::new("openssl")
             .args(["s_server", "-accept", "127.0.0.1:0", "-www", "-cert"])

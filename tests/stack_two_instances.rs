@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use helpers::stack::{
-    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, release_module, run, sim_control,
+    Proc, SimModem, Stack, TOOL_TIMEOUT, certificate_key, compile_test_program, release_module,
+    sim_control,
 };
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
@@ -19,23 +20,7 @@ const SIGNATURES: usize = 40;
 
 /// The C program and two copies of the module in `dir`.
 fn prepare(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = dir.join("two_instances");
-    run(Command::new("cc")
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-I",
-        ])
-        .arg(root.join("include"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(root.join("tests/c/two_instances.c"))
-        .args(["-ldl", "-lpthread"]))
-    .expect_success();
+    let exe = compile_test_program(dir, "two_instances", &["-ldl", "-lpthread"]);
     let (first, second) = (dir.join("first.so"), dir.join("second.so"));
     for copy in [&first, &second] {
         std::fs::copy(release_module(), copy).expect("copy the module");

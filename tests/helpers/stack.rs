@@ -667,17 +667,7 @@ pub fn load_module(module: &Path) -> cryptoki::context::Pkcs11 {
 /// `tests/c/first_signature.c` built into `dir`: load a module, sign once with the key labelled
 /// `client`, write the DER signature (see the file's header for its options).
 pub fn build_first_signature(dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary = dir.join("first_signature");
-    run(Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-I"])
-        .arg(root.join("include"))
-        .arg("-o")
-        .arg(&binary)
-        .arg(root.join("tests/c/first_signature.c"))
-        .arg("-ldl"))
-    .expect_success();
-    binary
+    compile_test_program(dir, "first_signature", &["-ldl"])
 }
 
 /// The release build of the module (`IOTSAFE_MODULE`, default
@@ -805,4 +795,58 @@ pub fn pykcs11_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// OpenSSL's provider directory (`openssl version -m`).
+pub fn openssl_modules_dir() -> PathBuf {
+    let f = run(Command::new("openssl").args(["version", "-m"])).expect_success();
+    f.stdout
+        .split('"')
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no MODULESDIR in:\n{f}"))
+}
+
+/// Writes `path`: an OpenSSL configuration that loads pkcs11-provider with the release module
+/// only (`quirks`: its `pkcs11-module-quirks`, e.g. `no-deinit`).
+pub fn write_provider_conf(path: &Path, quirks: Option<&str>) {
+    let quirks = quirks
+        .map(|q| format!("pkcs11-module-quirks = {q}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        path,
+        format!(
+            "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
+             [provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n\
+             [default_sect]\nactivate = 1\n[pkcs11_sect]\nmodule = {}\n\
+             pkcs11-module-path = {}\n{quirks}activate = 1\n",
+            openssl_modules_dir().join("pkcs11.so").display(),
+            release_module().display()
+        ),
+    )
+    .expect("provider configuration");
+}
+
+/// `tests/c/<name>.c` compiled into `dir/<name>`: C11, warnings as errors, the shipped headers,
+/// linked with `libs` (e.g. `-ldl`).
+pub fn compile_test_program(dir: &Path, name: &str, libs: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = dir.join(name);
+    run(Command::new("cc")
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+        ])
+        .arg(root.join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(root.join(format!("tests/c/{name}.c")))
+        .args(libs))
+    .expect_success();
+    exe
 }
