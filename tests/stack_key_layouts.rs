@@ -35,9 +35,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use helpers::stack::{
-    Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, certificate_key,
+    Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, accept_port, certificate_key,
     client_certificate_on_status_page, compile_test_program, first_pem_certificate_der,
-    load_module, openssl_plain, pykcs11_python, release_module, run, write_provider_conf,
+    load_module, openssl_plain, pykcs11_python, release_module, run, s_server_for_one_client,
+    write_provider_conf,
 };
 use iotsafe_sim::KeyLayout;
 use p256::ecdsa::signature::Verifier;
@@ -303,6 +304,38 @@ fn s_client_mutual_tls_with_key_and_certificate_by_uri(layout: KeyLayout) {
         .args(["-key", KEY_URI]);
     let client = Proc::spawn(&mut cmd, Some(HTTP_GET)).wait(TOOL_TIMEOUT);
     assert_client_authenticated(&client, server, &rig.client_certificate());
+    assert!(rig.signatures_on_card() >= 1, "the card must sign");
+}
+
+/// DTLS 1.2 as an LwM2M client authenticates (the `tests/stack_dtls.rs` row), key and
+/// certificate by `pkcs11:` URI. The server only prints what the client sends after a handshake
+/// in which it verified the client's certificate (`-Verify 1 -verify_return_error`), and
+/// pkcs11-provider only signs with a key whose public half it can match to that certificate.
+fn dtls_client_authentication_with_key_and_certificate_by_uri(layout: KeyLayout) {
+    const CIPHER: &str = "ECDHE-ECDSA-AES128-GCM-SHA256";
+    const MESSAGE: &str = "LwM2M register over DTLS on a field-SIM layout";
+    let rig = Rig::start(layout, "dtls");
+    let mut server = s_server_for_one_client(&rig.modem.dir, &["-dtls1_2"]);
+    server.args(["-cipher", CIPHER]);
+    let (mut server, server_stdin) = Proc::spawn_with_open_stdin(&mut server);
+    let port = accept_port(&mut server);
+    let cert_uri = format!("pkcs11:id=%{};type=cert", rig.pair_id());
+    let mut cmd = rig.openssl_with_provider();
+    cmd.args(["s_client", "-dtls1_2", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cipher", CIPHER, "-CAfile"])
+        .arg(rig.file("ca.pem"))
+        .args(["-verify_return_error", "-cert", &cert_uri, "-key", KEY_URI]);
+    let client = Proc::spawn(&mut cmd, Some(MESSAGE.as_bytes())).wait(TOOL_TIMEOUT);
+    // The server exits after its one connection; its stdin is closed only then (EOF would make
+    // it quit before reading the client's data).
+    let server = server.wait(TOOL_TIMEOUT);
+    drop(server_stdin);
+    assert!(client.success(), "DTLS client failed:\n{client}\n{server}");
+    assert!(
+        server.stdout.contains(MESSAGE),
+        "the server received the client's data after verifying its certificate:\n{server}"
+    );
     assert!(rig.signatures_on_card() >= 1, "the card must sign");
 }
 
@@ -720,6 +753,8 @@ on_every_layout! {
         openssl_req_same_id, openssl_req_split_ids_one_label, openssl_req_split_ids_split_labels;
     s_client_mutual_tls_with_key_and_certificate_by_uri:
         s_client_same_id, s_client_split_ids_one_label, s_client_split_ids_split_labels;
+    dtls_client_authentication_with_key_and_certificate_by_uri:
+        dtls_same_id, dtls_split_ids_one_label, dtls_split_ids_split_labels;
     curl_with_the_libp11_engine:
         curl_libp11_same_id, curl_libp11_split_ids_one_label, curl_libp11_split_ids_split_labels;
     openssl_pkeyutl_signs_a_digest:
