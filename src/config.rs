@@ -221,6 +221,10 @@ fn read_config_file(path: &Path, origin: &str) -> Result<String> {
         .open(path)
         .map_err(|e| error(e.to_string()))?;
     let metadata = file.metadata().map_err(|e| error(e.to_string()))?;
+    if is_the_null_device(&metadata) {
+        // `IOTSAFE_PKCS11_CONFIG=/dev/null`: the usual way to say "no configuration file".
+        return Ok(String::new());
+    }
     if !metadata.is_file() {
         return Err(error("not a regular file".to_owned()));
     }
@@ -238,6 +242,13 @@ fn read_config_file(path: &Path, origin: &str) -> Result<String> {
         return Err(error(format!("larger than {MAX_CONFIG_BYTES} bytes")));
     }
     String::from_utf8(bytes).map_err(|_| error("not UTF-8 text".to_owned()))
+}
+
+/// Whether `metadata` is that of the null device (whatever the path that led to it).
+fn is_the_null_device(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    metadata.file_type().is_char_device()
+        && std::fs::metadata("/dev/null").is_ok_and(|null| null.rdev() == metadata.rdev())
 }
 
 /// A TOML error as one line: where it came from, the line, the key (with its table) and what
