@@ -242,7 +242,8 @@ fn attr_equal(t: CK_ATTRIBUTE_TYPE, have: &[u8], want: &[u8]) -> bool {
     have == want
 }
 
-fn is_bool_attribute(t: CK_ATTRIBUTE_TYPE) -> bool {
+/// The `CK_BBOOL` attributes.
+pub(super) fn is_bool_attribute(t: CK_ATTRIBUTE_TYPE) -> bool {
     matches!(
         t,
         CKA_TOKEN

@@ -26,7 +26,7 @@ fn ulong_bytes(v: CK_ULONG) -> Vec<u8> {
 
 /// Sets `t` in `attrs` (booleans normalised to 0/1).
 fn put(attrs: &mut Attributes, t: CK_ATTRIBUTE_TYPE, v: &[u8]) {
-    let v = if template::is_bool(t) && v.len() == 1 {
+    let v = if object::is_bool_attribute(t) && v.len() == 1 {
         bool_bytes(v[0] != 0)
     } else {
         v.to_vec()

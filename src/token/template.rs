@@ -4,6 +4,8 @@ use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
 
+use super::object::is_bool_attribute;
+
 /// A template as (type, value bytes) pairs.
 pub type Template = [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
 
@@ -139,25 +141,6 @@ pub fn modifiable(class: CK_OBJECT_CLASS, t: CK_ATTRIBUTE_TYPE) -> bool {
     }
 }
 
-/// `CK_BBOOL` attributes among those above.
-pub fn is_bool(t: CK_ATTRIBUTE_TYPE) -> bool {
-    matches!(
-        t,
-        CKA_TOKEN
-            | CKA_PRIVATE
-            | CKA_MODIFIABLE
-            | CKA_COPYABLE
-            | CKA_DESTROYABLE
-            | CKA_TRUSTED
-            | CKA_DERIVE
-            | CKA_LOCAL
-            | CKA_ENCRYPT
-            | CKA_VERIFY
-            | CKA_VERIFY_RECOVER
-            | CKA_WRAP
-    )
-}
-
 /// Checks the form of one attribute value: booleans are one byte, `CK_ULONG`s eight, dates
 /// empty or eight digits, enumerations within their range.
 pub fn check_value_form(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<()> {
@@ -168,7 +151,7 @@ pub fn check_value_form(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<()> {
         ))
     };
     let ulong = || -> Option<CK_ULONG> { v.try_into().ok().map(CK_ULONG::from_ne_bytes) };
-    if is_bool(t) {
+    if is_bool_attribute(t) {
         return if v.len() == 1 {
             Ok(())
         } else {
