@@ -35,10 +35,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use helpers::stack::{
-    Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, accept_port, certificate_key,
-    client_certificate_on_status_page, compile_test_program, first_pem_certificate_der,
-    load_module, openssl_plain, pykcs11_python, release_module, run, s_server_for_one_client,
-    write_provider_conf,
+    Finished, ModemConsumers, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, accept_port,
+    certificate_key, client_certificate_on_status_page, compile_test_program,
+    first_pem_certificate_der, load_module, openssl_plain, pykcs11_python, release_module, run,
+    s_server_for_one_client,
 };
 use iotsafe_sim::KeyLayout;
 use p256::ecdsa::signature::Verifier;
@@ -55,10 +55,15 @@ const CRYPTOKI_CHILD: &str = "IOTSAFE_KEY_LAYOUTS_CRYPTOKI_CHILD";
 /// A simulated modem whose card has `layout`, with the module's and the provider's
 /// configuration beside it (lock files and content cache of its own).
 struct Rig {
-    modem: SimModem,
+    consumers: ModemConsumers,
     layout: KeyLayout,
-    module_conf: PathBuf,
-    provider_conf: PathBuf,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = ModemConsumers;
+    fn deref(&self) -> &ModemConsumers {
+        &self.consumers
+    }
 }
 
 impl Rig {
@@ -70,52 +75,15 @@ impl Rig {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch directory");
         let modem = SimModem::start_with_profile(&dir, &["--layout", layout.name()], &[]);
-        let module_conf = modem.module_config(
-            &format!(
-                "lock_dir = \"{d}\"\ncache_dir = \"{d}/cache\"",
-                d = dir.display()
-            ),
-            "",
-        );
-        let provider_conf = dir.join("provider.cnf");
-        write_provider_conf(&provider_conf, None);
         Rig {
-            modem,
+            consumers: ModemConsumers::new(modem),
             layout,
-            module_conf,
-            provider_conf,
         }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.modem.dir.join(name)
     }
 
     /// The private key's ID, which the pair's three objects share, as hex.
     fn pair_id(&self) -> String {
         format!("{:02x}", self.layout.client().private_id)
-    }
-
-    /// Gives `command` the module's configuration of this rig.
-    fn configure(&self, command: &mut Command) {
-        command
-            .env("IOTSAFE_PKCS11_CONFIG", &self.module_conf)
-            .env_remove("IOTSAFE_PKCS11_LOG");
-    }
-
-    fn pkcs11_tool(&self) -> Command {
-        let mut c = Command::new("pkcs11-tool");
-        c.arg("--module").arg(release_module());
-        self.configure(&mut c);
-        c
-    }
-
-    fn openssl_with_provider(&self) -> Command {
-        let mut c = Command::new("openssl");
-        c.env("OPENSSL_CONF", &self.provider_conf)
-            .env_remove("PKCS11_PROVIDER_MODULE");
-        self.configure(&mut c);
-        c
     }
 
     /// The card's client certificate, DER (from the profile's `client.pem`).
@@ -173,12 +141,6 @@ impl Rig {
             .arg(&sig)
             .arg(&msg));
         verified.success() && verified.stdout.contains("Verified OK")
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.modem.dir);
     }
 }
 

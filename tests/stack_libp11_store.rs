@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use helpers::stack::{
-    Finished, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer,
+    Finished, ModemConsumers, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer,
     client_certificate_on_status_page, compile_test_program, first_pem_certificate_der,
-    openssl_plain, release_module, run, sim_binary, write_provider_conf,
+    openssl_plain, release_module, run, sim_binary,
 };
 
 const NEW_LABEL: &str = "enrolled";
@@ -31,10 +31,15 @@ const ACTION_PROHIBITED_REASON: &str = "(reason 0x1b)";
 /// an enrolled certificate for the card's client key and the libp11 program, all in one
 /// scratch directory.
 struct Rig {
-    modem: SimModem,
-    module_conf: PathBuf,
-    provider_conf: PathBuf,
+    consumers: ModemConsumers,
     store_certificate: PathBuf,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = ModemConsumers;
+    fn deref(&self) -> &ModemConsumers {
+        &self.consumers
+    }
 }
 
 impl Rig {
@@ -61,48 +66,12 @@ impl Rig {
         assert!(text.contains("factory_objects"), "{text}");
         std::fs::write(&profile, text).expect("write profile.toml");
         let modem = SimModem::start_on_profile(&dir, &[]);
-        let module_conf = modem.module_config(
-            &format!(
-                "lock_dir = \"{d}\"\ncache_dir = \"{d}/cache\"",
-                d = dir.display()
-            ),
-            "",
-        );
-        let provider_conf = dir.join("provider.cnf");
-        write_provider_conf(&provider_conf, None);
         let store_certificate =
             compile_test_program(&dir, "store_certificate", &["-lp11", "-lcrypto"]);
         Rig {
-            modem,
-            module_conf,
-            provider_conf,
+            consumers: ModemConsumers::new(modem),
             store_certificate,
         }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.modem.dir.join(name)
-    }
-
-    fn configure(&self, command: &mut Command) {
-        command
-            .env("IOTSAFE_PKCS11_CONFIG", &self.module_conf)
-            .env_remove("IOTSAFE_PKCS11_LOG");
-    }
-
-    fn pkcs11_tool(&self) -> Command {
-        let mut c = Command::new("pkcs11-tool");
-        c.arg("--module").arg(release_module());
-        self.configure(&mut c);
-        c
-    }
-
-    fn openssl_with_provider(&self) -> Command {
-        let mut c = Command::new("openssl");
-        c.env("OPENSSL_CONF", &self.provider_conf)
-            .env_remove("PKCS11_PROVIDER_MODULE");
-        self.configure(&mut c);
-        c
     }
 
     /// A certificate for the card's client key (the public key of its factory certificate)
@@ -193,12 +162,6 @@ impl Rig {
 
     fn signatures_on_card(&self) -> u64 {
         self.modem.stats()["by_ins"]["2B"].as_u64().unwrap_or(0)
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.modem.dir);
     }
 }
 

@@ -850,3 +850,63 @@ pub fn compile_test_program(dir: &Path, name: &str, libs: &[&str]) -> PathBuf {
     .expect_success();
     exe
 }
+
+/// A simulated modem with what consumer tests over its slot need: the module's configuration
+/// (lock files and content cache of its own, in the modem's directory) and a pkcs11-provider
+/// configuration beside it. The directory goes when this is dropped.
+pub struct ModemConsumers {
+    pub modem: SimModem,
+    pub module_conf: PathBuf,
+    pub provider_conf: PathBuf,
+}
+
+impl ModemConsumers {
+    pub fn new(modem: SimModem) -> ModemConsumers {
+        let module_conf = modem.module_config(
+            &format!(
+                "lock_dir = \"{d}\"\ncache_dir = \"{d}/cache\"",
+                d = modem.dir.display()
+            ),
+            "",
+        );
+        let provider_conf = modem.dir.join("provider.cnf");
+        write_provider_conf(&provider_conf, None);
+        ModemConsumers {
+            modem,
+            module_conf,
+            provider_conf,
+        }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.modem.dir.join(name)
+    }
+
+    /// Gives `command` the module's configuration of this modem.
+    pub fn configure(&self, command: &mut Command) {
+        command
+            .env("IOTSAFE_PKCS11_CONFIG", &self.module_conf)
+            .env_remove("IOTSAFE_PKCS11_LOG");
+    }
+
+    pub fn pkcs11_tool(&self) -> Command {
+        let mut c = Command::new("pkcs11-tool");
+        c.arg("--module").arg(release_module());
+        self.configure(&mut c);
+        c
+    }
+
+    pub fn openssl_with_provider(&self) -> Command {
+        let mut c = Command::new("openssl");
+        c.env("OPENSSL_CONF", &self.provider_conf)
+            .env_remove("PKCS11_PROVIDER_MODULE");
+        self.configure(&mut c);
+        c
+    }
+}
+
+impl Drop for ModemConsumers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.modem.dir);
+    }
+}
