@@ -2,6 +2,23 @@
 
 use super::tlv;
 
+/// DER of the named-curve OID prime256v1 (1.2.840.10045.3.1.7).
+pub const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+/// The P-256 point an X.509 certificate (DER, as a certificate file holds it) certifies.
+pub fn certificate_point(der_bytes: &[u8]) -> Option<[u8; 65]> {
+    use der::{Decode, Encode};
+    let cert = x509_cert::Certificate::from_der(der_bytes).ok()?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.parameters.as_ref()?.to_der().ok()? != P256_EC_PARAMS {
+        return None;
+    }
+    spki.subject_public_key
+        .as_bytes()
+        .and_then(|b| <[u8; 65]>::try_from(b).ok())
+        .filter(|p| p[0] == 0x04)
+}
+
 /// `34 45 49 43 86 41 04 X Y` (or a bare `04 X Y`) → the point.
 pub fn parse_public_key(data: &[u8]) -> Option<[u8; 65]> {
     let point = if data.first() == Some(&0x34) {

@@ -31,7 +31,7 @@ pub use commands::{close_channel, open_channel};
 pub use content_cache::ContentCache;
 pub use crypto::{GeneratedKeyPair, HkdfKey, HkdfStep, PrfSecret};
 pub use error::{AppletError, Result};
-pub use formats::{parse_public_key, parse_signature};
+pub use formats::{P256_EC_PARAMS, certificate_point, parse_public_key, parse_signature};
 pub use info::AppInfo;
 pub use objects::{ObjectClass, ObjectInfo};
 pub use pairing::{KeyPairs, ProvenPair, pair_keys};

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::card_read::CardObject;
 use super::channel::AppletChannel;
 use super::error::{AppletError, Result};
+use super::formats::certificate_point;
 use super::objects::{
     FILE_USAGE_CERTIFICATE, HASH_SHA256, HASH_SHA384, HASH_SHA512, ObjectClass, ObjectInfo,
 };
@@ -51,18 +52,6 @@ impl KeyPairs {
             .find(|(r, _)| *r == reference)
             .map(|(_, p)| *p)
     }
-}
-
-/// The point a certificate file certifies (P-256 only).
-fn certificate_point(content: &[u8]) -> Option<[u8; 65]> {
-    use der::Decode;
-    let cert = x509_cert::Certificate::from_der(content).ok()?;
-    cert.tbs_certificate()
-        .subject_public_key_info()
-        .subject_public_key
-        .as_bytes()
-        .and_then(|b| <[u8; 65]>::try_from(b).ok())
-        .filter(|p| p[0] == 0x04)
 }
 
 fn is_pairable_private(o: &CardObject) -> bool {

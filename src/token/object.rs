@@ -9,8 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::applet::{ObjectClass, ObjectInfo, ProvenPair, objects as card, pair_keys};
 
-/// DER of the named-curve OID prime256v1 (1.2.840.10045.3.1.7).
-pub const P256_EC_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+pub use crate::applet::P256_EC_PARAMS;
 
 /// Vendor-defined attributes (declared in include/iotsafe_pkcs11.h).
 pub const CKA_IOTSAFE_OBJECT_ID: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4953_0001;

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use cryptoki_sys::*;
-use der::{Decode, Encode};
 use log::info;
-use x509_cert::Certificate;
 
-use crate::applet::{self, AppletChannel, ObjectClass, ObjectInfo, objects as card, tlv};
+use crate::applet::{
+    self, AppletChannel, ObjectClass, ObjectInfo, certificate_point, objects as card, tlv,
+};
 use crate::error::{Error, Result};
 
-use super::object::{CertFacts, Object, P256_EC_PARAMS, parse_certificate};
+use super::object::{CertFacts, Object, parse_certificate};
 use super::session_objects::{check_template, new_object_attributes};
 use super::template::{Template, find_attr, modifiable, template_bool, template_ulong};
 use super::{Module, Token};
@@ -538,17 +538,6 @@ fn existing_certificate_file(token: &Token, new_certificate: &[u8]) -> Option<Ob
         })
         .find(|o| o.content.as_deref().and_then(certificate_point) == Some(point))
         .map(|o| o.info)
-}
-
-/// The P-256 point a certificate certifies.
-fn certificate_point(der_bytes: &[u8]) -> Option<[u8; 65]> {
-    let cert = Certificate::from_der(der_bytes).ok()?;
-    let spki = cert.tbs_certificate().subject_public_key_info();
-    let params = spki.algorithm.parameters.as_ref()?.to_der().ok()?;
-    if params != P256_EC_PARAMS {
-        return None;
-    }
-    spki.subject_public_key.as_bytes()?.try_into().ok()
 }
 
 /// A file to create on the card: its slot, then its content.
