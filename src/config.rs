@@ -114,11 +114,36 @@ pub enum Provisioning {
     Off,
 }
 
+/// How the module talks to a modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModemProtocol {
+    /// AT commands on a serial port (3GPP TS 27.007).
+    #[default]
+    At,
+    /// MBIM on the control device (MS UICC low-level access service).
+    Mbim,
+    /// QMI on the control device (UIM service).
+    Qmi,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModemConfig {
-    /// The modem's AT port, e.g. `/dev/ttyACM0` (or a stable `/dev/serial/by-id/…` link).
+    /// `at` (default), `mbim` or `qmi`.
+    #[serde(default)]
+    pub protocol: ModemProtocol,
+    /// AT: the modem's AT port, e.g. `/dev/ttyACM0` (or a stable `/dev/serial/by-id/…` link).
+    /// MBIM/QMI: the control device, e.g. `/dev/cdc-wdm0` or `/dev/wwan0mbim0`.
     pub device: String,
+    /// MBIM/QMI: go through ModemManager's `mbim-proxy` / `qmi-proxy` when it runs (default
+    /// true), else open the device directly.
+    pub proxy: Option<bool>,
+    /// MBIM/QMI: the proxy's abstract socket name (default `mbim-proxy` / `qmi-proxy`).
+    pub proxy_socket: Option<String>,
+    /// QMI: the SIM slot, 1-based (default 1).
+    #[serde(default = "default_sim_slot")]
+    pub sim_slot: u8,
     #[serde(default = "default_baud")]
     pub baud: u32,
     #[serde(default)]
@@ -131,6 +156,10 @@ pub struct ModemConfig {
     pub timeout_ms: u64,
     /// Slot description; default "Modem <device>".
     pub label: Option<String>,
+}
+
+fn default_sim_slot() -> u8 {
+    1
 }
 
 fn default_baud() -> u32 {
@@ -319,6 +348,26 @@ impl Config {
             if m.max_command_len < 40 || m.timeout_ms == 0 || m.baud == 0 {
                 return Err(ConfigError(format!(
                     "configuration {origin}: modem {}: max_command_len must be >= 40, timeout_ms and baud > 0",
+                    m.device
+                )));
+            }
+            if m.protocol == ModemProtocol::At && (m.proxy.is_some() || m.proxy_socket.is_some()) {
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: proxy and proxy_socket are for protocol \"mbim\" or \"qmi\"",
+                    m.device
+                )));
+            }
+            if !(1..=5).contains(&m.sim_slot) {
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: sim_slot must be 1..5",
+                    m.device
+                )));
+            }
+            if let Some(name) = &m.proxy_socket
+                && (name.is_empty() || name.len() > 100 || name.contains('\0'))
+            {
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: proxy_socket must be 1..100 bytes without NUL",
                     m.device
                 )));
             }

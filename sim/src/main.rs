@@ -144,11 +144,25 @@ struct VpcdArgs {
     card: CardArgs,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModemProtocol {
+    At,
+    Mbim,
+    Qmi,
+}
+
 #[derive(Args)]
 struct ModemArgs {
     /// The symlink made to point at the pty's host side.
     #[arg(long, value_name = "PATH")]
     link: PathBuf,
+    /// What the modem speaks on the pty: AT commands, MBIM or QMI.
+    #[arg(long, value_name = "at|mbim|qmi", default_value = "at")]
+    protocol: ModemProtocol,
+    /// MBIM/QMI: also act as ModemManager's proxy on this abstract socket name (e.g.
+    /// `mbim-proxy`), for clients that go through the proxy.
+    #[arg(long, value_name = "NAME")]
+    proxy_socket: Option<String>,
     /// Serve the line/JSON control channel on this Unix socket.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -435,8 +449,17 @@ fn cmd_modem(args: ModemArgs) -> Result<(), String> {
     let link = args.link;
     let card = SharedCard::new(args.content.card(args.card.options()?)?);
     install_signal_handlers();
-    let handle = modem::spawn(card, &link, args.quirks.options())
-        .map_err(|e| format!("modem {}: {e}", link.display()))?;
+    let options = args.quirks.options();
+    let proxy = args.proxy_socket.as_deref();
+    let handle = match args.protocol {
+        ModemProtocol::At if proxy.is_some() => {
+            return Err("--proxy-socket is for --protocol mbim or qmi".into());
+        }
+        ModemProtocol::At => modem::spawn(card, &link, options),
+        ModemProtocol::Mbim => modem::mbim::spawn(card, &link, options, proxy),
+        ModemProtocol::Qmi => modem::qmi::spawn(card, &link, options, proxy),
+    }
+    .map_err(|e| format!("modem {}: {e}", link.display()))?;
     eprintln!(
         "iotsafe-sim: modem at {} -> {}",
         link.display(),

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::transport::{ChannelRoute, Turn};
+use crate::transport::{ChannelRoute, SessionId, Turn};
 
 const HEADER: &str = "iotsafe-pkcs11 channel note 1";
 
@@ -102,7 +102,7 @@ impl ChannelNote {
         let route = match field("route")?.split_once(' ') {
             None => None,
             Some(("cla", ch)) => Some(ChannelRoute::Cla(ch.parse().ok()?)),
-            Some(("session", id)) => Some(ChannelRoute::Session(id.parse().ok()?)),
+            Some(("session", id)) => Some(ChannelRoute::Session(SessionId::parse(id)?)),
             Some(_) => return None,
         };
         let aid = hex::decode(field("aid")?).ok()?;
@@ -127,7 +127,9 @@ mod tests {
         ChannelNote {
             epoch: 7,
             generation: 3,
-            route: Some(ChannelRoute::Session(0x0385_a7cf)),
+            route: Some(ChannelRoute::Session(
+                SessionId::parse("00000000038aa32f").unwrap(),
+            )),
             aid: vec![0xA0, 0, 0, 5, 0x59, 0, 0x10],
         }
     }

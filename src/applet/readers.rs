@@ -14,11 +14,13 @@ use super::card_link::CardLink;
 use super::card_read::CardContents;
 use super::content_cache::ContentCache;
 use super::error::Result;
-use crate::config::{AtMode as ConfigAtMode, CommandClass, Config, ModemConfig, Provisioning};
+use crate::config::{
+    AtMode as ConfigAtMode, CommandClass, Config, ModemConfig, ModemProtocol, Provisioning,
+};
 use crate::transport::at::{AtMode, ModemSettings};
 use crate::transport::{
-    CardConnection, ConfiguredReaders, ModemEndpoint, ReaderFilter, ReaderSource,
-    reader_source_override,
+    CardConnection, ConfiguredReaders, ControlSettings, ModemEndpoint, ModemLink, ReaderFilter,
+    ReaderSource, reader_source_override,
 };
 
 /// How to find and talk to the applet on a card.
@@ -153,9 +155,24 @@ impl Readers {
 }
 
 fn modem_endpoint(modem: &ModemConfig, lock_dir: Option<std::path::PathBuf>) -> ModemEndpoint {
-    ModemEndpoint {
-        name: modem.slot_name(),
-        settings: ModemSettings {
+    let timeout = Duration::from_millis(modem.timeout_ms);
+    let control = |default_proxy: &str| ControlSettings {
+        device: modem.device.clone(),
+        proxy_socket: match modem.proxy {
+            Some(false) => None,
+            _ => Some(
+                modem
+                    .proxy_socket
+                    .clone()
+                    .unwrap_or_else(|| default_proxy.to_string()),
+            ),
+        },
+        sim_slot: modem.sim_slot,
+        timeout,
+        lock_dir: lock_dir.clone(),
+    };
+    let link = match modem.protocol {
+        ModemProtocol::At => ModemLink::At(ModemSettings {
             device: modem.device.clone(),
             baud: modem.baud,
             at_mode: match modem.at_mode {
@@ -164,9 +181,15 @@ fn modem_endpoint(modem: &ModemConfig, lock_dir: Option<std::path::PathBuf>) -> 
                 ConfigAtMode::Csim => AtMode::Csim,
             },
             max_command_len: modem.max_command_len,
-            timeout: Duration::from_millis(modem.timeout_ms),
-            lock_dir,
-        },
+            timeout,
+            lock_dir: lock_dir.clone(),
+        }),
+        ModemProtocol::Mbim => ModemLink::Mbim(control("mbim-proxy")),
+        ModemProtocol::Qmi => ModemLink::Qmi(control("qmi-proxy")),
+    };
+    ModemEndpoint {
+        name: modem.slot_name(),
+        link,
     }
 }
 

@@ -2,13 +2,17 @@
 //! to them; a connection runs one exclusive transaction at a time and transmits raw APDUs.
 
 pub mod at;
+#[allow(dead_code)] // Used by the MBIM and QMI transports as they land.
+mod control_device;
+pub mod mbim;
 pub mod pcsc;
+pub mod qmi;
 pub mod sources;
 mod turn_lock;
 
 pub use sources::{
-    ConfiguredReaders, ModemEndpoint, ReaderFilter, reader_source_override,
-    set_reader_source_override,
+    ConfiguredReaders, ControlSettings, ModemEndpoint, ModemLink, ReaderFilter,
+    reader_source_override, set_reader_source_override,
 };
 
 use std::fmt;
@@ -77,9 +81,76 @@ pub trait Transmit {
 pub enum ChannelRoute {
     /// The channel number travels in the CLA byte (PC/SC, AT+CSIM); 0 is the basic channel.
     Cla(u8),
-    /// The transport owns the channel (AT+CCHO / AT+CGLA session id); commands are sent with
-    /// channel bits 0 and the modem puts in the real channel.
-    Session(u32),
+    /// The transport owns the channel (an AT+CCHO session id, an MBIM or QMI channel number);
+    /// commands are sent with channel bits 0 and the transport (or the modem) puts in the real
+    /// channel.
+    Session(SessionId),
+}
+
+/// A transport's name for a channel it manages, kept as the modem wrote it: Sierra modules
+/// answer `+CCHO` with an opaque hex string (`00000000038aa32f`) that must go back to
+/// `AT+CGLA` unchanged, others with a decimal number. At most [`SessionId::MAX_LEN`] ASCII
+/// letters and digits; `Copy`, so routes stay plain values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    len: u8,
+    text: [u8; SessionId::MAX_LEN],
+}
+
+impl SessionId {
+    pub const MAX_LEN: usize = 24;
+
+    /// The id as the transport wrote it; `None` unless 1..=24 ASCII letters and digits.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        let bytes = text.as_bytes();
+        if bytes.is_empty()
+            || bytes.len() > SessionId::MAX_LEN
+            || !bytes.iter().all(u8::is_ascii_alphanumeric)
+        {
+            return None;
+        }
+        let mut id = SessionId {
+            len: bytes.len() as u8,
+            text: [0; SessionId::MAX_LEN],
+        };
+        id.text[..bytes.len()].copy_from_slice(bytes);
+        Some(id)
+    }
+
+    /// A numeric id (an MBIM or QMI channel number) in decimal.
+    pub fn number(n: u32) -> SessionId {
+        // A u32 in decimal is at most 10 digits, always a valid id.
+        let mut id = SessionId {
+            len: 0,
+            text: [0; SessionId::MAX_LEN],
+        };
+        let digits = n.to_string();
+        id.text[..digits.len()].copy_from_slice(digits.as_bytes());
+        id.len = digits.len() as u8;
+        id
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII alphanumerics are ever stored.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    /// The id read as a decimal number (the transports that number their channels).
+    pub fn as_number(&self) -> Option<u32> {
+        self.as_str().parse().ok()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.as_str())
+    }
 }
 
 impl ChannelRoute {
@@ -98,7 +169,7 @@ pub enum SessionOpen {
     /// This transport leaves channels to MANAGE CHANNEL / SELECT APDUs.
     NotManaged,
     /// Opened, with this session id; the applet is selected on it.
-    Opened(u32),
+    Opened(SessionId),
     /// The card has no applet with that AID.
     NoApplet,
     /// The card (or modem) has no logical channel left.
@@ -118,7 +189,7 @@ pub trait Turn: Transmit {
     }
 
     /// Closes a channel opened by `open_session`.
-    fn close_session(&mut self, _session: u32) -> Result<(), TransportError> {
+    fn close_session(&mut self, _session: SessionId) -> Result<(), TransportError> {
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! The card endpoints of a set-up: PC/SC readers (filtered by name) and modems, each a slot.
+//! The card endpoints of a set-up: PC/SC readers (filtered by name) and modems (AT, MBIM, QMI),
+//! each a slot.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,7 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::at::{ModemConnection, ModemSettings};
+use super::mbim::MbimConnection;
 use super::pcsc::PcscReaders;
+use super::qmi::QmiConnection;
 use super::{CardConnection, ReaderSource, TransportError};
 
 static READER_SOURCE_OVERRIDE: Mutex<Option<Arc<dyn ReaderSource>>> = Mutex::new(None);
@@ -38,11 +41,48 @@ impl ReaderFilter {
     }
 }
 
-/// A modem slot: its name (the slot description) and its port.
+/// A modem slot: its name (the slot description) and how to reach it.
 #[derive(Debug, Clone)]
 pub struct ModemEndpoint {
     pub name: String,
-    pub settings: ModemSettings,
+    pub link: ModemLink,
+}
+
+/// How a modem is reached.
+#[derive(Debug, Clone)]
+pub enum ModemLink {
+    /// AT commands on a serial port.
+    At(ModemSettings),
+    /// MBIM on the control device, or through `mbim-proxy`.
+    Mbim(ControlSettings),
+    /// QMI on the control device, or through `qmi-proxy`.
+    Qmi(ControlSettings),
+}
+
+impl ModemLink {
+    /// The device node: the AT port or the control device.
+    pub fn device(&self) -> &str {
+        match self {
+            ModemLink::At(s) => &s.device,
+            ModemLink::Mbim(s) | ModemLink::Qmi(s) => &s.device,
+        }
+    }
+}
+
+/// A modem's control device (MBIM or QMI) and how to reach it.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// The control device, e.g. `/dev/cdc-wdm0`.
+    pub device: String,
+    /// The proxy's abstract socket name when the proxy may be used (it is when it runs);
+    /// `None`: always the device directly.
+    pub proxy_socket: Option<String>,
+    /// QMI: the SIM slot (1-based).
+    pub sim_slot: u8,
+    /// Deadline for one request.
+    pub timeout: std::time::Duration,
+    /// Where the device's lock file (and note) lives; default `/run/lock`.
+    pub lock_dir: Option<std::path::PathBuf>,
 }
 
 /// Every card endpoint of the set-up.
@@ -65,11 +105,11 @@ impl ConfiguredReaders {
         }
     }
 
-    fn modem(&self, reader: &str) -> Option<&ModemSettings> {
+    fn modem(&self, reader: &str) -> Option<&ModemLink> {
         self.modems
             .iter()
             .find(|m| m.name == reader)
-            .map(|m| &m.settings)
+            .map(|m| &m.link)
     }
 }
 
@@ -89,8 +129,17 @@ impl ReaderSource for ConfiguredReaders {
 
     fn connect(&self, reader: &str) -> Result<Option<Box<dyn CardConnection>>, TransportError> {
         if let Some(modem) = self.modem(reader) {
-            return match ModemConnection::open(modem) {
-                Ok(c) => Ok(Some(Box::new(c))),
+            let opened: Result<Box<dyn CardConnection>, TransportError> =
+                match modem {
+                    ModemLink::At(settings) => ModemConnection::open(settings)
+                        .map(|c| Box::new(c) as Box<dyn CardConnection>),
+                    ModemLink::Mbim(settings) => MbimConnection::open(settings)
+                        .map(|c| Box::new(c) as Box<dyn CardConnection>),
+                    ModemLink::Qmi(settings) => QmiConnection::open(settings)
+                        .map(|c| Box::new(c) as Box<dyn CardConnection>),
+                };
+            return match opened {
+                Ok(c) => Ok(Some(c)),
                 Err(TransportError::NoCard) => Ok(None),
                 Err(e) => Err(e),
             };
@@ -107,7 +156,7 @@ impl ReaderSource for ConfiguredReaders {
 
     fn card_present(&self, reader: &str) -> bool {
         if let Some(modem) = self.modem(reader) {
-            return Path::new(&modem.device).exists();
+            return Path::new(modem.device()).exists();
         }
         self.pcsc
             .as_ref()

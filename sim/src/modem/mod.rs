@@ -27,8 +27,10 @@ use std::time::Duration;
 use crate::shared::{CardSlot, SharedCard};
 
 mod at;
+pub mod mbim;
 mod options;
 mod pty;
+pub mod qmi;
 mod server;
 mod sim_access;
 

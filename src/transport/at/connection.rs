@@ -10,7 +10,9 @@ use super::{
     AtError, AtMode, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED, ModemSettings, parse_apdu_answer,
 };
 use crate::transport::turn_lock::{HeldTurn, TurnLock};
-use crate::transport::{CardConnection, ChannelRoute, SessionOpen, Transmit, TransportError, Turn};
+use crate::transport::{
+    CardConnection, ChannelRoute, SessionId, SessionOpen, Transmit, TransportError, Turn,
+};
 
 /// `+CME ERROR: 3` (operation not allowed) to AT+CCHO: the SIM has no logical channel left
 /// (what it says to MANAGE CHANNEL with `6A81`).
@@ -75,11 +77,10 @@ impl Turn for ModemPipe<'_> {
             .port
             .command_retrying_busy(&format!("AT+CCHO=\"{}\"", hex::encode_upper(aid)), "+CCHO:")
         {
-            Ok(id) => id
-                .trim()
-                .parse::<u32>()
+            // Kept as written: some modems answer with an opaque hex string.
+            Ok(id) => SessionId::parse(id.trim())
                 .map(SessionOpen::Opened)
-                .map_err(|_| TransportError::Other(format!("+CCHO answered {id:?}"))),
+                .ok_or_else(|| TransportError::Other(format!("+CCHO answered {id:?}"))),
             // The modem does not know AT+CCHO: use AT+CSIM unless told to use CGLA only.
             Err(AtError::Error) if *self.mode == AtMode::Auto => {
                 debug!(
@@ -109,7 +110,7 @@ impl Turn for ModemPipe<'_> {
         }
     }
 
-    fn close_session(&mut self, session: u32) -> Result<(), TransportError> {
+    fn close_session(&mut self, session: SessionId) -> Result<(), TransportError> {
         self.port
             .command(&format!("AT+CCHC={session}"), None)
             .map(|_| ())

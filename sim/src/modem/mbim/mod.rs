@@ -1,0 +1,22 @@
+//! The simulated modem speaking MBIM on its control device (a pseudo-terminal), and optionally
+//! as the mbim-proxy on an abstract socket. (Being written.)
+
+use std::io;
+use std::path::Path;
+
+use super::{ModemHandle, ModemOptions};
+use crate::shared::CardSlot;
+
+/// Serves MBIM for `card` on a new pty linked at `link` (and, with `proxy_socket`, as the
+/// proxy on that abstract socket name) until the handle is dropped.
+pub fn spawn<C: CardSlot>(
+    _card: C,
+    _link: &Path,
+    _options: ModemOptions,
+    _proxy_socket: Option<&str>,
+) -> io::Result<ModemHandle<C>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "MBIM is not simulated yet",
+    ))
+}
