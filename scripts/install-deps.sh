@@ -37,6 +37,10 @@ packages=(
   libnss3-tools             # NSS modutil, certutil
   python3-venv              # python3 -m venv
   libp11-dev                # libp11.h, -lp11: tests/c/store_certificate.c (tests/stack_libp11_store.rs)
+  # issue #14: modems over MBIM and QMI (the simulator is checked against the real tools, and the
+  # module runs through the real mbim-proxy / qmi-proxy)
+  libmbim-utils             # mbimcli, /usr/libexec/mbim-proxy (libmbim 1.28)
+  libqmi-utils              # qmicli, /usr/libexec/qmi-proxy (libqmi 1.32)
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

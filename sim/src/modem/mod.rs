@@ -16,6 +16,8 @@
 //! | `server.rs` | the serving thread: line reading, command table, rendering, misbehaviour |
 //! | `sim_access.rs` | `+CSIM`, `+CCHO`, `+CGLA`, `+CCHC` |
 //! | `pty.rs` | the pseudo-terminal |
+//! | `abstract_socket.rs` | the proxies' abstract socket |
+//! | `mbim/`, `qmi/` | the same modem speaking MBIM or QMI on its control device |
 
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use crate::shared::{CardSlot, SharedCard};
 
+mod abstract_socket;
 mod at;
 pub mod mbim;
 mod options;
