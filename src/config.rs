@@ -454,6 +454,11 @@ max_command_len = 300
 [[modem]]
 device = "/tmp/modem"
 label = "gateway modem 2"
+[[modem]]
+protocol = "qmi"
+device = "/dev/cdc-wdm0"
+proxy = false
+sim_slot = 2
 "#,
             "test",
         )
@@ -462,12 +467,17 @@ label = "gateway modem 2"
         assert_eq!(c.applet.cla, CommandClass::Proprietary);
         assert_eq!(c.pcsc.readers, ["Virtual PCD"]);
         assert_eq!(c.pcsc.exclude_readers, ["01"]);
-        assert_eq!(c.modem.len(), 2);
+        assert_eq!(c.modem.len(), 3);
         assert_eq!(c.modem[0].at_mode, AtMode::Csim);
         assert_eq!(c.modem[0].baud, 115_200);
         assert_eq!(c.modem[0].slot_name(), "Modem /dev/ttyACM0");
         assert_eq!(c.modem[1].slot_name(), "gateway modem 2");
         assert_eq!(c.modem[1].at_mode, AtMode::Auto);
+        assert_eq!(c.modem[1].protocol, ModemProtocol::At);
+        assert_eq!(c.modem[1].proxy, None);
+        assert_eq!(c.modem[2].protocol, ModemProtocol::Qmi);
+        assert_eq!(c.modem[2].proxy, Some(false));
+        assert_eq!(c.modem[2].sim_slot, 2);
     }
 
     #[test]
@@ -479,6 +489,10 @@ label = "gateway modem 2"
             "[applet]\ntoken_label = \"0123456789012345678901234567890123\"",
             "[[modem]]\ndevice = \"/dev/x\"\nat_mode = \"serial\"",
             "[[modem]]\ndevice = \"/dev/x\"\nmax_command_len = 10",
+            "[[modem]]\ndevice = \"/dev/x\"\nprotocol = \"serial\"",
+            "[[modem]]\ndevice = \"/dev/x\"\nproxy = true",
+            "[[modem]]\ndevice = \"/dev/x\"\nprotocol = \"qmi\"\nsim_slot = 0",
+            "[[modem]]\ndevice = \"/dev/x\"\nprotocol = \"mbim\"\nproxy_socket = \"\"",
         ] {
             let e = Config::parse(text, "t").unwrap_err();
             assert!(e.0.contains("configuration t"), "{text}: {e}");
