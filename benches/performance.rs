@@ -320,13 +320,40 @@ fn card_bound(r: &mut Report) {
         ));
     }
     drop(h);
-    let (modem, modem_ms) = modem_rate(apdu_ms, signature_ms, total.min(60));
-    r.line(format!(
-        "| 1, the card behind a simulated modem (AT+CGLA on a pty) | {modem:.2} | {:.3} | \
-         (module adds {:.1} ms per signature) |",
-        modem / ceiling,
-        modem_ms - 1000.0 / ceiling
-    ));
+    let mut per_protocol = Vec::new();
+    for protocol in ModemProtocol::ALL {
+        let m = modem_rate(protocol, apdu_ms, signature_ms, total.min(60));
+        r.line(format!(
+            "| 1, the card behind a simulated modem ({}) | {:.2} | {:.3} | \
+             (module adds {:.1} ms per signature) |",
+            protocol.wire(),
+            m.rate,
+            m.rate / ceiling,
+            1000.0 / m.rate - 1000.0 / ceiling
+        ));
+        per_protocol.push((protocol, m));
+    }
+    r.line("");
+    r.line("## One signature over each modem protocol");
+    r.line("");
+    r.line(
+        "The same card and latency model behind the simulated modem on a pseudo-terminal, \
+         the module configured with that modem only (MBIM and QMI: the control device directly). \
+         APDUs the card received per steady-state signature, modem messages (AT command lines, \
+         MBIM or QMI requests) the modem received per signature, and the time of one.",
+    );
+    r.line("");
+    r.line("| protocol | APDUs per signature | modem requests per signature | ms per signature |");
+    r.line("|---|---|---|---|");
+    for (protocol, m) in &per_protocol {
+        r.line(format!(
+            "| {} | {:.2} | {:.2} | {:.1} |",
+            protocol.wire(),
+            m.apdus_per_signature,
+            m.requests_per_signature,
+            1000.0 / m.rate
+        ));
+    }
     r.line("");
     let h = Harness::with_cards((0..4).map(|_| card(apdu_ms, signature_ms)).collect());
     unsafe { assert_eq!(C_Initialize(NULL), CKR_OK) };
@@ -352,24 +379,90 @@ fn card_bound(r: &mut Report) {
     drop(h);
 }
 
-/// Signatures per second (and ms per signature) on one card behind the simulator's modem on a
-/// pseudo-terminal, the module configured with only that modem.
-fn modem_rate(apdu_ms: f64, signature_ms: f64, total: usize) -> (f64, f64) {
+/// How the simulated modem of a benchmark row talks.
+#[derive(Clone, Copy)]
+enum ModemProtocol {
+    At,
+    Mbim,
+    Qmi,
+}
+
+impl ModemProtocol {
+    const ALL: [ModemProtocol; 3] = [ModemProtocol::At, ModemProtocol::Mbim, ModemProtocol::Qmi];
+
+    fn name(self) -> &'static str {
+        match self {
+            ModemProtocol::At => "at",
+            ModemProtocol::Mbim => "mbim",
+            ModemProtocol::Qmi => "qmi",
+        }
+    }
+
+    /// What goes over the wire, for the report.
+    fn wire(self) -> &'static str {
+        match self {
+            ModemProtocol::At => "AT+CGLA on a pty",
+            ModemProtocol::Mbim => "MBIM on a pty",
+            ModemProtocol::Qmi => "QMI on a pty",
+        }
+    }
+}
+
+/// One modem row: signatures/s, and per steady-state signature the APDUs the card received and
+/// the requests the modem received.
+struct ModemFigures {
+    rate: f64,
+    apdus_per_signature: f64,
+    requests_per_signature: f64,
+}
+
+/// Signatures per second on one card behind the simulator's modem on a pseudo-terminal, the
+/// module configured with only that modem.
+fn modem_rate(
+    protocol: ModemProtocol,
+    apdu_ms: f64,
+    signature_ms: f64,
+    total: usize,
+) -> ModemFigures {
     let _guard = module_lock();
     unplug_sim_readers();
     let dir = root().join("target/bench/modem");
     std::fs::create_dir_all(&dir).expect("target/bench/modem");
-    let link = dir.join("tty");
-    let modem = iotsafe_sim::modem::spawn(card(apdu_ms, signature_ms), &link, Default::default())
-        .expect("spawn the simulated modem");
+    let link = dir.join(format!("{}-device", protocol.name()));
+    let card = card(apdu_ms, signature_ms);
+    let modem = match protocol {
+        ModemProtocol::At => iotsafe_sim::modem::spawn(card.clone(), &link, Default::default()),
+        ModemProtocol::Mbim => {
+            iotsafe_sim::modem::mbim::spawn(card.clone(), &link, Default::default(), None)
+        }
+        ModemProtocol::Qmi => {
+            iotsafe_sim::modem::qmi::spawn(card.clone(), &link, Default::default(), None)
+        }
+    }
+    .expect("spawn the simulated modem");
     initialize_with_config(&format!(
-        "[pcsc]\nenabled = false\n[[modem]]\ndevice = \"{}\"\n",
-        link.display()
+        "[pcsc]\nenabled = false\ncache = false\n[[modem]]\nprotocol = \"{}\"\ndevice = \"{}\"\n{}",
+        protocol.name(),
+        link.display(),
+        match protocol {
+            ModemProtocol::At => "",
+            _ => "proxy = false\n",
+        }
     ));
+    // Warm up (connection, channel, key lookup) before counting.
+    rate(&[0], 2);
+    card.reset_stats();
+    modem.reset_stats();
     let got = rate(&[0], total);
+    let apdus = card.stats().total as f64;
+    let requests = modem.stats().commands as f64;
     unsafe { C_Finalize(NULL) };
     drop(modem);
-    (got, 1000.0 / got)
+    ModemFigures {
+        rate: got,
+        apdus_per_signature: apdus / total as f64,
+        requests_per_signature: requests / total as f64,
+    }
 }
 
 /// Raw PKCS#11 calls into SoftHSM2 through its function list (the same C ABI our module is
