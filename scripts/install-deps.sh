@@ -41,6 +41,9 @@ packages=(
   # module runs through the real mbim-proxy / qmi-proxy)
   libmbim-utils             # mbimcli, /usr/libexec/mbim-proxy (libmbim 1.28)
   libqmi-utils              # qmicli, /usr/libexec/qmi-proxy (libqmi 1.32)
+  # issue #15: Debian packages (scripts/package.sh; dpkg-dev above has dpkg-shlibdeps)
+  lintian                   # checks the packages
+  help2man                  # iotsafe-sim's manual page
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

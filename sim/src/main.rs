@@ -85,6 +85,7 @@ QUIRKS (modem; also `quirk NAME VALUE` on the control socket):
 #[derive(Parser)]
 #[command(
     name = "iotsafe-sim",
+    version,
     override_help = USAGE,
     arg_required_else_help = true,
     args_override_self = true
