@@ -68,3 +68,13 @@ bash scripts/valgrind.sh --pcsc
 
 step "all tests, including the stack tests marked #[ignore], except known module issues (tests/MODULE-ISSUES.md) (cargo nextest run --workspace --run-ignored all)"
 cargo nextest run --workspace --run-ignored all --no-fail-fast -E 'not test(/module_issue_/)'
+
+step "Debian packages: built from this release build, lintian without errors (scripts/package.sh --no-build)"
+bash scripts/package.sh --no-build
+
+step "Debian packages installed over an older version, used by service users over pcscd and over a modem, removed and purged (scripts/test-packages.sh)"
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/test-packages.sh
+else
+  echo "skipped: dpkg -i and useradd need root (CI runs as root)"
+fi
