@@ -15,8 +15,9 @@ step "format check (cargo fmt --all --check; softhsm-compare/ is a workspace of 
 cargo fmt --all --check
 cargo fmt --manifest-path softhsm-compare/Cargo.toml --check
 
-step "lint (cargo clippy --workspace --all-targets -- -D warnings; also softhsm-compare/)"
+step "lint (cargo clippy --workspace --all-targets -- -D warnings, with and without default features; also softhsm-compare/)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --no-default-features --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare \
   --all-targets -- -D warnings
 
@@ -49,6 +50,17 @@ bash scripts/valgrind.sh
 
 step "fuzzing: every cargo-fuzz target, ${IOTSAFE_FUZZ_SECONDS:-15} s each (scripts/fuzz.sh)"
 bash scripts/fuzz.sh "${IOTSAFE_FUZZ_SECONDS:-15}"
+
+step "modem-only build (cargo build --release --no-default-features: no libpcsclite), its tests, and its .so over simulated AT, MBIM and QMI modems"
+cargo build --release --no-default-features --target-dir target/no-pcsc -p iotsafe-pkcs11 --lib
+no_pcsc_module=target/no-pcsc/release/libiotsafe_pkcs11.so
+if ldd "$no_pcsc_module" | grep -q libpcsclite; then
+  echo "the modem-only module links libpcsclite:"; ldd "$no_pcsc_module"; exit 1
+fi
+echo "$no_pcsc_module links: $(ldd "$no_pcsc_module" | awk '{print $1}' | tr '\n' ' ')"
+cargo nextest run --no-default-features --workspace --no-fail-fast
+IOTSAFE_MODULE=$no_pcsc_module cargo nextest run --no-default-features --run-ignored all \
+  --no-fail-fast --test stack_modem_faults --test stack_shared_modem
 
 step "start the PC/SC stack with the simulated card (scripts/stack.sh start)"
 trap 'printf "\n==> stop the stack (scripts/stack.sh stop)\n"; bash scripts/stack.sh stop' EXIT

@@ -5,9 +5,14 @@ pub mod at;
 #[allow(dead_code)] // Used by the MBIM and QMI transports as they land.
 mod control_device;
 pub mod mbim;
+#[cfg(feature = "pcsc")]
+pub mod pcsc;
+#[cfg(not(feature = "pcsc"))]
+#[path = "pcsc_not_built.rs"]
 pub mod pcsc;
 pub mod qmi;
 pub mod sources;
+#[cfg_attr(not(feature = "pcsc"), allow(dead_code))] // PC/SC readers' turns.
 mod turn_lock;
 
 pub use sources::{
