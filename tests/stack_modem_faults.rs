@@ -160,7 +160,11 @@ fn fault_row(path: Path, fault: &str, expect: RvError, session_survives: bool) {
         took < Duration::from_millis(4 * TIMEOUT_MS + 2000),
         "bounded: {took:?}"
     );
-    assert_eq!(got, Err(expect), "C_Sign under `fault {fault}` over {path:?}");
+    assert_eq!(
+        got,
+        Err(expect),
+        "C_Sign under `fault {fault}` over {path:?}"
+    );
     if session_survives {
         sign(&s, b"same session after the fault").expect("recovery in the same session");
     } else {

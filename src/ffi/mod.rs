@@ -45,6 +45,8 @@ macro_rules! not_supported {
 
 pub mod util;
 
+#[cfg(test)]
+mod abi_layout_tests;
 mod crypto;
 mod general;
 mod keys;

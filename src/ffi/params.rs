@@ -13,14 +13,14 @@ use crate::token::object::{CKM_IOTSAFE_TLS12_ECDHE_PSK_KDF, CKM_IOTSAFE_TLS12_PS
 /// `CK_IOTSAFE_TLS12_PSK_KDF_PARAMS` (include/iotsafe_pkcs11.h).
 #[repr(C)]
 #[allow(non_snake_case)]
-struct IotsafeTls12PskKdfParams {
-    prfHashMechanism: CK_MECHANISM_TYPE,
-    pLabel: CK_BYTE_PTR,
-    ulLabelLen: CK_ULONG,
-    pSeed: CK_BYTE_PTR,
-    ulSeedLen: CK_ULONG,
-    pOtherSecret: CK_BYTE_PTR,
-    ulOtherSecretLen: CK_ULONG,
+pub(super) struct IotsafeTls12PskKdfParams {
+    pub(super) prfHashMechanism: CK_MECHANISM_TYPE,
+    pub(super) pLabel: CK_BYTE_PTR,
+    pub(super) ulLabelLen: CK_ULONG,
+    pub(super) pSeed: CK_BYTE_PTR,
+    pub(super) ulSeedLen: CK_ULONG,
+    pub(super) pOtherSecret: CK_BYTE_PTR,
+    pub(super) ulOtherSecretLen: CK_ULONG,
 }
 
 /// The caller's parameter structure `T` (checked size and pointer).

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use super::{CardConnection, ReaderSource, TransportError};
 
-const NOT_BUILT: &str =
-    "PC/SC readers: this module was built without the `pcsc` feature (modems only); set \
+const NOT_BUILT: &str = "PC/SC readers: this module was built without the `pcsc` feature (modems only); set \
      [pcsc] enabled = false to silence this";
 
 /// No readers: this build has no PC/SC.
