@@ -25,6 +25,10 @@ use crate::transport::{
     CardConnection, ChannelRoute, SessionId, SessionOpen, Transmit, TransportError, Turn,
 };
 
+/// ISO 7816-4 "logical channel not supported": the SW a card gives on a channel it has not
+/// open.
+const CHANNEL_NOT_OPEN: [u8; 2] = [0x68, 0x81];
+
 /// GET RESPONSE rounds after one command at most (a card that keeps answering 61xx).
 const MAX_GET_RESPONSES: usize = 64;
 
@@ -303,14 +307,16 @@ impl UimClient {
                         error::INVALID_ARGUMENT | error::NO_EFFECT | error::INCOMPATIBLE_STATE
                     ) =>
             {
+                // What the card itself says on a closed channel, so that the layer above
+                // opens a new one (an operation's retry, a recorded channel's check).
                 warn!(
-                    "QMI modem {}: logical channel {} is gone (Send APDU: QMI {} ({code})); the \
-                     SIM was reset underneath",
+                    "QMI modem {}: logical channel {} is gone (Send APDU: QMI {} ({code})); \
+                     the SIM was reset underneath; answering 6881",
                     self.device,
                     channel.unwrap_or(0),
                     error_name(code)
                 );
-                Err(TransportError::CardReset)
+                Ok(CHANNEL_NOT_OPEN.to_vec())
             }
             Err(f) => Err(self.fault("Send APDU", f)),
         }
