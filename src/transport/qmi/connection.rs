@@ -92,8 +92,18 @@ impl QmiConnection {
         };
         {
             let _turn = lock.turn().map_err(lock_failed)?;
-            uim.client_id()
-                .map_err(|f| uim.fault("allocating a UIM client id", f))?;
+            match uim.client_id() {
+                Ok(_) => {}
+                Err(Fault::Timeout) => {
+                    warn!(
+                        "QMI modem {device}: no QMI answer within {:?}: not a QMI control device, \
+                         or a modem that does not answer",
+                        settings.timeout
+                    );
+                    return Err(TransportError::Timeout);
+                }
+                Err(f) => return Err(uim.fault("allocating a UIM client id", f)),
+            }
         }
         Ok(QmiConnection {
             uim,
