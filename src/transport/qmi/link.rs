@@ -136,7 +136,6 @@ impl QmiLink {
 
     /// The next whole frame received (`Some(None)`: a malformed one), `None` when more bytes
     /// are needed.
-    #[allow(clippy::option_option)]
     fn next_frame(&mut self) -> Result<Option<Option<Response>>, Fault> {
         match cut(&self.received) {
             Cut::Partial => Ok(None),
