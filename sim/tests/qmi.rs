@@ -540,3 +540,25 @@ fn qmicli_talks_to_the_simulators_proxy_mode() {
     assert!(text.contains("Card state: 'present'"), "{text}");
     assert!(text.contains("uim (1.46)"), "{text}");
 }
+
+#[test]
+fn hang_after_and_delay_are_honoured() {
+    let dir = temp_dir("hang-after");
+    let m = modem(&dir, CardOptions::default(), None);
+    m.update(|o| {
+        o.hang_after = 2;
+        o.delay_ms = 20;
+    });
+    let mut host = pty_host(m.link());
+    let cid = host.allocate_uim();
+    assert_eq!(host.ask(0x0B, cid, 0x00, &[]).error(), None);
+    // The third request goes unanswered.
+    host.tid += 1;
+    host.io
+        .write_all(&request(0x0B, cid, host.tid, 0x2F, &[]))
+        .unwrap();
+    assert!(read_frame(&mut host.io, Duration::from_millis(500)).is_none());
+    assert_eq!(m.stats().dropped, 1);
+    m.unhang();
+    assert_eq!(host.ask(0x0B, cid, 0x2F, &[]).error(), None);
+}
