@@ -29,6 +29,9 @@ use crate::transport::{
 /// open.
 const CHANNEL_NOT_OPEN: [u8; 2] = [0x68, 0x81];
 
+/// Open Logical Channel's FileControlInformation value asking for the FCI (SELECT P2 = 00).
+const FCI: u8 = 2;
+
 /// GET RESPONSE rounds after one command at most (a card that keeps answering 61xx).
 const MAX_GET_RESPONSES: usize = 64;
 
@@ -420,9 +423,11 @@ impl Turn for QmiTurn<'_> {
     fn open_session(&mut self, aid: &[u8]) -> Result<SessionOpen, TransportError> {
         let slot = [self.uim.sim_slot];
         let aid_value = aid_tlv(aid);
+        // FileControlInformation 2 (FCI): the modem selects with P2 = 00, the SELECT this module
+        // sends itself on other transports (modems default to FCP, P2 = 04).
         let opened = self.uim.request(
             UIM_OPEN_LOGICAL_CHANNEL,
-            &[(0x01, &slot), (0x10, &aid_value)],
+            &[(0x01, &slot), (0x10, &aid_value), (0x11, &[FCI])],
         );
         let device = self.uim.device.clone();
         match opened {
