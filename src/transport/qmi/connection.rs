@@ -544,8 +544,5 @@ impl CardConnection for QmiConnection {
         if self.lock.nobody_joined() {
             self.uim.release_client_id();
         }
-        if self.uim.link.is_proxy() {
-            debug!("QMI modem {}: leaving the proxy", self.uim.device);
-        }
     }
 }

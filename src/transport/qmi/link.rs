@@ -58,10 +58,6 @@ impl QmiLink {
         }
     }
 
-    pub(super) fn is_proxy(&self) -> bool {
-        self.stream.is_proxy()
-    }
-
     /// The next transaction id for `service` (never 0).
     fn next_tid(&mut self, service: u8) -> u16 {
         if service == CTL {
