@@ -15,11 +15,27 @@ use std::time::{Duration, Instant};
 
 use iotsafe_sim::{CardOptions, ModemHandle, ModemOptions, SharedCard, default_profile};
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("iotsafe-sim-qmi-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 fn modem(dir: &Path, card: CardOptions, proxy: Option<&str>) -> ModemHandle {
