@@ -169,6 +169,23 @@ impl TurnLock {
         )
     }
 
+    /// A file of the endpoint's own beside the lock files (`<stem>.<suffix>`), for state a
+    /// transport shares between its processes (read and written during a turn).
+    pub(crate) fn side_path(&self, suffix: &str) -> PathBuf {
+        self.turn_path.with_extension(suffix)
+    }
+
+    /// Whether no connection holds a [`Presence`] on the endpoint now (none joined, or all
+    /// left).
+    pub(crate) fn nobody_joined(&self) -> bool {
+        let Ok(file) = self.open(&self.users_path) else {
+            return false;
+        };
+        let alone = file.try_lock().is_ok();
+        let _ = file.unlock();
+        alone
+    }
+
     fn open(&self, path: &Path) -> io::Result<File> {
         let (file, created) = open_lock_file(path, self.mode)?;
         if created {

@@ -118,9 +118,12 @@ impl<C: CardSlot> ModemControl<C> {
     pub fn reset_stats(&self) {
         let mut stats = lock(&self.shared.stats);
         let open = stats.open_sessions;
+        let client_ids = stats.client_ids;
         *stats = ModemStats {
             open_sessions: open,
             max_open_sessions: open,
+            client_ids,
+            max_client_ids: client_ids,
             ..ModemStats::default()
         };
     }

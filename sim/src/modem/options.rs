@@ -218,6 +218,19 @@ pub struct ModemStats {
     /// The most `AT+CCHO` sessions open at once since start or the last stats reset (a
     /// reset starts from the sessions open then).
     pub max_open_sessions: u64,
+    /// QMI: Open Logical Channel (and Logical Channel opening) requests.
+    pub qmi_open_channel: u64,
+    /// QMI: Logical Channel requests closing a channel.
+    pub qmi_close_channel: u64,
+    /// QMI: Send APDU requests.
+    pub qmi_send_apdu: u64,
+    /// QMI: Send APDUs whose CLA did not carry their channel (the modem put it in).
+    pub qmi_cla_rewritten: u64,
+    /// QMI: failure answers by protocol error code.
+    pub qmi_error: BTreeMap<u16, u64>,
+    /// QMI: client ids allocated now (every service), and the most at once.
+    pub client_ids: u64,
+    pub max_client_ids: u64,
 }
 
 impl ModemStats {
@@ -243,6 +256,17 @@ impl ModemStats {
             "garbage": self.garbage,
             "open_sessions": self.open_sessions,
             "max_open_sessions": self.max_open_sessions,
+            "qmi_open_channel": self.qmi_open_channel,
+            "qmi_close_channel": self.qmi_close_channel,
+            "qmi_send_apdu": self.qmi_send_apdu,
+            "qmi_cla_rewritten": self.qmi_cla_rewritten,
+            "qmi_error": self
+                .qmi_error
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect::<serde_json::Map<String, Value>>(),
+            "client_ids": self.client_ids,
+            "max_client_ids": self.max_client_ids,
         })
     }
 }

@@ -1,29 +1,16 @@
-//! A modem's SIM reached with QMI on its control device, directly or through the proxy.
-//! (Being written; until then opening one fails.)
+//! A modem's SIM reached with QMI (the UIM service) on its control device, directly or through
+//! ModemManager's `qmi-proxy` (see `docs/modems-qmi.md`).
+//!
+//! | file | what |
+//! |---|---|
+//! | `message.rs` | QMUX frames and TLVs |
+//! | `uim.rs` | the CTL and UIM messages used, QMI error codes, CLA of a logical channel |
+//! | `link.rs` | one request and its response on the stream: transaction ids, deadlines |
+//! | `connection.rs` | the card connection: UIM client id, turns, channels, APDUs |
 
-use super::sources::ControlSettings;
-use super::{CardConnection, ChannelRoute, TransportError, Turn};
+mod connection;
+mod link;
+mod message;
+mod uim;
 
-/// One modem's SIM over QMI.
-pub struct QmiConnection {
-    _private: (),
-}
-
-impl QmiConnection {
-    pub fn open(settings: &ControlSettings) -> Result<Self, TransportError> {
-        Err(TransportError::Other(format!(
-            "{}: QMI is not supported yet",
-            settings.device
-        )))
-    }
-}
-
-impl CardConnection for QmiConnection {
-    fn transaction(&mut self, _route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
-        Err(TransportError::ReaderUnavailable)
-    }
-    fn is_present(&mut self) -> bool {
-        false
-    }
-    fn disconnect(self: Box<Self>) {}
-}
+pub use connection::QmiConnection;
