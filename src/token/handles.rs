@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptoki_sys::{CK_OBJECT_HANDLE, CK_SESSION_HANDLE};
+use cryptoki_sys::{CK_OBJECT_HANDLE, CK_SESSION_HANDLE, CK_ULONG};
 
 /// Two counters, one for object handles (card and session objects alike) and one for session
 /// handles. Both start at 1: 0 is `CK_INVALID_HANDLE`.
@@ -21,11 +21,22 @@ impl HandleAllocator {
     }
 
     pub fn object_handle(&self) -> CK_OBJECT_HANDLE {
-        self.objects.fetch_add(1, Ordering::Relaxed)
+        next_handle(&self.objects)
     }
 
     pub fn session_handle(&self) -> CK_SESSION_HANDLE {
-        self.sessions.fetch_add(1, Ordering::Relaxed)
+        next_handle(&self.sessions)
+    }
+}
+
+/// The next value of `counter` as a handle. `CK_ULONG` has 4 bytes on 32-bit targets: there
+/// the handles wrap after 2^32 of them, and 0 (`CK_INVALID_HANDLE`) is skipped.
+fn next_handle(counter: &AtomicU64) -> CK_ULONG {
+    loop {
+        let handle = counter.fetch_add(1, Ordering::Relaxed) as CK_ULONG;
+        if handle != 0 {
+            return handle;
+        }
     }
 }
 
@@ -46,5 +57,14 @@ mod tests {
         assert_eq!(objects, [1, 2, 3]);
         assert_eq!(handles.session_handle(), 1);
         assert_eq!(handles.object_handle(), 4);
+    }
+
+    #[test]
+    // `u64::from` is needed where CK_ULONG is u32 (32-bit targets).
+    #[allow(clippy::useless_conversion)]
+    fn a_counter_past_the_largest_handle_wraps_to_1_not_0() {
+        let counter = AtomicU64::new(u64::from(CK_ULONG::MAX));
+        assert_eq!(next_handle(&counter), CK_ULONG::MAX);
+        assert_eq!(next_handle(&counter), 1);
     }
 }
