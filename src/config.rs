@@ -156,6 +156,10 @@ pub struct ModemConfig {
     pub timeout_ms: u64,
     /// Slot description; default "Modem <device>".
     pub label: Option<String>,
+    /// AT: command lines sent once when the port is opened, e.g. `["AT+ECSIMSLEEP=0"]` for a
+    /// MediaTek module whose `AT+CGMI` does not say MediaTek.
+    #[serde(default)]
+    pub setup_commands: Vec<String>,
 }
 
 fn default_sim_slot() -> u8 {
@@ -357,6 +361,15 @@ impl Config {
                     m.device
                 )));
             }
+            if let Some(bad) = m.setup_commands.iter().find(|c| {
+                !c.get(..2).is_some_and(|at| at.eq_ignore_ascii_case("AT"))
+                    || c.chars().any(|ch| ch.is_control())
+            }) {
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: setup_commands entry {bad:?} is not one AT command line",
+                    m.device
+                )));
+            }
             if !(1..=5).contains(&m.sim_slot) {
                 return Err(ConfigError(format!(
                     "configuration {origin}: modem {}: sim_slot must be 1..5",
@@ -479,6 +492,8 @@ label = "gateway modem 2"
             "[applet]\ntoken_label = \"0123456789012345678901234567890123\"",
             "[[modem]]\ndevice = \"/dev/x\"\nat_mode = \"serial\"",
             "[[modem]]\ndevice = \"/dev/x\"\nmax_command_len = 10",
+            "[[modem]]\ndevice = \"/dev/x\"\nsetup_commands = [\"ECSIMSLEEP=0\"]",
+            "[[modem]]\ndevice = \"/dev/x\"\nsetup_commands = [\"AT\\rATZ\"]",
         ] {
             let e = Config::parse(text, "t").unwrap_err();
             assert!(e.0.contains("configuration t"), "{text}: {e}");
