@@ -85,7 +85,7 @@ QUIRKS (modem; also `quirk NAME VALUE` on the control socket):
   --csim-basic-only           AT+CSIM on a logical channel answers ERROR (Quectel EG25)
   --sim-sleeps                SIM access answers +CME ERROR: 3 until AT+ECSIMSLEEP=0 (MediaTek)
   --manufacturer TEXT         what AT+CGMI answers (default iotsafe-sim)
-  --slow-keygen-ms N          GENERATE KEY PAIR answered N ms late, a URC at 300 ms
+  --slow-keygen-ms N          on-card key generation answered N ms late, a URC at 300 ms
   --seed N                    seed for URC/noise placement and chunk sizes
 ";
 

@@ -101,8 +101,8 @@ pub struct ModemOptions {
     /// What `AT+CGMI` answers (e.g. `MediaTek Inc.` with `sim_sleeps`).
     pub manufacturer: String,
     /// On-card key generation slower than the ~300 ms many modems wait: the answer to an
-    /// `AT+CSIM`/`AT+CGLA` carrying GENERATE KEY PAIR comes this many ms late, after an
-    /// intermediate pause at 300 ms with a URC (`+CREG: 1`); 0 = off.
+    /// `AT+CSIM`/`AT+CGLA` carrying GENERATE KEY PAIR (or STORE DATA creating a key pair)
+    /// comes this many ms late, after a pause of 300 ms and a URC (`+CREG: 1`); 0 = off.
     pub slow_keygen_ms: u64,
     /// Seed of the generator that places URCs/noise and sizes the chunks.
     pub seed: u64,

@@ -34,8 +34,11 @@ pub fn cla_on_channel(cla: u8, ch: u8) -> u8 {
 /// Where the `hex_session_ids` quirk starts counting, as in Sierra's `+CCHO: 00000000038aa32f`.
 const HEX_SESSION_BASE: u64 = 0x038a_a32f;
 
-/// GENERATE KEY PAIR, slow on a real card (the `slow_keygen_ms` quirk).
+/// On-card key generation, slow on a real card (the `slow_keygen_ms` quirk): GENERATE KEY PAIR,
+/// and STORE DATA of a "create ECC key pair" object (tag `71`), which generates a persistent key.
 const INS_GENERATE_KEY_PAIR: u8 = 0xB9;
+const INS_STORE_DATA: u8 = 0xE2;
+const TAG_CREATE_KEY_PAIR: u8 = 0x71;
 
 /// A session id as `AT+CCHO` writes it.
 fn session_id_text(sid: u64, opts: &ModemOptions) -> String {
@@ -222,8 +225,9 @@ impl<C: CardSlot> Server<C> {
 
 /// How late the `slow_keygen_ms` quirk makes the answer to `apdu`.
 fn late_ms(apdu: &[u8], opts: &ModemOptions) -> u64 {
-    match apdu.get(1) {
-        Some(&INS_GENERATE_KEY_PAIR) => opts.slow_keygen_ms,
+    match (apdu.get(1), apdu.get(5)) {
+        (Some(&INS_GENERATE_KEY_PAIR), _) => opts.slow_keygen_ms,
+        (Some(&INS_STORE_DATA), Some(&TAG_CREATE_KEY_PAIR)) => opts.slow_keygen_ms,
         _ => 0,
     }
 }
