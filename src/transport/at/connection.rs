@@ -59,7 +59,7 @@ impl Transmit for ModemPipe<'_> {
                 warn!(
                     "modem {}: AT+CSIM on logical channel {} answered ERROR: this modem takes \
                      AT+CSIM on the basic channel only; use at_mode = \"auto\" or \"cgla\" \
-                     (AT+CCHO/AT+CGLA)",
+                     (AT+CCHO/AT+CGLA) if it has them, else applet.logical_channel = false",
                     self.port.name,
                     self.route.cla_channel()
                 );
@@ -114,7 +114,8 @@ impl Turn for ModemPipe<'_> {
             Err(AtError::Cme(CME_OPERATION_NOT_ALLOWED)) => {
                 warn!(
                     "modem {}: AT+CCHO refused with +CME ERROR: {CME_OPERATION_NOT_ALLOWED}: the SIM has \
-                     no free logical channel",
+                     no free logical channel (or, on a MediaTek-based module, the SIM sleeps: \
+                     setup_commands = [\"{MEDIATEK_SIM_AWAKE}\"])",
                     self.port.name
                 );
                 Ok(SessionOpen::NoChannelFree)
