@@ -784,6 +784,27 @@ fn em9191_text_errors_are_understood_and_no_cchc_leaks_no_channel() {
     }
     let stats = rig.modem.stats();
     assert_eq!((stats.ccho, stats.max_open_sessions), (1, 1), "{stats:?}");
+    // An applet error on the recorded channel (the identity proof of a new process fails, a
+    // signature is refused): the channel is still the applet's, so it is kept, not replaced by
+    // another session that nothing could close.
+    for (ins, sw) in [(0xCD, 0x6F00), (0x2A, 0x6A88)] {
+        let faults = rig.modem.card().faults();
+        let fired = faults.fired();
+        faults.arm(
+            iotsafe_sim::Fault::new(iotsafe_sim::FaultKind::StatusWord(sw))
+                .on_ins(ins)
+                .times(1),
+        );
+        restart(&rig);
+        let _ = sign_and_check(&rig, b"after an applet error");
+        assert!(faults.fired() > fired, "{sw:04X} to {ins:02X} was answered");
+        faults.clear();
+        restart(&rig);
+        sign_and_check(&rig, b"after the applet error").unwrap();
+    }
+    let stats = rig.modem.stats();
+    println!("after applet errors: {stats:?}");
+    assert_eq!(stats.max_open_sessions, 1, "{stats:?}");
     // "+CME ERROR: SIM not inserted": removal, then recovery.
     let s = open_session(0);
     let key = object_by_label(s, CKO_PRIVATE_KEY, "client");
