@@ -79,6 +79,7 @@ typedef struct CK_IOTSAFE_TLS12_PSK_KDF_PARAMS {
 #define IOTSAFE_PKCS11_CFG_MODEM_AT_MODE       "modem.at_mode"    /* "auto", "cgla", "csim" */
 #define IOTSAFE_PKCS11_CFG_MODEM_MAX_CMD_LEN   "modem.max_command_len"
 #define IOTSAFE_PKCS11_CFG_MODEM_TIMEOUT_MS    "modem.timeout_ms"
+#define IOTSAFE_PKCS11_CFG_MODEM_SETUP_COMMANDS "modem.setup_commands" /* array of AT lines */
 #define IOTSAFE_PKCS11_CFG_MODEM_LABEL         "modem.label"
 
 /* This header needs the standard PKCS#11 types (CKA_VENDOR_DEFINED, CK_RV, ...). */

@@ -156,6 +156,10 @@ pub struct ModemConfig {
     pub timeout_ms: u64,
     /// Slot description; default "Modem <device>".
     pub label: Option<String>,
+    /// AT: command lines sent once when the port is opened, e.g. `["AT+ECSIMSLEEP=0"]` for a
+    /// MediaTek module whose `AT+CGMI` does not say MediaTek.
+    #[serde(default)]
+    pub setup_commands: Vec<String>,
 }
 
 fn default_sim_slot() -> u8 {
@@ -357,6 +361,21 @@ impl Config {
                     m.device
                 )));
             }
+            if m.protocol != ModemProtocol::At && !m.setup_commands.is_empty() {
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: setup_commands are for protocol \"at\"",
+                    m.device
+                )));
+            }
+            if let Some(bad) = m.setup_commands.iter().find(|c| {
+                !c.get(..2).is_some_and(|at| at.eq_ignore_ascii_case("AT"))
+                    || c.chars().any(|ch| ch.is_control())
+            }) {
+                return Err(ConfigError(format!(
+                    "configuration {origin}: modem {}: setup_commands entry {bad:?} is not one AT command line",
+                    m.device
+                )));
+            }
             if !(1..=5).contains(&m.sim_slot) {
                 return Err(ConfigError(format!(
                     "configuration {origin}: modem {}: sim_slot must be 1..5",
@@ -493,6 +512,9 @@ sim_slot = 2
             "[[modem]]\ndevice = \"/dev/x\"\nproxy = true",
             "[[modem]]\ndevice = \"/dev/x\"\nprotocol = \"qmi\"\nsim_slot = 0",
             "[[modem]]\ndevice = \"/dev/x\"\nprotocol = \"mbim\"\nproxy_socket = \"\"",
+            "[[modem]]\ndevice = \"/dev/x\"\nsetup_commands = [\"ECSIMSLEEP=0\"]",
+            "[[modem]]\ndevice = \"/dev/x\"\nsetup_commands = [\"AT\\rATZ\"]",
+            "[[modem]]\ndevice = \"/dev/x\"\nprotocol = \"qmi\"\nsetup_commands = [\"AT\"]",
         ] {
             let e = Config::parse(text, "t").unwrap_err();
             assert!(e.0.contains("configuration t"), "{text}: {e}");

@@ -623,3 +623,375 @@ fn a_sim_with_no_free_channel_is_a_device_error_until_one_is_free() {
     assert_eq!(card.transmit(&[0x00, 0x70, 0x80, 0x01]), vec![0x90, 0x00]);
     sign_and_check(&rig, b"a channel again").unwrap();
 }
+
+/// The modems of the field whose AT quirks public bug reports describe (docs/modems-at.md), as
+/// the simulator models them, and what the module is configured with for each: nothing but the
+/// command-line limit of the test modem, except where detection is impossible.
+fn quirk_profiles() -> Vec<(&'static str, ModemOptions, &'static str)> {
+    let base = "max_command_len = 300";
+    vec![
+        (
+            "Sierra MC7455/EM7590: hex session ids",
+            ModemOptions {
+                hex_session_ids: true,
+                ..every_quirk(AtDialect::Both)
+            },
+            base,
+        ),
+        (
+            "Sierra EM9191: no AT+CCHC, text error codes",
+            ModemOptions {
+                no_cchc: true,
+                verbose_cme: true,
+                ..every_quirk(AtDialect::Both)
+            },
+            base,
+        ),
+        (
+            "Dell DW5821e: AT+CSIM only",
+            every_quirk(AtDialect::Csim),
+            base,
+        ),
+        (
+            "Quectel EG25: AT+CSIM on the basic channel only",
+            ModemOptions {
+                csim_basic_only: true,
+                ..every_quirk(AtDialect::Both)
+            },
+            base,
+        ),
+        (
+            "MediaTek: the SIM sleeps until AT+ECSIMSLEEP=0",
+            ModemOptions {
+                sim_sleeps: true,
+                manufacturer: "MediaTek Inc.".into(),
+                ..every_quirk(AtDialect::Both)
+            },
+            base,
+        ),
+        (
+            "a sleeping SIM the module cannot recognise: setup_commands",
+            ModemOptions {
+                sim_sleeps: true,
+                ..every_quirk(AtDialect::Both)
+            },
+            "max_command_len = 300\nsetup_commands = [\"AT+ECSIMSLEEP=0\"]",
+        ),
+        (
+            "slow key generation (answer after a URC at 300 ms)",
+            ModemOptions {
+                slow_keygen_ms: 800,
+                ..every_quirk(AtDialect::Both)
+            },
+            base,
+        ),
+    ]
+}
+
+#[test]
+fn every_quirk_profile_signs_and_the_next_process_reuses_the_channel() {
+    for (name, options, module) in quirk_profiles() {
+        let cgla = options.at != AtDialect::Csim;
+        let rig = rig(
+            CardOptions {
+                t0_style: true,
+                ..Default::default()
+            },
+            options,
+            module,
+        );
+        for i in 0..2 {
+            sign_and_check(&rig, format!("{name} {i}").as_bytes())
+                .unwrap_or_else(|rv| panic!("{name}: signature {i}: {rv:#x}"));
+        }
+        restart(&rig);
+        sign_and_check(&rig, b"the next process").unwrap_or_else(|rv| panic!("{name}: {rv:#x}"));
+        let (modem, card) = (rig.modem.stats(), rig.modem.card().stats());
+        println!("{name}: {modem:?}");
+        assert_eq!(card.interleaved, 0, "{name}");
+        assert_eq!(
+            card.open_channel_count, 1,
+            "{name}: one shared channel: {card:?}"
+        );
+        if cgla {
+            assert_eq!(modem.ccho, 1, "{name}: one AT+CCHO for both processes");
+            assert_eq!(modem.max_open_sessions, 1, "{name}: {modem:?}");
+        } else {
+            assert_eq!(modem.cgla, 0, "{name}: {modem:?}");
+        }
+    }
+}
+
+#[test]
+fn sierra_hex_session_ids_go_back_unchanged_across_processes() {
+    let rig = rig(
+        CardOptions::default(),
+        ModemOptions {
+            hex_session_ids: true,
+            echo: true,
+            ..Default::default()
+        },
+        "",
+    );
+    for i in 0..3 {
+        sign_and_check(&rig, format!("process {i}").as_bytes()).unwrap();
+        restart(&rig);
+    }
+    let stats = rig.modem.stats();
+    // A decimal or zero-stripped id answers +CME ERROR: 50 (or 21) and no signature is made.
+    assert!(stats.cme_error.is_empty(), "{stats:?}");
+    assert_eq!((stats.ccho, stats.csim), (1, 0), "{stats:?}");
+    assert!(stats.cgla >= 6, "{stats:?}");
+    // The note keeps the id as the modem wrote it.
+    let notes: Vec<u8> = std::fs::read_dir(rig.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lock"))
+        .filter_map(|p| std::fs::read(p).ok())
+        .flatten()
+        .collect();
+    assert!(
+        notes
+            .windows(16)
+            .any(|w| w.eq_ignore_ascii_case(b"00000000038aa330")),
+        "the hex session id in the endpoint's note"
+    );
+}
+
+#[test]
+fn em9191_text_errors_are_understood_and_no_cchc_leaks_no_channel() {
+    let mut profile = iotsafe_sim::default_profile();
+    profile.max_channels = 2;
+    let rig = rig_with_profile(
+        profile,
+        CardOptions::default(),
+        ModemOptions {
+            no_cchc: true,
+            verbose_cme: true,
+            busy_every: 2,
+            echo: true,
+            ..Default::default()
+        },
+        "",
+    );
+    // "+CME ERROR: SIM busy" is retried.
+    sign_and_check(&rig, b"busy").unwrap();
+    assert!(rig.modem.stats().busy > 0);
+    // Ten processes, one channel: the module never needs AT+CCHC.
+    for i in 0..10 {
+        restart(&rig);
+        sign_and_check(&rig, format!("process {i}").as_bytes()).unwrap();
+    }
+    let stats = rig.modem.stats();
+    assert_eq!((stats.ccho, stats.max_open_sessions), (1, 1), "{stats:?}");
+    // An applet error on the recorded channel (the identity proof of a new process fails, a
+    // signature is refused): the channel is still the applet's, so it is kept, not replaced by
+    // another session that nothing could close.
+    for (ins, sw) in [(0xCD, 0x6F00), (0x2A, 0x6A88)] {
+        let faults = rig.modem.card().faults();
+        let fired = faults.fired();
+        faults.arm(
+            iotsafe_sim::Fault::new(iotsafe_sim::FaultKind::StatusWord(sw))
+                .on_ins(ins)
+                .times(1),
+        );
+        restart(&rig);
+        let _ = sign_and_check(&rig, b"after an applet error");
+        assert!(faults.fired() > fired, "{sw:04X} to {ins:02X} was answered");
+        faults.clear();
+        restart(&rig);
+        sign_and_check(&rig, b"after the applet error").unwrap();
+    }
+    let stats = rig.modem.stats();
+    println!("after applet errors: {stats:?}");
+    assert_eq!(stats.max_open_sessions, 1, "{stats:?}");
+    // "+CME ERROR: SIM not inserted": removal, then recovery.
+    let s = open_session(0);
+    let key = object_by_label(s, CKO_PRIVATE_KEY, "client");
+    rig.modem.card().remove();
+    assert_eq!(
+        sign(s, CKM_ECDSA_SHA256, key, b"out"),
+        Err(CKR_DEVICE_REMOVED)
+    );
+    rig.modem.card().insert();
+    sign_and_check(&rig, b"back in").unwrap();
+    // "+CME ERROR: operation not allowed" to AT+CCHO: no channel free. Another application
+    // holds both channels after a power cycle.
+    unsafe { C_Finalize(NULL) };
+    let card = rig.modem.card();
+    card.reset();
+    for ch in [1, 2] {
+        assert_eq!(
+            card.transmit(&[0x00, 0x70, 0x00, 0x00, 0x01]),
+            vec![ch, 0x90, 0x00]
+        );
+    }
+    initialize_with_config(&rig.config);
+    assert_eq!(sign_and_check(&rig, b"no channel"), Err(CKR_DEVICE_ERROR));
+    assert_eq!(card.open_channels(), vec![0, 1, 2], "left alone");
+    let texts = rig.modem.stats().cme_error;
+    assert!(
+        texts.contains_key(&3) && texts.contains_key(&10) && texts.contains_key(&14),
+        "answered as text: {texts:?}"
+    );
+}
+
+#[test]
+fn dw5821e_csim_only_opens_channels_beyond_three_with_their_cla_coding() {
+    let rig = rig(
+        CardOptions {
+            t0_style: true,
+            ..Default::default()
+        },
+        every_quirk(AtDialect::Csim),
+        "max_command_len = 300",
+    );
+    unsafe { C_Finalize(NULL) };
+    // Channels 1-4 are someone else's: ours is 5, CLA 0x41 (ISO 7816-4 further interindustry).
+    let card = rig.modem.card();
+    for ch in 1..=4 {
+        assert_eq!(
+            card.transmit(&[0x00, 0x70, 0x00, 0x00, 0x01]),
+            vec![ch, 0x90, 0x00]
+        );
+    }
+    initialize_with_config(&rig.config);
+    for i in 0..3 {
+        sign_and_check(&rig, format!("channel 5, {i}").as_bytes()).unwrap();
+    }
+    assert_eq!(card.open_channels(), vec![0, 1, 2, 3, 4, 5]);
+    let stats = rig.modem.stats();
+    assert!(
+        stats.csim > 0 && stats.ccho == 0 && stats.cgla == 0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn eg25_auto_uses_cgla_and_forced_csim_is_a_clear_error_that_leaks_no_channel() {
+    let options = ModemOptions {
+        csim_basic_only: true,
+        echo: true,
+        ..Default::default()
+    };
+    let auto = rig(CardOptions::default(), options.clone(), "");
+    sign_and_check(&auto, b"auto").unwrap();
+    let stats = auto.modem.stats();
+    assert!(stats.cgla > 0 && stats.csim == 0, "{stats:?}");
+    drop(auto);
+    let forced = rig(CardOptions::default(), options, "at_mode = \"csim\"");
+    let card = forced.modem.card().clone();
+    let mut h: CK_SESSION_HANDLE = 0;
+    assert_eq!(
+        unsafe { C_OpenSession(0, CKF_SERIAL_SESSION, NULL, None, &mut h) },
+        CKR_DEVICE_ERROR
+    );
+    assert!(
+        forced.modem.stats().error > 0,
+        "AT+CSIM on channel 1 refused"
+    );
+    assert_eq!(
+        card.open_channels(),
+        vec![0],
+        "the channel was closed again"
+    );
+}
+
+#[test]
+fn mediatek_is_woken_by_its_manufacturer_and_others_need_setup_commands() {
+    let sleeping = ModemOptions {
+        sim_sleeps: true,
+        ..Default::default()
+    };
+    let mediatek = rig(
+        CardOptions::default(),
+        ModemOptions {
+            manufacturer: "MediaTek Inc.".into(),
+            ..sleeping.clone()
+        },
+        "",
+    );
+    sign_and_check(&mediatek, b"awake").unwrap();
+    drop(mediatek);
+    let unknown = rig(CardOptions::default(), sleeping, "");
+    let mut h: CK_SESSION_HANDLE = 0;
+    assert_eq!(
+        unsafe { C_OpenSession(0, CKF_SERIAL_SESSION, NULL, None, &mut h) },
+        CKR_DEVICE_ERROR
+    );
+    assert!(
+        unknown
+            .modem
+            .stats()
+            .cme_error
+            .get(&3)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the sleeping SIM refused with +CME ERROR: 3"
+    );
+}
+
+/// C_GenerateKeyPair on a provisioning card: the new key's EC point, and a signature with it.
+fn generate_key_pair(s: CK_SESSION_HANDLE) -> Result<(Vec<u8>, CK_OBJECT_HANDLE), CK_RV> {
+    let mut oid = vec![0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    let (mut id, mut label, mut tru) = ([0x30u8], b"slow".to_vec(), [1u8]);
+    let mut m = mech(CKM_EC_KEY_PAIR_GEN);
+    let (mut public_key, mut private_key) = (0, 0);
+    let mut public = [attr(CKA_EC_PARAMS, &mut oid), attr(CKA_TOKEN, &mut tru)];
+    let mut private = [
+        attr(CKA_ID, &mut id),
+        attr(CKA_LABEL, &mut label),
+        attr(CKA_SIGN, &mut tru),
+    ];
+    let rv = unsafe {
+        C_GenerateKeyPair(
+            s,
+            &mut m,
+            public.as_mut_ptr(),
+            2,
+            private.as_mut_ptr(),
+            3,
+            &mut public_key,
+            &mut private_key,
+        )
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let point = get_attr(s, public_key, CKA_EC_POINT).unwrap()[2..].to_vec();
+    Ok((point, private_key))
+}
+
+#[test]
+fn key_generation_slower_than_300_ms_waits_for_the_final_result() {
+    let slow = ModemOptions {
+        slow_keygen_ms: 1200,
+        echo: true,
+        urc: true,
+        split: true,
+        ..Default::default()
+    };
+    // A deadline shorter than the card: the module gives up, and the port is usable after.
+    let short = rig_with_profile(
+        iotsafe_sim::default_profile_with_provisioning(),
+        CardOptions::default(),
+        slow.clone(),
+        "max_command_len = 300\ntimeout_ms = 600",
+    );
+    let s = open_rw_session(0);
+    assert_eq!(generate_key_pair(s).err(), Some(CKR_DEVICE_ERROR));
+    drop(short);
+    let rig = rig_with_profile(
+        iotsafe_sim::default_profile_with_provisioning(),
+        CardOptions::default(),
+        slow,
+        "max_command_len = 300\ntimeout_ms = 5000",
+    );
+    let s = open_rw_session(0);
+    let urcs_before = rig.modem.stats().urc;
+    let (point, key) = generate_key_pair(s).unwrap();
+    assert!(rig.modem.stats().urc > urcs_before);
+    let sig = sign(s, CKM_ECDSA_SHA256, key, b"new key").unwrap();
+    assert!(p256_verify(&point, &Sha256::digest(b"new key"), &sig));
+}

@@ -79,6 +79,13 @@ QUIRKS (modem; also `quirk NAME VALUE` on the control socket):
   --hang                      start hung (no answers until `unhang`)
   --hang-after N              answer N command lines, then hang
   --bare-ccho                 answer AT+CCHO with the bare session id
+  --hex-session-ids           AT+CCHO ids of 16 hex digits, 00000000038aa32f (Sierra MC7455)
+  --no-cchc                   AT+CCHC answers ERROR; sessions stay open (Sierra EM9191)
+  --verbose-cme               +CME ERROR as text whatever AT+CMEE asked (Sierra EM9191)
+  --csim-basic-only           AT+CSIM on a logical channel answers ERROR (Quectel EG25)
+  --sim-sleeps                SIM access answers +CME ERROR: 3 until AT+ECSIMSLEEP=0 (MediaTek)
+  --manufacturer TEXT         what AT+CGMI answers (default iotsafe-sim)
+  --slow-keygen-ms N          on-card key generation answered N ms late, a URC at 300 ms
   --seed N                    seed for URC/noise placement and chunk sizes
 ";
 
@@ -311,6 +318,27 @@ struct QuirkArgs {
     /// Answer AT+CCHO with the bare session id.
     #[arg(long)]
     bare_ccho: bool,
+    /// AT+CCHO session ids of 16 hex digits (Sierra MC7455/EM7590).
+    #[arg(long)]
+    hex_session_ids: bool,
+    /// AT+CCHC answers ERROR (Sierra EM9191).
+    #[arg(long)]
+    no_cchc: bool,
+    /// +CME ERROR as verbose text whatever AT+CMEE asked for (Sierra EM9191).
+    #[arg(long)]
+    verbose_cme: bool,
+    /// AT+CSIM on a logical channel answers ERROR (Quectel EG25).
+    #[arg(long)]
+    csim_basic_only: bool,
+    /// SIM access answers +CME ERROR: 3 until AT+ECSIMSLEEP=0 (MediaTek).
+    #[arg(long)]
+    sim_sleeps: bool,
+    /// What AT+CGMI answers.
+    #[arg(long, value_name = "TEXT")]
+    manufacturer: Option<String>,
+    /// GENERATE KEY PAIR answered N ms late, with a URC at 300 ms.
+    #[arg(long, value_name = "N")]
+    slow_keygen_ms: Option<u64>,
     /// Seed for URC/noise placement and chunk sizes.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -332,6 +360,13 @@ impl QuirkArgs {
             garbage: self.garbage || d.garbage,
             no_echo: d.no_echo,
             bare_ccho: self.bare_ccho || d.bare_ccho,
+            hex_session_ids: self.hex_session_ids || d.hex_session_ids,
+            no_cchc: self.no_cchc || d.no_cchc,
+            verbose_cme: self.verbose_cme || d.verbose_cme,
+            csim_basic_only: self.csim_basic_only || d.csim_basic_only,
+            sim_sleeps: self.sim_sleeps || d.sim_sleeps,
+            manufacturer: self.manufacturer.clone().unwrap_or(d.manufacturer),
+            slow_keygen_ms: self.slow_keygen_ms.unwrap_or(d.slow_keygen_ms),
             seed: self.seed.unwrap_or(d.seed),
         }
     }

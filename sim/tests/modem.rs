@@ -921,3 +921,110 @@ fn cli_modem_with_logical_channels() {
     assert_eq!(ask(&mut w, &mut rd, "stats")["max_open_channels"], 4);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_quirks_of_real_modules_on_the_wire() {
+    // Sierra MC7455: hex session ids, accepted back only exactly as written.
+    let (_d, _m, mut host) = start(
+        "sierra",
+        CardOptions::default(),
+        ModemOptions {
+            hex_session_ids: true,
+            ..Default::default()
+        },
+    );
+    let r = host.cmd("AT+CCHO=\"A0000005590010\"");
+    assert_eq!(
+        (r.info("+CCHO: ").as_deref(), r.fin.as_str()),
+        (Some("+CCHO: 00000000038aa330"), "OK")
+    );
+    for wrong in ["38aa330", "59417392", "1"] {
+        assert_eq!(
+            host.cmd(&format!("AT+CGLA={wrong},10,\"80CB000000\"")).fin,
+            "+CME ERROR: 50",
+            "{wrong}"
+        );
+    }
+    let r = host.cmd("AT+CGLA=00000000038aa330,10,\"80CB000000\"");
+    assert!(r.info("+CGLA: ").is_some() && r.fin == "OK", "{r:?}");
+    assert_eq!(host.cmd("AT+CCHC=00000000038AA330").fin, "OK");
+    assert_eq!(host.cmd("AT+ECSIMSLEEP=0").fin, "ERROR", "not a MediaTek");
+
+    // Sierra EM9191: no AT+CCHC, text errors under AT+CMEE=1 (plain ERROR under 0).
+    let (_d, m, mut host) = start(
+        "em9191",
+        CardOptions::default(),
+        ModemOptions {
+            no_cchc: true,
+            verbose_cme: true,
+            ..Default::default()
+        },
+    );
+    let sid = host.ccho("A0000005590010");
+    assert_eq!(host.cmd(&format!("AT+CCHC={sid}")).fin, "ERROR");
+    assert_eq!(m.stats().open_sessions, 1, "the session stays open");
+    assert_eq!(
+        host.cmd("AT+CSIM=8,\"0070800100\"").fin,
+        "+CME ERROR: incorrect parameters"
+    );
+    m.card().remove();
+    assert_eq!(
+        host.cmd("AT+CSIM=10,\"80CB000000\"").fin,
+        "+CME ERROR: SIM not inserted"
+    );
+    m.card().insert();
+    assert_eq!(host.cmd("AT+CMEE=0").fin, "OK");
+    assert_eq!(host.cmd("AT+CSIM=8,\"0070800100\"").fin, "ERROR");
+
+    // Quectel EG25: AT+CSIM on the basic channel only.
+    let (_d, _m, mut host) = start(
+        "eg25",
+        CardOptions::default(),
+        ModemOptions {
+            csim_basic_only: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(host.csim(&h("0070000001")), h("019000"));
+    assert_eq!(host.cmd("AT+CSIM=10,\"81F2000000\"").fin, "ERROR");
+    assert_eq!(
+        host.cmd("AT+CSIM=10,\"C0F2000000\"").fin,
+        "ERROR",
+        "channel 4"
+    );
+    assert_eq!(host.csim(&h("0070800100")), h("9000"));
+
+    // MediaTek: the SIM sleeps until AT+ECSIMSLEEP=0; AT+CGMI says who made the modem.
+    let (_d, _m, mut host) = start(
+        "mediatek",
+        CardOptions::default(),
+        ModemOptions {
+            sim_sleeps: true,
+            manufacturer: "MediaTek Inc.".into(),
+            ..Default::default()
+        },
+    );
+    let r = host.cmd("AT+CGMI");
+    assert_eq!(r.lines, vec![b"MediaTek Inc.".to_vec()]);
+    assert_eq!(host.cmd("AT+CSIM=10,\"0070000001\"").fin, "+CME ERROR: 3");
+    assert_eq!(host.cmd("AT+CCHO=\"A0000005590010\"").fin, "+CME ERROR: 3");
+    assert_eq!(host.cmd("AT+ECSIMSLEEP=0").fin, "OK");
+    assert_eq!(host.csim(&h("0070000001")), h("019000"));
+
+    // Slow key generation: a URC comes before the late answer.
+    let (_d, _m, mut host) = start(
+        "slow-keygen",
+        CardOptions::default(),
+        ModemOptions {
+            slow_keygen_ms: 400,
+            ..Default::default()
+        },
+    );
+    host.send(b"AT+CSIM=10,\"00B9000000\"\r");
+    let answer = String::from_utf8(host.raw_until(b"OK\r\n")).unwrap();
+    let (urc, result) = (answer.find("+CREG: 1"), answer.find("+CSIM: "));
+    assert!(urc.is_some() && urc < result, "{answer:?}");
+    host.send(b"AT+CSIM=10,\"80CB000000\"\r");
+    let answer = String::from_utf8(host.raw_until(b"OK\r\n")).unwrap();
+    assert!(!answer.contains("+CREG"), "only key generation is slow");
+}

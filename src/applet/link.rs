@@ -279,10 +279,22 @@ pub(super) fn open_applet_channel(
     turn.set_route(ChannelRoute::Cla(channel))?;
     let mut ch = AppletChannel::new(turn, channel, style);
     for aid in aids {
-        if ch.select(aid)? {
-            return Ok(Some((ChannelRoute::Cla(channel), aid.clone())));
+        match ch.select(aid) {
+            Ok(true) => return Ok(Some((ChannelRoute::Cla(channel), aid.clone()))),
+            Ok(false) => {}
+            Err(e) => {
+                // Not recorded anywhere yet: close it, or it is nobody's (e.g. a modem that
+                // takes AT+CSIM on the basic channel only).
+                drop(ch);
+                if channel != 0 && !e.card_gone() {
+                    let _ = turn.set_route(ChannelRoute::Cla(0));
+                    let _ = close_channel(turn, channel);
+                }
+                return Err(e);
+            }
         }
     }
+    drop(ch);
     debug!("{reader}: no IoT SAFE applet on this card");
     if channel != 0 {
         turn.set_route(ChannelRoute::Cla(0))?;

@@ -183,6 +183,7 @@ fn modem_endpoint(modem: &ModemConfig, lock_dir: Option<std::path::PathBuf>) -> 
             max_command_len: modem.max_command_len,
             timeout,
             lock_dir: lock_dir.clone(),
+            setup_commands: modem.setup_commands.clone(),
         }),
         ModemProtocol::Mbim => ModemLink::Mbim(control("mbim-proxy")),
         ModemProtocol::Qmi => ModemLink::Qmi(control("qmi-proxy")),

@@ -8,6 +8,8 @@ pub mod cme {
     pub const NOT_ALLOWED: u16 = 3;
     /// SIM not inserted (card removed).
     pub const SIM_NOT_INSERTED: u16 = 10;
+    /// SIM failure.
+    pub const SIM_FAILURE: u16 = 13;
     /// SIM busy (the `busy_every` quirk).
     pub const SIM_BUSY: u16 = 14;
     /// Invalid index (CGLA/CCHC: unknown session id).
@@ -24,6 +26,7 @@ pub mod cme {
         match code {
             NOT_ALLOWED => "operation not allowed",
             SIM_NOT_INSERTED => "SIM not inserted",
+            SIM_FAILURE => "SIM failure",
             SIM_BUSY => "SIM busy",
             INVALID_INDEX => "invalid index",
             NOT_FOUND => "not found",
@@ -43,6 +46,8 @@ pub(super) enum Final {
 pub(super) struct Answer {
     pub(super) info: Vec<String>,
     pub(super) fin: Final,
+    /// How long the SIM took beyond the usual (the `slow_keygen_ms` quirk), in milliseconds.
+    pub(super) late_ms: u64,
 }
 
 impl Answer {
@@ -50,24 +55,28 @@ impl Answer {
         Answer {
             info: Vec::new(),
             fin: Final::Ok,
+            late_ms: 0,
         }
     }
     pub(super) fn error() -> Answer {
         Answer {
             info: Vec::new(),
             fin: Final::Error,
+            late_ms: 0,
         }
     }
     pub(super) fn cme(code: u16) -> Answer {
         Answer {
             info: Vec::new(),
             fin: Final::Cme(code),
+            late_ms: 0,
         }
     }
     pub(super) fn info(line: String) -> Answer {
         Answer {
             info: vec![line],
             fin: Final::Ok,
+            late_ms: 0,
         }
     }
 }

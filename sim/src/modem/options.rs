@@ -83,9 +83,33 @@ pub struct ModemOptions {
     /// Answer `AT+CCHO` with the bare session id (`<sessionid>`, as TS 27.007 writes it)
     /// instead of `+CCHO: <sessionid>`.
     pub bare_ccho: bool,
+    /// Sierra MC7455/EM7590: `AT+CCHO` answers an opaque session id of 16 hex digits with
+    /// leading zeros (`00000000038aa32f`); `AT+CGLA`/`AT+CCHC` accept only exactly that string.
+    pub hex_session_ids: bool,
+    /// Sierra EM9191: `AT+CCHC` is missing (answers `ERROR`); the session stays open.
+    pub no_cchc: bool,
+    /// Sierra EM9191: `+CME ERROR` as verbose text (`SIM busy`) whatever `AT+CMEE` asked
+    /// for (except `AT+CMEE=0`, which still gives plain `ERROR`).
+    pub verbose_cme: bool,
+    /// Quectel EG25: `AT+CSIM` on a logical channel (CLA channel bits not 0) answers `ERROR`;
+    /// the basic channel (MANAGE CHANNEL included) and `AT+CGLA` work.
+    pub csim_basic_only: bool,
+    /// MediaTek modules: the SIM sleeps, and every SIM-access command answers
+    /// `+CME ERROR: 3` until `AT+ECSIMSLEEP=0`. Without this quirk `AT+ECSIMSLEEP` is unknown
+    /// (`ERROR`), as on other makers' modems.
+    pub sim_sleeps: bool,
+    /// What `AT+CGMI` answers (e.g. `MediaTek Inc.` with `sim_sleeps`).
+    pub manufacturer: String,
+    /// On-card key generation slower than the ~300 ms many modems wait: the answer to an
+    /// `AT+CSIM`/`AT+CGLA` carrying GENERATE KEY PAIR (or STORE DATA creating a key pair)
+    /// comes this many ms late, after a pause of 300 ms and a URC (`+CREG: 1`); 0 = off.
+    pub slow_keygen_ms: u64,
     /// Seed of the generator that places URCs/noise and sizes the chunks.
     pub seed: u64,
 }
+
+/// What `AT+CGMI` answers unless [`ModemOptions::manufacturer`] is changed.
+pub const DEFAULT_MANUFACTURER: &str = "iotsafe-sim";
 
 impl Default for ModemOptions {
     fn default() -> Self {
@@ -102,6 +126,13 @@ impl Default for ModemOptions {
             garbage: false,
             no_echo: false,
             bare_ccho: false,
+            hex_session_ids: false,
+            no_cchc: false,
+            verbose_cme: false,
+            csim_basic_only: false,
+            sim_sleeps: false,
+            manufacturer: DEFAULT_MANUFACTURER.to_string(),
+            slow_keygen_ms: 0,
             seed: 0x5EED_1075_AFE5_1A0D,
         }
     }
@@ -121,6 +152,13 @@ pub const QUIRKS: &[&str] = &[
     "garbage",
     "no_echo",
     "bare_ccho",
+    "hex_session_ids",
+    "no_cchc",
+    "verbose_cme",
+    "csim_basic_only",
+    "sim_sleeps",
+    "manufacturer",
+    "slow_keygen_ms",
     "seed",
 ];
 
@@ -155,6 +193,16 @@ impl ModemOptions {
             "garbage" => self.garbage = parse_bool(value)?,
             "no_echo" => self.no_echo = parse_bool(value)?,
             "bare_ccho" => self.bare_ccho = parse_bool(value)?,
+            "hex_session_ids" => self.hex_session_ids = parse_bool(value)?,
+            "no_cchc" => self.no_cchc = parse_bool(value)?,
+            "verbose_cme" => self.verbose_cme = parse_bool(value)?,
+            "csim_basic_only" => self.csim_basic_only = parse_bool(value)?,
+            "sim_sleeps" => self.sim_sleeps = parse_bool(value)?,
+            "manufacturer" if !value.is_empty() && value.len() <= 64 => {
+                self.manufacturer = value.to_string()
+            }
+            "manufacturer" => return Err("expected 1 to 64 characters".to_string()),
+            "slow_keygen_ms" => self.slow_keygen_ms = parse_num(value)?,
             "seed" => self.seed = parse_num(value)?,
             other => {
                 return Err(format!(
@@ -181,6 +229,13 @@ impl ModemOptions {
             "garbage": self.garbage,
             "no_echo": self.no_echo,
             "bare_ccho": self.bare_ccho,
+            "hex_session_ids": self.hex_session_ids,
+            "no_cchc": self.no_cchc,
+            "verbose_cme": self.verbose_cme,
+            "csim_basic_only": self.csim_basic_only,
+            "sim_sleeps": self.sim_sleeps,
+            "manufacturer": self.manufacturer,
+            "slow_keygen_ms": self.slow_keygen_ms,
             "seed": self.seed,
         })
     }

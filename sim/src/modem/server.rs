@@ -72,6 +72,8 @@ pub(super) struct Server<C: CardSlot> {
     pub(super) seen_epoch: u64,
     pub(super) busy_counter: u64,
     urc_index: usize,
+    /// `AT+ECSIMSLEEP=0` was sent (the `sim_sleeps` quirk): the SIM answers.
+    sim_awake: bool,
 }
 
 impl<C: CardSlot> Server<C> {
@@ -91,6 +93,7 @@ impl<C: CardSlot> Server<C> {
             seen_epoch,
             busy_counter: 0,
             urc_index: 0,
+            sim_awake: false,
         }
     }
 
@@ -187,6 +190,16 @@ impl<C: CardSlot> Server<C> {
             }
         });
         self.sleep(Duration::from_millis(opts.delay_ms))?;
+        if answer.late_ms > 0 {
+            // Where a modem with a ~300 ms cap would give up: a pause, a URC, more waiting.
+            let first = answer.late_ms.min(300);
+            self.sleep(Duration::from_millis(first))?;
+            let mut urc = Vec::new();
+            frame(&mut urc, b"+CREG: 1");
+            self.control.count(|s| s.urc += 1);
+            self.write(&urc, opts.split)?;
+            self.sleep(Duration::from_millis(answer.late_ms - first))?;
+        }
         let bytes = self.render(&answer, &opts);
         self.write(&bytes, opts.split)?;
         Ok(())
@@ -247,7 +260,7 @@ impl<C: CardSlot> Server<C> {
                 m => {
                     self.control
                         .count(|s| *s.cme_error.entry(code).or_insert(0) += 1);
-                    if m == 2 {
+                    if m == 2 || opts.verbose_cme {
                         format!("+CME ERROR: {}", cme::text(code))
                     } else {
                         format!("+CME ERROR: {code}")
@@ -318,16 +331,35 @@ impl<C: CardSlot> Server<C> {
                 Answer::ok()
             }
             // 27.007 §5.1, §5.2: manufacturer and model, one bare information line each.
-            ("+CGMI" | "+GMI", "") => Answer::info("iotsafe-sim".to_string()),
+            ("+CGMI" | "+GMI", "") => Answer::info(opts.manufacturer.clone()),
             ("+CGMM" | "+GMM", "") => Answer::info("IoT SAFE modem simulator".to_string()),
             ("I" | "I0", "") => Answer {
                 info: vec![
-                    "iotsafe-sim".to_string(),
+                    opts.manufacturer.clone(),
                     "simulated modem for GSMA IoT SAFE tests".to_string(),
                     format!("Revision: {}", env!("CARGO_PKG_VERSION")),
                 ],
                 fin: Final::Ok,
+                late_ms: 0,
             },
+            // MediaTek's SIM sleep switch; other makers' modems do not know it.
+            ("+ECSIMSLEEP", r) if opts.sim_sleeps => match r {
+                "=0" => {
+                    self.sim_awake = true;
+                    Answer::ok()
+                }
+                "=1" => {
+                    self.sim_awake = false;
+                    Answer::ok()
+                }
+                "?" => Answer::info(format!("+ECSIMSLEEP: {}", u8::from(!self.sim_awake))),
+                _ => Answer::error(),
+            },
+            ("+CSIM" | "+CCHO" | "+CGLA" | "+CCHC", r)
+                if opts.sim_sleeps && !self.sim_awake && r != "=?" =>
+            {
+                Answer::cme(cme::NOT_ALLOWED)
+            }
             ("+CMEE", "?") => Answer::info(format!("+CMEE: {}", self.cmee)),
             ("+CMEE", "=?") => Answer::info("+CMEE: (0-2)".to_string()),
             ("+CMEE", r) => match r.strip_prefix('=').map(str::trim) {
@@ -360,9 +392,10 @@ impl<C: CardSlot> Server<C> {
                     return Answer::error();
                 };
                 match name {
-                    "+CCHO" => self.ccho(p),
+                    "+CCHO" => self.ccho(p, opts),
                     "+CGLA" => self.cgla(p, opts),
-                    _ => self.cchc(p),
+                    _ if opts.no_cchc => Answer::error(),
+                    _ => self.cchc(p, opts),
                 }
             }
             _ => Answer::error(),

@@ -31,6 +31,52 @@ pub fn cla_on_channel(cla: u8, ch: u8) -> u8 {
     }
 }
 
+/// Where the `hex_session_ids` quirk starts counting, as in Sierra's `+CCHO: 00000000038aa32f`.
+const HEX_SESSION_BASE: u64 = 0x038a_a32f;
+
+/// On-card key generation, slow on a real card (the `slow_keygen_ms` quirk): GENERATE KEY PAIR,
+/// and STORE DATA of a "create ECC key pair" object (tag `71`), which generates a persistent key.
+const INS_GENERATE_KEY_PAIR: u8 = 0xB9;
+const INS_STORE_DATA: u8 = 0xE2;
+const TAG_CREATE_KEY_PAIR: u8 = 0x71;
+
+/// A session id as `AT+CCHO` writes it.
+fn session_id_text(sid: u64, opts: &ModemOptions) -> String {
+    if opts.hex_session_ids {
+        format!("{:016x}", HEX_SESSION_BASE + sid)
+    } else {
+        sid.to_string()
+    }
+}
+
+/// A session id parameter of `AT+CGLA`/`AT+CCHC`: decimal, or with the `hex_session_ids` quirk
+/// exactly the 16 hex digits `AT+CCHO` wrote (leading zeros included; the server upper-cases
+/// command lines, so case is not compared).
+fn parse_session_id(param: &str, opts: &ModemOptions) -> Option<u64> {
+    let param = param.trim();
+    if opts.hex_session_ids {
+        if param.len() != 16 || !param.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        return u64::from_str_radix(param, 16)
+            .ok()?
+            .checked_sub(HEX_SESSION_BASE);
+    }
+    match parse_params(param).as_deref() {
+        Some([Param::Int(sid)]) => Some(*sid),
+        _ => None,
+    }
+}
+
+/// The logical channel a host's CLA byte names (0 for the basic channel).
+fn channel_of_cla(cla: u8) -> u8 {
+    if cla & 0x40 != 0 {
+        4 + (cla & 0x0F)
+    } else {
+        cla & 0x03
+    }
+}
+
 impl<C: CardSlot> Server<C> {
     /// Forgets the session table when the SIM was power-cycled (reset, removed) since we last
     /// looked: a modem that resets its SIM knows every channel is gone.
@@ -74,14 +120,19 @@ impl<C: CardSlot> Server<C> {
         if !self.sync_presence() {
             return Answer::cme(cme::SIM_NOT_INSERTED);
         }
+        if opts.csim_basic_only && channel_of_cla(apdu[0]) != 0 {
+            return Answer::error();
+        }
         if self.busy(opts) {
             return Answer::cme(cme::SIM_BUSY);
         }
         let r = hex::encode_upper(self.card().transmit(&apdu));
-        Answer::info(format!("+CSIM: {},\"{r}\"", r.len()))
+        let mut answer = Answer::info(format!("+CSIM: {},\"{r}\"", r.len()));
+        answer.late_ms = late_ms(&apdu, opts);
+        answer
     }
 
-    pub(super) fn ccho(&mut self, params: &str) -> Answer {
+    pub(super) fn ccho(&mut self, params: &str, opts: &ModemOptions) -> Answer {
         let aid = match parse_params(params).as_deref() {
             Some([Param::Str(hex)]) if hex.len() <= 32 => strict_hex(hex),
             _ => None,
@@ -121,20 +172,19 @@ impl<C: CardSlot> Server<C> {
         self.next_session += 1;
         self.sessions.insert(sid, ch);
         self.sessions_changed();
-        let bare = self.control.options().bare_ccho;
-        Answer::info(if bare {
-            sid.to_string()
+        let id = session_id_text(sid, opts);
+        Answer::info(if opts.bare_ccho {
+            id
         } else {
-            format!("+CCHO: {sid}")
+            format!("+CCHO: {id}")
         })
     }
 
     pub(super) fn cgla(&mut self, params: &str, opts: &ModemOptions) -> Answer {
-        let parsed = match parse_params(params).as_deref() {
-            Some([Param::Int(sid), Param::Int(len), Param::Str(hex)])
-                if *len == hex.len() as u64 =>
-            {
-                strict_hex(hex).map(|a| (*sid, a))
+        let (sid, rest) = params.split_once(',').unwrap_or((params, ""));
+        let parsed = match (parse_session_id(sid, opts), parse_params(rest).as_deref()) {
+            (Some(sid), Some([Param::Int(len), Param::Str(hex)])) if *len == hex.len() as u64 => {
+                strict_hex(hex).map(|a| (sid, a))
             }
             _ => None,
         };
@@ -152,13 +202,14 @@ impl<C: CardSlot> Server<C> {
         }
         apdu[0] = cla_on_channel(apdu[0], ch);
         let r = hex::encode_upper(self.card().transmit(&apdu));
-        Answer::info(format!("+CGLA: {},\"{r}\"", r.len()))
+        let mut answer = Answer::info(format!("+CGLA: {},\"{r}\"", r.len()));
+        answer.late_ms = late_ms(&apdu, opts);
+        answer
     }
 
-    pub(super) fn cchc(&mut self, params: &str) -> Answer {
-        let sid = match parse_params(params).as_deref() {
-            Some([Param::Int(sid)]) => *sid,
-            _ => return Answer::cme(cme::INCORRECT_PARAMETERS),
+    pub(super) fn cchc(&mut self, params: &str, opts: &ModemOptions) -> Answer {
+        let Some(sid) = parse_session_id(params, opts) else {
+            return Answer::cme(cme::INCORRECT_PARAMETERS);
         };
         if !self.sync_presence() {
             return Answer::cme(cme::SIM_NOT_INSERTED);
@@ -169,6 +220,15 @@ impl<C: CardSlot> Server<C> {
         self.sessions_changed();
         self.card().transmit(&[0x00, 0x70, 0x80, ch]);
         Answer::ok()
+    }
+}
+
+/// How late the `slow_keygen_ms` quirk makes the answer to `apdu`.
+fn late_ms(apdu: &[u8], opts: &ModemOptions) -> u64 {
+    match (apdu.get(1), apdu.get(5)) {
+        (Some(&INS_GENERATE_KEY_PAIR), _) => opts.slow_keygen_ms,
+        (Some(&INS_STORE_DATA), Some(&TAG_CREATE_KEY_PAIR)) => opts.slow_keygen_ms,
+        _ => 0,
     }
 }
 
@@ -186,5 +246,29 @@ mod tests {
         assert_eq!(cla_on_channel(0x40, 1), 0x01);
         assert_eq!(cla_on_channel(0xC5, 0), 0x80);
         assert_eq!(cla_on_channel(0x10, 5), 0x51);
+    }
+
+    #[test]
+    fn hex_session_ids_go_back_exactly_as_written() {
+        let opts = ModemOptions {
+            hex_session_ids: true,
+            ..Default::default()
+        };
+        assert_eq!(session_id_text(0, &opts), "00000000038aa32f");
+        assert_eq!(parse_session_id("00000000038AA330", &opts), Some(1));
+        assert_eq!(
+            parse_session_id("38aa330", &opts),
+            None,
+            "leading zeros dropped"
+        );
+        assert_eq!(
+            parse_session_id("59417392", &opts),
+            None,
+            "as a decimal number"
+        );
+        assert_eq!(parse_session_id("3", &ModemOptions::default()), Some(3));
+        assert_eq!(channel_of_cla(0x81), 1);
+        assert_eq!(channel_of_cla(0x41), 5);
+        assert_eq!(channel_of_cla(0x80), 0);
     }
 }

@@ -3,20 +3,21 @@
 
 use std::path::Path;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use super::port::AtPort;
 use super::{
-    AtError, AtMode, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED, ModemSettings, parse_apdu_answer,
+    AtError, AtMode, CME_OPERATION_NOT_ALLOWED, CME_SIM_FAILURE, CME_SIM_NOT_INSERTED,
+    ModemSettings, parse_apdu_answer,
 };
 use crate::transport::turn_lock::{HeldTurn, TurnLock};
 use crate::transport::{
     CardConnection, ChannelRoute, SessionId, SessionOpen, Transmit, TransportError, Turn,
 };
 
-/// `+CME ERROR: 3` (operation not allowed) to AT+CCHO: the SIM has no logical channel left
-/// (what it says to MANAGE CHANNEL with `6A81`).
-const CME_OPERATION_NOT_ALLOWED: u32 = 3;
+/// MediaTek modules let the SIM sleep and then refuse SIM access (`+CME ERROR: 3`) until told
+/// not to.
+const MEDIATEK_SIM_AWAKE: &str = "AT+ECSIMSLEEP=0";
 
 /// One modem with its SIM.
 pub struct ModemConnection {
@@ -25,12 +26,15 @@ pub struct ModemConnection {
     mode: AtMode,
     /// `AT+CGMI`, read once when the port is opened.
     manufacturer: Option<String>,
+    /// `AT+CCHC` answered `ERROR` (Sierra EM9191 has none): sessions are not closed.
+    cchc_missing: bool,
 }
 
 /// One operation's turn on the modem: APDUs go to `route` until it is dropped.
 struct ModemPipe<'a> {
     port: &'a mut AtPort,
     mode: &'a mut AtMode,
+    cchc_missing: &'a mut bool,
     route: ChannelRoute,
     turn: HeldTurn,
 }
@@ -48,7 +52,24 @@ impl Transmit for ModemPipe<'_> {
                 "+CGLA:",
             ),
         };
-        let info = self.port.command_retrying_busy(&cmd, prefix)?;
+        let info = match self.port.command_retrying_busy(&cmd, prefix) {
+            Ok(info) => info,
+            Err(AtError::Error) if self.route.cla_channel() != 0 => {
+                // Quectel EG25: AT+CSIM works on the basic channel only.
+                warn!(
+                    "modem {}: AT+CSIM on logical channel {} answered ERROR: this modem takes \
+                     AT+CSIM on the basic channel only; use at_mode = \"auto\" or \"cgla\" \
+                     (AT+CCHO/AT+CGLA) if it has them, else applet.logical_channel = false",
+                    self.port.name,
+                    self.route.cla_channel()
+                );
+                return Err(TransportError::Other(format!(
+                    "modem refuses AT+CSIM on logical channel {}",
+                    self.route.cla_channel()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(parse_apdu_answer(&info)?)
     }
 
@@ -93,7 +114,8 @@ impl Turn for ModemPipe<'_> {
             Err(AtError::Cme(CME_OPERATION_NOT_ALLOWED)) => {
                 warn!(
                     "modem {}: AT+CCHO refused with +CME ERROR: {CME_OPERATION_NOT_ALLOWED}: the SIM has \
-                     no free logical channel",
+                     no free logical channel (or, on a MediaTek-based module, the SIM sleeps: \
+                     setup_commands = [\"{MEDIATEK_SIM_AWAKE}\"])",
                     self.port.name
                 );
                 Ok(SessionOpen::NoChannelFree)
@@ -111,10 +133,29 @@ impl Turn for ModemPipe<'_> {
     }
 
     fn close_session(&mut self, session: SessionId) -> Result<(), TransportError> {
-        self.port
-            .command(&format!("AT+CCHC={session}"), None)
-            .map(|_| ())
-            .map_err(TransportError::from)
+        if *self.cchc_missing {
+            debug!(
+                "modem {}: no AT+CCHC; session {session} stays open",
+                self.port.name
+            );
+            return Ok(());
+        }
+        match self.port.command(&format!("AT+CCHC={session}"), None) {
+            Ok(_) => Ok(()),
+            // No AT+CCHC (Sierra EM9191): the modem offers no way to close its session (its
+            // channel number is not known, so MANAGE CHANNEL cannot name it). The channel
+            // stays the one the endpoint's note shares, reused by every process.
+            Err(AtError::Error) => {
+                info!(
+                    "modem {}: no AT+CCHC; session {session} stays open (the shared channel is \
+                     reused by every process)",
+                    self.port.name
+                );
+                *self.cchc_missing = true;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn read_note(&mut self) -> Option<Vec<u8>> {
@@ -152,6 +193,12 @@ impl ModemConnection {
             let mut port = AtPort::open(config)?;
             port.set_up()?;
             let manufacturer = port.identification("AT+CGMI");
+            for cmd in setup_commands(config, manufacturer.as_deref()) {
+                match port.command(&cmd, None) {
+                    Ok(_) => debug!("modem {}: {cmd} done", config.device),
+                    Err(e) => warn!("modem {}: {cmd} failed: {e:?}", config.device),
+                }
+            }
             (port, manufacturer)
         };
         Ok(ModemConnection {
@@ -159,8 +206,23 @@ impl ModemConnection {
             lock,
             mode: config.at_mode,
             manufacturer,
+            cchc_missing: false,
         })
     }
+}
+
+/// The configured set-up commands, and those of a maker recognised by its `AT+CGMI`.
+fn setup_commands(config: &ModemSettings, manufacturer: Option<&str>) -> Vec<String> {
+    let mut commands = config.setup_commands.clone();
+    let mediatek = manufacturer.is_some_and(|m| m.to_ascii_lowercase().contains("mediatek"));
+    if mediatek
+        && !commands
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(MEDIATEK_SIM_AWAKE))
+    {
+        commands.push(MEDIATEK_SIM_AWAKE.to_string());
+    }
+    commands
 }
 
 fn lock_failed(e: std::io::Error) -> TransportError {
@@ -173,6 +235,7 @@ impl CardConnection for ModemConnection {
         Ok(Box::new(ModemPipe {
             port: &mut self.port,
             mode: &mut self.mode,
+            cchc_missing: &mut self.cchc_missing,
             route,
             turn,
         }))

@@ -49,12 +49,18 @@ pub struct ModemSettings {
     pub timeout: Duration,
     /// Where the port's lock file (and note) lives; default `/run/lock`.
     pub lock_dir: Option<std::path::PathBuf>,
+    /// Command lines sent once after the port is opened (e.g. `AT+ECSIMSLEEP=0`), besides
+    /// those the module sends for a maker it recognises.
+    pub setup_commands: Vec<String>,
 }
 
 /// How long one read waits before the deadline is checked again.
 /// Attempts for a command the SIM answered with "busy".
 const BUSY_RETRIES: u32 = 5;
 /// `+CME ERROR` codes (3GPP TS 27.007 §9.2).
+/// Operation not allowed: to `AT+CCHO`, no logical channel left (what MANAGE CHANNEL says
+/// with `6A81`); to any SIM command of a MediaTek module whose SIM sleeps.
+const CME_OPERATION_NOT_ALLOWED: u32 = 3;
 const CME_SIM_NOT_INSERTED: u32 = 10;
 const CME_SIM_FAILURE: u32 = 13;
 const CME_SIM_BUSY: u32 = 14;
@@ -164,6 +170,23 @@ mod tests {
         assert!(parse_apdu_answer("4,\"90ZZ\"").is_err());
         assert!(parse_apdu_answer("2,\"90\"").is_err());
         assert!(parse_apdu_answer("nonsense").is_err());
+    }
+
+    #[test]
+    fn verbose_cme_texts_are_understood() {
+        assert_eq!(port::cme_code(" SIM busy"), CME_SIM_BUSY);
+        assert_eq!(port::cme_code("sim NOT inserted "), CME_SIM_NOT_INSERTED);
+        assert_eq!(port::cme_code("SIM failure"), CME_SIM_FAILURE);
+        assert_eq!(
+            port::cme_code("operation not allowed"),
+            CME_OPERATION_NOT_ALLOWED
+        );
+        assert_eq!(port::cme_code("14"), CME_SIM_BUSY);
+        assert_eq!(port::cme_code("Parameters error"), u32::MAX);
+        assert_eq!(
+            TransportError::from(AtError::Cme(port::cme_code("SIM not inserted"))),
+            TransportError::CardRemoved
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use log::{debug, trace, warn};
 use serialport::{SerialPort, TTYPort};
 
-use super::{AtError, BUSY_RETRIES, CME_SIM_BUSY, ModemSettings, short, without_payload};
+use super::{
+    AtError, BUSY_RETRIES, CME_OPERATION_NOT_ALLOWED, CME_SIM_BUSY, CME_SIM_FAILURE,
+    CME_SIM_NOT_INSERTED, ModemSettings, short, without_payload,
+};
 use crate::transport::TransportError;
 
 /// How long one read waits before the deadline is checked again.
@@ -336,15 +339,19 @@ impl AtPort {
                 return Err(AtError::Error);
             }
             if let Some(code) = line.strip_prefix("+CME ERROR:") {
-                let code = code.trim();
-                return Err(AtError::Cme(code.parse().unwrap_or(u32::MAX)));
+                let code = cme_code(code);
+                if code == CME_UNKNOWN_TEXT {
+                    debug!("modem {}: unknown error {line:?}", self.name);
+                }
+                return Err(AtError::Cme(code));
             }
             match info_prefix {
                 Some(prefix) if line.starts_with(prefix) => {
                     info.push(line[prefix.len()..].trim().to_string());
                 }
-                // 27.007 gives +CCHO's answer as a bare number; some modems prefix it.
-                Some("+CCHO:") if line.bytes().all(|b| b.is_ascii_digit()) => info.push(line),
+                // 27.007 gives +CCHO's answer as a bare number; some modems prefix it, and
+                // Sierra's ids are hex digits.
+                Some("+CCHO:") if line.bytes().all(|b| b.is_ascii_hexdigit()) => info.push(line),
                 _ => debug!("modem {}: ignoring unsolicited line {line:?}", self.name),
             }
         }
@@ -375,6 +382,37 @@ impl AtPort {
             }
         }
     }
+}
+
+/// What a `+CME ERROR:` that is neither a number nor a known text becomes.
+const CME_UNKNOWN_TEXT: u32 = u32::MAX;
+
+/// The verbose texts of TS 27.007 §9.2.1 for the codes the module acts on, and their numbers.
+/// Some modems (Sierra EM9191) answer texts whatever `AT+CMEE=1` asked for.
+const CME_TEXTS: &[(&str, u32)] = &[
+    ("operation not allowed", CME_OPERATION_NOT_ALLOWED),
+    ("operation not supported", 4),
+    ("SIM not inserted", CME_SIM_NOT_INSERTED),
+    ("SIM failure", CME_SIM_FAILURE),
+    ("SIM busy", CME_SIM_BUSY),
+    ("SIM wrong", 15),
+    ("invalid index", 21),
+    ("not found", 22),
+    ("incorrect parameters", 50),
+    ("unknown", 100),
+];
+
+/// The code of a `+CME ERROR:` payload: a number, or one of [`CME_TEXTS`] (case and
+/// surrounding blanks ignored).
+pub(super) fn cme_code(payload: &str) -> u32 {
+    let payload = payload.trim();
+    if let Ok(n) = payload.parse() {
+        return n;
+    }
+    CME_TEXTS
+        .iter()
+        .find(|(text, _)| text.eq_ignore_ascii_case(payload))
+        .map_or(CME_UNKNOWN_TEXT, |(_, code)| *code)
 }
 
 /// `OK`, `ERROR` or `+CME ERROR: …`: the line that ends a command's answer.
