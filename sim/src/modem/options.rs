@@ -218,6 +218,8 @@ pub struct ModemStats {
     /// The most `AT+CCHO` sessions open at once since start or the last stats reset (a
     /// reset starts from the sessions open then).
     pub max_open_sessions: u64,
+    /// MBIM/QMI: requests by message name (`OPEN`, `UICC_APDU`, …); empty for AT.
+    pub requests: BTreeMap<String, u64>,
 }
 
 impl ModemStats {
@@ -243,6 +245,7 @@ impl ModemStats {
             "garbage": self.garbage,
             "open_sessions": self.open_sessions,
             "max_open_sessions": self.max_open_sessions,
+            "requests": self.requests,
         })
     }
 }
