@@ -99,10 +99,9 @@ impl Link {
                 Ok(()) => self.reader.push(&bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(match garbage {
-                        Some(g) => LinkError::NotMbim(format!(
-                            "{} does not speak MBIM ({g})",
-                            self.device
-                        )),
+                        Some(g) => {
+                            LinkError::NotMbim(format!("{} does not speak MBIM ({g})", self.device))
+                        }
                         None => LinkError::Timeout,
                     });
                 }
@@ -182,10 +181,9 @@ impl Link {
 
     fn log_link_error(&self, e: LinkError) -> LinkError {
         match &e {
-            LinkError::Timeout => warn!(
-                "MBIM {}: no answer within {:?}",
-                self.device, self.timeout
-            ),
+            LinkError::Timeout => {
+                warn!("MBIM {}: no answer within {:?}", self.device, self.timeout)
+            }
             LinkError::Closed => warn!("MBIM {}: the control device closed", self.device),
             LinkError::NotMbim(s) => warn!("{s}"),
             LinkError::Io(err) => warn!("MBIM {}: {err}", self.device),
@@ -282,8 +280,7 @@ impl MbimConnection {
             debug!("MBIM {device}: no SIM");
             return Err(TransportError::NoCard);
         }
-        let manufacturer = match link.request(&BASIC_CONNECT, uicc::CID_DEVICE_CAPS, QUERY, &[])
-        {
+        let manufacturer = match link.request(&BASIC_CONNECT, uicc::CID_DEVICE_CAPS, QUERY, &[]) {
             Ok((status::SUCCESS, info)) => uicc::parse_hardware_info(&info),
             _ => None,
         };
@@ -365,7 +362,8 @@ impl MbimTurn<'_> {
     ) -> Result<(u32, Vec<u8>), TransportError> {
         let result = self.conn.link.request(&UICC_SERVICE, cid, SET, info);
         match &result {
-            Ok((status::SIM_NOT_INSERTED | status::BAD_SIM, _)) | Err(TransportError::CardRemoved) => {
+            Ok((status::SIM_NOT_INSERTED | status::BAD_SIM, _))
+            | Err(TransportError::CardRemoved) => {
                 self.conn.sim_gone = true;
             }
             Err(TransportError::Timeout) => {
@@ -377,7 +375,11 @@ impl MbimTurn<'_> {
     }
 
     /// One APDU on `channel`: (data, SW).
-    fn exchange(&mut self, channel: u32, command: &[u8]) -> Result<(Vec<u8>, [u8; 2]), TransportError> {
+    fn exchange(
+        &mut self,
+        channel: u32,
+        command: &[u8],
+    ) -> Result<(Vec<u8>, [u8; 2]), TransportError> {
         let (st, info) = self.request("APDU", uicc::CID_APDU, &uicc::apdu(channel, command))?;
         if st != status::SUCCESS {
             return Err(status_error(&self.conn.link.device, "APDU", st));
@@ -440,7 +442,10 @@ impl Turn for MbimTurn<'_> {
         let parsed = uicc::parse_open_channel(&info);
         match (st, parsed) {
             (status::SUCCESS, Some((_, channel))) if (1..=19).contains(&channel) => {
-                debug!("MBIM {device}: channel {channel} open on {}", hex::encode_upper(aid));
+                debug!(
+                    "MBIM {device}: channel {channel} open on {}",
+                    hex::encode_upper(aid)
+                );
                 Ok(SessionOpen::Opened(SessionId::number(channel)))
             }
             (status::NO_LOGICAL_CHANNELS, sw) => {

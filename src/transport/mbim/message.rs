@@ -77,7 +77,11 @@ pub(super) fn command(tid: u32, service: &Service, cid: u32, kind: u32, info: &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Reply {
     /// OPEN_DONE / CLOSE_DONE: the status.
-    Done { kind: u32, tid: u32, status: u32 },
+    Done {
+        kind: u32,
+        tid: u32,
+        status: u32,
+    },
     CommandDone {
         tid: u32,
         service: Service,
@@ -85,9 +89,15 @@ pub(super) enum Reply {
         status: u32,
         info: Vec<u8>,
     },
-    FunctionError { tid: u32, code: u32 },
+    FunctionError {
+        tid: u32,
+        code: u32,
+    },
     /// INDICATE_STATUS and anything else the host does not wait for.
-    Other { kind: u32, tid: u32 },
+    Other {
+        kind: u32,
+        tid: u32,
+    },
 }
 
 impl Reply {
@@ -206,10 +216,8 @@ mod tests {
     /// The OPEN_CHANNEL request mbimcli 1.28.2 sent (reference §1.11).
     #[test]
     fn command_matches_the_captured_open_channel() {
-        let info = hex::decode(
-            "10000000100000000c00000001000000a0000005591010ffffffff8900000100",
-        )
-        .unwrap();
+        let info = hex::decode("10000000100000000c00000001000000a0000005591010ffffffff8900000100")
+            .unwrap();
         let expected = hex::decode(concat!(
             "0300000050000000020000000100000000000000",
             "c2f6588ef0374bc98665f4d44bd09367",

@@ -179,10 +179,7 @@ mod tests {
     #[test]
     fn proxy_configuration_matches_the_capture() {
         let info = proxy_configuration("/dev/null", 30);
-        assert_eq!(
-            hex::encode(&info[..12]),
-            "0c000000120000001e000000"
-        );
+        assert_eq!(hex::encode(&info[..12]), "0c000000120000001e000000");
         assert_eq!(&info[12..14], b"/\0");
         assert_eq!(info.len(), 32);
     }
