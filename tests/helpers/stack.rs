@@ -862,12 +862,17 @@ pub struct ModemConsumers {
 
 impl ModemConsumers {
     pub fn new(modem: SimModem) -> ModemConsumers {
+        ModemConsumers::with_modem_keys(modem, "")
+    }
+
+    /// The same with `modem_keys` in the modem's `[[modem]]` table (e.g. `protocol = "mbim"`).
+    pub fn with_modem_keys(modem: SimModem, modem_keys: &str) -> ModemConsumers {
         let module_conf = modem.module_config(
             &format!(
                 "lock_dir = \"{d}\"\ncache_dir = \"{d}/cache\"",
                 d = modem.dir.display()
             ),
-            "",
+            modem_keys,
         );
         let provider_conf = modem.dir.join("provider.cnf");
         write_provider_conf(&provider_conf, None);

@@ -242,6 +242,10 @@ pub struct MbimConnection {
     manufacturer: Option<String>,
     /// The SIM answered SimNotInserted / BadSim (or the stream closed) since the last probe.
     sim_gone: bool,
+    /// Channels that worked on this connection: one of them found gone means the SIM was
+    /// reset underneath (ModemManager, a power cycle); a channel another process recorded that
+    /// is gone before it ever worked here is only a failed probe.
+    live_channels: std::collections::BTreeSet<u32>,
 }
 
 impl MbimConnection {
@@ -293,6 +297,7 @@ impl MbimConnection {
             lock,
             manufacturer,
             sim_gone: false,
+            live_channels: Default::default(),
         })
     }
 }
@@ -381,9 +386,20 @@ impl MbimTurn<'_> {
         command: &[u8],
     ) -> Result<(Vec<u8>, [u8; 2]), TransportError> {
         let (st, info) = self.request("APDU", uicc::CID_APDU, &uicc::apdu(channel, command))?;
+        if st == status::INVALID_LOGICAL_CHANNEL && !self.conn.live_channels.contains(&channel) {
+            debug!(
+                "MBIM {}: channel {channel} is not open (InvalidLogicalChannel)",
+                self.conn.link.device
+            );
+            return Err(TransportError::Other(format!(
+                "MBIM: logical channel {channel} is not open"
+            )));
+        }
         if st != status::SUCCESS {
+            self.conn.live_channels.remove(&channel);
             return Err(status_error(&self.conn.link.device, "APDU", st));
         }
+        self.conn.live_channels.insert(channel);
         let (sw, data) = uicc::parse_apdu(&info).ok_or_else(|| {
             TransportError::Other(format!(
                 "MBIM {}: malformed APDU answer {}",
@@ -442,6 +458,7 @@ impl Turn for MbimTurn<'_> {
         let parsed = uicc::parse_open_channel(&info);
         match (st, parsed) {
             (status::SUCCESS, Some((_, channel))) if (1..=19).contains(&channel) => {
+                self.conn.live_channels.insert(channel);
                 debug!(
                     "MBIM {device}: channel {channel} open on {}",
                     hex::encode_upper(aid)
@@ -476,6 +493,7 @@ impl Turn for MbimTurn<'_> {
         let Some(channel) = session.as_number() else {
             return Ok(());
         };
+        self.conn.live_channels.remove(&channel);
         let info = uicc::close_channel(channel, CHANNEL_GROUP);
         match self.request("CLOSE_CHANNEL", uicc::CID_CLOSE_CHANNEL, &info)? {
             (status::SUCCESS | status::INVALID_LOGICAL_CHANNEL, _) => Ok(()),

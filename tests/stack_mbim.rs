@@ -1,0 +1,499 @@
+//! The module over MBIM (issue #14), with real tools, on the simulated MBIM modem
+//! (`iotsafe-sim modem --protocol mbim` on a pseudo-terminal), each over three paths: the
+//! control device directly, the simulator's own proxy mode (an abstract socket of the test's
+//! own), and Debian's `/usr/libexec/mbim-proxy` in front of the simulated device.
+//!
+//! - pkcs11-tool signs, OpenSSL's certificate key verifies; mutual TLS through
+//!   pkcs11-provider (`s_client` with key and certificate by `pkcs11:` URI);
+//! - the SIM removed and re-inserted: `CKR_DEVICE_REMOVED`, `CKR_TOKEN_NOT_PRESENT`, then
+//!   signatures again in the same process; a hung modem: `CKR_DEVICE_ERROR` within the
+//!   configured timeout, then signatures again;
+//! - 4 pkcs11-tool processes signing at once all verify; a process killed with SIGKILL in the
+//!   middle of its signature leaves the next one working; one-shot processes leave at most one
+//!   logical channel open (stats);
+//! - bad input: a device that is not MBIM (the AT simulator's pty), a device nobody answers, a
+//!   proxy that refuses the device: a clear `CK_RV` within the timeout;
+//! - the APDUs and MBIM requests per steady-state signature (printed; 2 and 2).
+//!
+//! Needs the release build (`cargo build --release --workspace`), pkcs11-tool, openssl with
+//! pkcs11-provider, and for the real-proxy rows root and libmbim-utils (`mbim-proxy`); the
+//! real proxy is started with `--no-exit` when nothing listens on `@mbim-proxy` and left
+//! running for the other tests, as ModemManager's would be.
+
+mod helpers;
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cryptoki::error::RvError;
+use cryptoki::mechanism::Mechanism;
+use helpers::stack::{
+    ModemConsumers, Proc, ServerReport, SimModem, TOOL_TIMEOUT, TlsServer, certificate_key,
+    client_certificate_on_status_page, first_pem_certificate_der, load_module, pkcs11_rv,
+    release_module, run, session_with_client_key,
+};
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Verifier;
+
+/// How the module reaches the simulated device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path3 {
+    Direct,
+    SimulatorProxy,
+    RealProxy,
+}
+
+const REAL_PROXY: &str = "/usr/libexec/mbim-proxy";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotsafe-mbim-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn abstract_socket_bound(name: &str) -> bool {
+    SocketAddr::from_abstract_name(name.as_bytes())
+        .and_then(|a| UnixStream::connect_addr(&a))
+        .is_ok()
+}
+
+/// The real mbim-proxy on `@mbim-proxy`, started (`--no-exit`, in a session of its own) when
+/// nothing listens there.
+fn ensure_real_proxy() {
+    if abstract_socket_bound("mbim-proxy") {
+        return;
+    }
+    assert!(
+        Path::new(REAL_PROXY).exists(),
+        "{REAL_PROXY} is missing (libmbim-utils)"
+    );
+    Command::new("setsid")
+        .args([REAL_PROXY, "--no-exit"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mbim-proxy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !abstract_socket_bound("mbim-proxy") {
+        assert!(Instant::now() < deadline, "mbim-proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A simulated MBIM modem reached over `path`, with the module's keys for it.
+struct Rig {
+    consumers: ModemConsumers,
+    path: Path3,
+}
+
+impl Rig {
+    fn start(name: &str, path: Path3, sim_args: &[&str], extra_keys: &str) -> Rig {
+        let dir = scratch(&format!("{name}-{path:?}"));
+        let proxy_name = format!("iotsafe-test-mbim-{}-{name}", std::process::id());
+        let mut args = vec!["--protocol", "mbim"];
+        let keys = match path {
+            Path3::Direct => "protocol = \"mbim\"\nproxy = false".to_string(),
+            Path3::SimulatorProxy => {
+                args.extend(["--proxy-socket", &proxy_name]);
+                format!("protocol = \"mbim\"\nproxy_socket = \"{proxy_name}\"")
+            }
+            Path3::RealProxy => {
+                ensure_real_proxy();
+                "protocol = \"mbim\"".to_string()
+            }
+        };
+        args.extend_from_slice(sim_args);
+        let modem = SimModem::start(&dir, &args);
+        let consumers = ModemConsumers::with_modem_keys(modem, &format!("{keys}\n{extra_keys}"));
+        Rig { consumers, path }
+    }
+
+    fn modem(&self) -> &SimModem {
+        &self.consumers.modem
+    }
+
+    fn requests(&self, name: &str) -> u64 {
+        self.modem().stats()["modem"]["requests"][name]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// The requests show the path the module took.
+    fn assert_path_taken(&self) {
+        let stats = self.modem().stats();
+        let requests = &stats["modem"]["requests"];
+        let count = |n: &str| requests[n].as_u64().unwrap_or(0);
+        match self.path {
+            // The module probes first and opens the function only when told it is not open.
+            Path3::Direct => {
+                assert!(count("NOT_OPENED") >= 1 && count("OPEN") >= 1, "{stats}");
+                assert_eq!(count("PROXY_CONFIGURATION"), 0, "{stats}");
+            }
+            Path3::SimulatorProxy => {
+                assert!(count("PROXY_CONFIGURATION") >= 1, "{stats}");
+                assert_eq!(count("OPEN"), 0, "{stats}");
+            }
+            // The real proxy opened the device itself; the module's OPEN stayed in the proxy.
+            Path3::RealProxy => {
+                assert_eq!(count("NOT_OPENED"), 0, "{stats}");
+                assert_eq!(count("OPEN"), 1, "{stats}");
+                assert_eq!(count("PROXY_CONFIGURATION"), 0, "{stats}");
+            }
+        }
+        assert!(count("UICC_APDU") > 0, "{stats}");
+    }
+
+    fn message(&self, text: &str) -> PathBuf {
+        let path = self.consumers.file("message.txt");
+        std::fs::write(&path, text).expect("message");
+        path
+    }
+
+    fn pkcs11_tool_sign(&self, message: &Path, signature: &Path) -> Command {
+        let mut cmd = self.consumers.pkcs11_tool();
+        cmd.args(["--sign", "--id", "01", "-m", "ECDSA-SHA256"])
+            .args(["--signature-format", "openssl", "-i"])
+            .arg(message)
+            .arg("-o")
+            .arg(signature);
+        cmd
+    }
+
+    fn verify(&self, message: &Path, signature: &Path) {
+        let key = certificate_key(&self.consumers.file("client.pem"));
+        let der = std::fs::read(signature).expect("signature file");
+        let sig = Signature::from_der(&der).expect("a DER ECDSA signature");
+        let data = std::fs::read(message).expect("message");
+        key.verify(&data, &sig)
+            .expect("the card's signature verifies with its certificate's key");
+    }
+
+    /// Loads the module in this process with this rig's configuration (nextest runs every
+    /// test in a process of its own).
+    fn load(&self) -> cryptoki::context::Pkcs11 {
+        // SAFETY: set before any thread of the module exists; nothing else reads it meanwhile.
+        unsafe { std::env::set_var("IOTSAFE_PKCS11_CONFIG", &self.consumers.module_conf) };
+        load_module(&release_module())
+    }
+
+    fn sign_in_process(&self, p11: &cryptoki::context::Pkcs11, data: &[u8]) -> Result<(), RvError> {
+        let (session, key) = match p11.get_slots_with_token() {
+            Ok(slots) if slots.is_empty() => return Err(RvError::TokenNotPresent),
+            Ok(_) => session_with_client_key(p11),
+            Err(e) => return Err(pkcs11_rv(&e).expect("a CK_RV")),
+        };
+        let sig = session
+            .sign(&Mechanism::EcdsaSha256, key, data)
+            .map_err(|e| pkcs11_rv(&e).expect("a CK_RV"))?;
+        let key_of_cert = certificate_key(&self.consumers.file("client.pem"));
+        key_of_cert
+            .verify(data, &Signature::from_slice(&sig).expect("r‖s"))
+            .expect("verifies with the certificate's key");
+        Ok(())
+    }
+}
+
+macro_rules! on_each_path {
+    ($check:ident: $($name:ident => $path:expr),+) => {
+        $(
+            #[test]
+            #[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+            fn $name() {
+                $check($path);
+            }
+        )+
+    };
+}
+
+// --- sign and verify --------------------------------------------------------------------------
+
+fn pkcs11_tool_signs_and_openssl_verifies(path: Path3) {
+    let rig = Rig::start("sign", path, &[], "");
+    let message = rig.message("signed over MBIM\n");
+    let signature = rig.consumers.file("signature.der");
+    run(&mut rig.pkcs11_tool_sign(&message, &signature)).expect_success();
+    // OpenSSL itself, with the certificate's key.
+    let pubkey = rig.consumers.file("pub.pem");
+    run(Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(rig.consumers.file("client.pem"))
+        .arg("-out")
+        .arg(&pubkey))
+    .expect_success();
+    let verified = run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pubkey)
+        .arg("-signature")
+        .arg(&signature)
+        .arg(&message))
+    .expect_success();
+    assert_eq!(verified.stdout.trim(), "Verified OK");
+    rig.verify(&message, &signature);
+    rig.assert_path_taken();
+}
+
+on_each_path!(pkcs11_tool_signs_and_openssl_verifies:
+    signs_directly => Path3::Direct,
+    signs_through_the_simulators_proxy => Path3::SimulatorProxy,
+    signs_through_the_real_mbim_proxy => Path3::RealProxy);
+
+// --- mutual TLS through pkcs11-provider -------------------------------------------------------
+
+fn mutual_tls_through_pkcs11_provider(path: Path3) {
+    let rig = Rig::start("tls", path, &[], "");
+    let dir = rig.modem().dir.clone();
+    let server = TlsServer::start_with_card_files(&dir, &[]);
+    let mut cmd = rig.consumers.openssl_with_provider();
+    cmd.args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{}", server.port))
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(dir.join("ca.pem"))
+        .args(["-verify_return_error", "-ign_eof"])
+        .args(["-cert", "pkcs11:id=%01;type=cert"])
+        .args(["-key", "pkcs11:object=client;type=private"]);
+    let client = Proc::spawn(&mut cmd, Some(b"GET / HTTP/1.0\r\n\r\n")).wait(TOOL_TIMEOUT);
+    assert!(client.success(), "client failed:\n{client}");
+    let server = server.finish();
+    let report = ServerReport::read(&server);
+    assert!(
+        report.handshake_finished && report.client_leaf_verified,
+        "the server did not verify the card's certificate:\n{client}\n{server}"
+    );
+    let card_cert = first_pem_certificate_der(
+        &std::fs::read_to_string(dir.join("client.pem")).expect("client.pem"),
+    );
+    assert_eq!(
+        client_certificate_on_status_page(&client.stdout),
+        card_cert,
+        "the status page must show the card's certificate"
+    );
+    rig.assert_path_taken();
+}
+
+on_each_path!(mutual_tls_through_pkcs11_provider:
+    mutual_tls_directly => Path3::Direct,
+    mutual_tls_through_the_simulators_proxy => Path3::SimulatorProxy,
+    mutual_tls_through_the_real_mbim_proxy => Path3::RealProxy);
+
+// --- the SIM goes and comes back; a hung modem --------------------------------------------------
+
+fn sim_removed_and_reinserted(path: Path3) {
+    let rig = Rig::start("removal", path, &[], "");
+    let p11 = rig.load();
+    rig.sign_in_process(&p11, b"before").expect("signs");
+    let (session, key) = session_with_client_key(&p11);
+    rig.modem().control("remove");
+    let removed = session
+        .sign(&Mechanism::EcdsaSha256, key, b"while out")
+        .expect_err("no SIM");
+    assert_eq!(pkcs11_rv(&removed), Some(RvError::DeviceRemoved));
+    drop(session);
+    assert_eq!(rig.sign_in_process(&p11, b"out"), Err(RvError::TokenNotPresent));
+    rig.modem().control("insert");
+    rig.sign_in_process(&p11, b"back in").expect("signs again");
+    rig.assert_path_taken();
+}
+
+on_each_path!(sim_removed_and_reinserted:
+    removal_directly => Path3::Direct,
+    removal_through_the_simulators_proxy => Path3::SimulatorProxy,
+    removal_through_the_real_mbim_proxy => Path3::RealProxy);
+
+fn a_hung_modem_is_a_clear_error_then_recovers(path: Path3) {
+    let rig = Rig::start("hang", path, &[], "timeout_ms = 1500");
+    let p11 = rig.load();
+    rig.sign_in_process(&p11, b"before").expect("signs");
+    rig.modem().control("hang");
+    let started = Instant::now();
+    let hung = rig.sign_in_process(&p11, b"hung");
+    let waited = started.elapsed();
+    eprintln!("{path:?}: a hung modem answered {hung:?} after {waited:?}");
+    assert_eq!(hung, Err(RvError::DeviceError));
+    rig.modem().control("unhang");
+    let mut recovered = rig.sign_in_process(&p11, b"after");
+    if recovered.is_err() {
+        // The first call after the error may find the token closed; the next one works.
+        recovered = rig.sign_in_process(&p11, b"after, again");
+    }
+    recovered.expect("signs again after the modem answers again");
+    assert!(
+        rig.modem().stats()["modem"]["dropped"].as_u64() >= Some(1),
+        "the modem dropped what it got while hung"
+    );
+}
+
+on_each_path!(a_hung_modem_is_a_clear_error_then_recovers:
+    hang_directly => Path3::Direct,
+    hang_through_the_simulators_proxy => Path3::SimulatorProxy,
+    hang_through_the_real_mbim_proxy => Path3::RealProxy);
+
+// --- many processes ----------------------------------------------------------------------------
+
+fn processes_at_once_and_killed_ones(path: Path3) {
+    let rig = Rig::start("processes", path, &["--latency-apdu", "2ms"], "");
+    let message = rig.message("four at once\n");
+    for round in 0..2 {
+        let signers: Vec<(Proc, PathBuf)> = (0..4)
+            .map(|i| {
+                let sig = rig.consumers.file(&format!("sig-{round}-{i}.der"));
+                (Proc::spawn(&mut rig.pkcs11_tool_sign(&message, &sig), None), sig)
+            })
+            .collect();
+        for (proc, sig) in signers {
+            proc.wait(TOOL_TIMEOUT).expect_success();
+            rig.verify(&message, &sig);
+        }
+    }
+    // A process killed in the middle of its signature (the modem is slow, so it is).
+    rig.modem().control("quirk delay_ms 300");
+    let before = rig.requests("UICC_APDU");
+    let victim_sig = rig.consumers.file("victim.der");
+    let victim = Proc::spawn(&mut rig.pkcs11_tool_sign(&message, &victim_sig), None);
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    while rig.requests("UICC_APDU") == before {
+        assert!(Instant::now() < deadline, "the victim never reached the card");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Dropping a running Proc kills it with SIGKILL.
+    drop(victim);
+    rig.modem().control("quirk delay_ms 0");
+    // One-shot processes after it: every one verifies, and the card never holds more than
+    // the one channel every process of the module shares.
+    rig.modem().control("reset-stats");
+    for i in 0..10 {
+        let sig = rig.consumers.file(&format!("after-{i}.der"));
+        run(&mut rig.pkcs11_tool_sign(&message, &sig)).expect_success();
+        rig.verify(&message, &sig);
+    }
+    let stats = rig.modem().stats();
+    assert!(
+        stats["modem"]["max_open_sessions"].as_u64() <= Some(1),
+        "channels leaked: {stats}"
+    );
+    assert_eq!(stats["interleaved"].as_u64(), Some(0), "{stats}");
+}
+
+on_each_path!(processes_at_once_and_killed_ones:
+    processes_directly => Path3::Direct,
+    processes_through_the_simulators_proxy => Path3::SimulatorProxy,
+    processes_through_the_real_mbim_proxy => Path3::RealProxy);
+
+// --- APDUs per signature -----------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn apdus_per_steady_state_signature() {
+    let rig = Rig::start("apdu-count", Path3::Direct, &[], "");
+    let p11 = rig.load();
+    let (session, key) = session_with_client_key(&p11);
+    session
+        .sign(&Mechanism::EcdsaSha256, key, b"warm up")
+        .expect("signs");
+    rig.modem().control("reset-stats");
+    const N: u64 = 20;
+    for i in 0..N {
+        session
+            .sign(&Mechanism::EcdsaSha256, key, format!("{i}").as_bytes())
+            .expect("signs");
+    }
+    let stats = rig.modem().stats();
+    let apdus = stats["total"].as_u64().expect("total");
+    let requests = stats["modem"]["requests"]["UICC_APDU"]
+        .as_u64()
+        .expect("UICC_APDU");
+    println!(
+        "MBIM: {} card APDUs and {} MBIM APDU requests per signature (AT+CGLA: 2)",
+        apdus as f64 / N as f64,
+        requests as f64 / N as f64
+    );
+    assert_eq!((apdus, requests), (2 * N, 2 * N), "{stats}");
+}
+
+// --- bad input ---------------------------------------------------------------------------------
+
+/// The module configured for an MBIM device at `link` with `keys`: no token, and the call that
+/// needs one answers `CKR_TOKEN_NOT_PRESENT`, within the timeout.
+fn no_token_within_the_timeout(config_dir: &Path, link: &Path, keys: &str) {
+    let config = config_dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "lock_dir = \"{d}\"\ncache_dir = \"{d}/cache\"\n[pcsc]\nenabled = false\n[[modem]]\n\
+             device = \"{}\"\nprotocol = \"mbim\"\ntimeout_ms = 1000\n{keys}\n",
+            link.display(),
+            d = config_dir.display()
+        ),
+    )
+    .expect("config");
+    // SAFETY: as in Rig::load.
+    unsafe { std::env::set_var("IOTSAFE_PKCS11_CONFIG", &config) };
+    let p11 = load_module(&release_module());
+    let started = Instant::now();
+    let slots = p11.get_all_slots().expect("C_GetSlotList");
+    assert_eq!(slots.len(), 1, "the modem is a slot");
+    let with_token = p11.get_slots_with_token().expect("C_GetSlotList");
+    let opened = p11.open_ro_session(slots[0]).expect_err("no token");
+    eprintln!(
+        "answered {:?} after {:?}",
+        pkcs11_rv(&opened),
+        started.elapsed()
+    );
+    assert!(with_token.is_empty());
+    assert_eq!(pkcs11_rv(&opened), Some(RvError::TokenNotPresent));
+}
+
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn a_device_that_speaks_at_is_no_token() {
+    let dir = scratch("not-mbim");
+    let at_modem = SimModem::start(&dir, &[]);
+    no_token_within_the_timeout(&dir, &at_modem.link, "proxy = false");
+}
+
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn a_device_nobody_answers_is_no_token() {
+    let dir = scratch("mute");
+    let mute = SimModem::start(&dir, &["--protocol", "mbim", "--hang"]);
+    no_token_within_the_timeout(&dir, &mute.link, "proxy = false");
+}
+
+/// The simulator's proxy serves its own device only: asked for another one it closes the
+/// connection without a reply, as mbim-proxy does when it cannot open a device.
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn a_proxy_that_refuses_the_device_is_no_token() {
+    let dir = scratch("refused");
+    let proxy_name = format!("iotsafe-test-mbim-{}-refuses", std::process::id());
+    let serving = SimModem::start(
+        &dir.join("a").tap_mkdir(),
+        &["--protocol", "mbim", "--proxy-socket", &proxy_name],
+    );
+    let other = SimModem::start(&dir.join("b").tap_mkdir(), &["--protocol", "mbim"]);
+    no_token_within_the_timeout(
+        &dir,
+        &other.link,
+        &format!("proxy_socket = \"{proxy_name}\""),
+    );
+    assert_eq!(
+        other.stats()["modem"]["requests"]["UICC_ATR"].as_u64(),
+        None,
+        "a refusal is not a reason to go around the proxy"
+    );
+    drop(serving);
+}
+
+trait MakeDir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl MakeDir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).expect("directory");
+        self
+    }
+}
