@@ -221,11 +221,12 @@ fn ensure_real_proxy() -> bool {
         return false;
     }
     let _ = Command::new("setsid")
+        .arg("--fork")
         .arg(proxy)
         .arg("--no-exit")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn();
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !abstract_socket_bound("mbim-proxy") {
         assert!(Instant::now() < deadline, "mbim-proxy did not start");

@@ -89,7 +89,11 @@ impl Link {
             loop {
                 match self.reader.next_reply() {
                     Ok(Some(reply)) if reply.tid() == tid => return Ok(reply),
-                    Ok(Some(other)) => debug!("MBIM {}: dropped {other:?}", self.device),
+                    Ok(Some(other)) => debug!(
+                        "MBIM {}: dropped a reply to another transaction ({:#x})",
+                        self.device,
+                        other.tid()
+                    ),
                     Ok(None) => break,
                     Err(e) => garbage = Some(e.0),
                 }
