@@ -356,6 +356,31 @@ on_each_path!(a_late_answer_is_never_taken_for_the_next_one:
     late_answer_through_the_simulators_proxy => Path3::SimulatorProxy,
     late_answer_through_the_real_mbim_proxy => Path3::RealProxy);
 
+/// Another program on the device (here mbimcli, which sends OPEN and, at its exit, CLOSE)
+/// closes the function between two signatures; the module opens it again when the modem says
+/// NotOpened. Busy answers are retried.
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn the_function_closed_by_another_program_is_opened_again_and_busy_is_retried() {
+    let rig = Rig::start("reopen", Path3::Direct, &["--busy-every", "3"], "");
+    let p11 = rig.load();
+    rig.sign_in_process(&p11, b"before").expect("signs");
+    let not_opened = rig.requests("NOT_OPENED");
+    let mbimcli = run(Command::new("mbimcli")
+        .arg("-d")
+        .arg(&rig.modem().link)
+        .arg("--ms-query-uicc-atr"));
+    assert!(mbimcli.success(), "{mbimcli}");
+    assert!(rig.requests("CLOSE") >= 1, "mbimcli closed the function");
+    rig.sign_in_process(&p11, b"after").expect("signs again");
+    assert_eq!(rig.requests("NOT_OPENED"), not_opened + 1);
+    let busy = rig.modem().stats()["modem"]["busy"].as_u64().unwrap_or(0);
+    assert!(
+        busy >= 2,
+        "the modem answered Busy ({busy} times), and it was retried"
+    );
+}
+
 // --- many processes ----------------------------------------------------------------------------
 
 fn processes_at_once_and_killed_ones(path: Path3) {

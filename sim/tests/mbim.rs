@@ -292,6 +292,37 @@ fn mbimcli_runs_the_uicc_commands_through_the_simulators_proxy_mode() {
     );
 }
 
+/// Channels outlive mbimcli: opening until the card has none left ends in NoLogicalChannels
+/// (which libmbim 1.28 prints as a number); closing by channel group frees them all.
+#[test]
+fn no_logical_channels_and_close_by_group() {
+    if !have_mbimcli() {
+        return;
+    }
+    let dir = temp_dir("exhausted");
+    let modem = start(&dir, None);
+    let link = modem.link().to_path_buf();
+    let aid = hex::encode_upper(default_profile().aid);
+    let open =
+        format!("--ms-set-uicc-open-channel=application-id={aid},selectp2arg=0,channel-group=9");
+    let max = default_profile().max_channels as u64;
+    for _ in 0..max {
+        succeeded(&mbimcli(false, &link, &[&open]));
+    }
+    assert_eq!(modem.stats().open_sessions, max);
+    let refused = mbimcli(false, &link, &[&open]);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("0x87430001"), "{}", text(&refused));
+    let close = succeeded(&mbimcli(
+        false,
+        &link,
+        &["--ms-set-uicc-close-channel=channel=0,channel-group=9"],
+    ));
+    assert_eq!(field(&close, "status").as_deref(), Some("144"), "{close}");
+    assert_eq!(modem.stats().open_sessions, 0);
+    assert_eq!(modem.card().stats().open_channel_count, 0);
+}
+
 // --- raw messages ------------------------------------------------------------------------------
 
 struct RawHost {
