@@ -13,7 +13,8 @@
 //!   middle of its signature leaves the next one working; one-shot processes leave at most one
 //!   logical channel open (stats);
 //! - bad input: a device that is not MBIM (the AT simulator's pty), a device nobody answers, a
-//!   proxy that refuses the device: a clear `CK_RV` within the timeout;
+//!   proxy that refuses the device: a clear `CK_RV` within the timeout; no free logical channel:
+//!   `CKR_DEVICE_ERROR` until one is free;
 //! - the APDUs and MBIM requests per steady-state signature (printed; 2 and 2).
 //!
 //! Needs the release build (`cargo build --release --workspace`), pkcs11-tool, openssl with
@@ -516,6 +517,46 @@ fn a_device_nobody_answers_is_no_token() {
     let dir = scratch("mute");
     let mute = SimModem::start(&dir, &["--protocol", "mbim", "--hang"]);
     no_token_within_the_timeout(&dir, &mute.link, "proxy = false");
+}
+
+/// Another program holds the card's only logical channel (channels outlive mbimcli): the
+/// modem answers NoLogicalChannels, `CKR_DEVICE_ERROR` (as over AT and PC/SC) until the other
+/// program closes its channel; then the same process signs.
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn no_free_logical_channel_is_a_device_error_until_one_is_free() {
+    let rig = Rig::start(
+        "no-channel",
+        Path3::Direct,
+        &["--logical-channels", "1"],
+        "",
+    );
+    let aid = hex::encode_upper(iotsafe_sim::default_profile().aid);
+    let mbimcli = |arg: String| {
+        let done = run(Command::new("mbimcli")
+            .arg("-d")
+            .arg(&rig.modem().link)
+            .arg(arg));
+        assert!(done.success(), "{done}");
+    };
+    mbimcli(format!(
+        "--ms-set-uicc-open-channel=application-id={aid},selectp2arg=0,channel-group=1"
+    ));
+    let p11 = rig.load();
+    let slot = p11.get_all_slots().expect("C_GetSlotList")[0];
+    let refused = p11.open_ro_session(slot).expect_err("no channel left");
+    assert_eq!(pkcs11_rv(&refused), Some(RvError::DeviceError));
+    assert!(
+        rig.requests("UICC_OPEN_CHANNEL") >= 2,
+        "the module asked for one"
+    );
+    assert_eq!(
+        rig.modem().stats()["modem"]["open_sessions"].as_u64(),
+        Some(1)
+    );
+    mbimcli("--ms-set-uicc-close-channel=channel=0,channel-group=1".to_string());
+    rig.sign_in_process(&p11, b"a channel again")
+        .expect("signs once a channel is free");
 }
 
 /// The simulator's proxy serves its own device only: asked for another one it closes the
