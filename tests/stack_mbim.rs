@@ -12,7 +12,8 @@
 //! - 4 pkcs11-tool processes signing at once all verify; a process killed with SIGKILL in the
 //!   middle of its signature leaves the next one working; one-shot processes leave at most one
 //!   logical channel open (stats);
-//! - bad input: a device that is not MBIM (the AT simulator's pty), a device nobody answers, a
+//! - bad input: a device that is not MBIM (the AT simulator's pty, a pty that prints URCs
+//!   without end), a device nobody answers, a
 //!   proxy that refuses the device: a clear `CK_RV` within the timeout; no free logical channel:
 //!   `CKR_DEVICE_ERROR` until one is free;
 //! - the APDUs and MBIM requests per steady-state signature (printed; 2 and 2).
@@ -517,6 +518,65 @@ fn a_device_nobody_answers_is_no_token() {
     let dir = scratch("mute");
     let mute = SimModem::start(&dir, &["--protocol", "mbim", "--hang"]);
     no_token_within_the_timeout(&dir, &mute.link, "proxy = false");
+}
+
+/// A device that never stops talking, in lines that are not MBIM (a modem's AT port printing
+/// URCs): no token, and no call waits past the timeout (the module stops at the deadline even
+/// though bytes keep coming).
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn a_device_that_talks_garbage_is_no_token() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let dir = scratch("garbage");
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors, which are owned by the Files below.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    // SAFETY: as above.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    // SAFETY: termios of an open tty, zero-initialised.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(
+            libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(&slave), &mut t),
+            0
+        );
+        libc::cfmakeraw(&mut t);
+        libc::tcsetattr(std::os::fd::AsRawFd::as_raw_fd(&slave), libc::TCSANOW, &t);
+    }
+    let device = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&slave)
+    ))
+    .expect("the pty's name");
+    let link = dir.join("talker");
+    std::os::unix::fs::symlink(&device, &link).expect("link");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let talking = stop.clone();
+    let talker = std::thread::spawn(move || {
+        while !talking.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = master.write_all(b"\r\nRING\r\n\r\n+CREG: 1\r\n");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    no_token_within_the_timeout(&dir, &link, "proxy = false");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = talker.join();
+    drop(slave);
 }
 
 /// Another program holds the card's only logical channel (channels outlive mbimcli): the

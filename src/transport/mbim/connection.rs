@@ -98,16 +98,15 @@ impl Link {
                     Err(e) => garbage = Some(e.0),
                 }
             }
+            // A device that never stops talking (but not to us) must not hold us past it.
+            if Instant::now() >= deadline {
+                return Err(expired(&self.device, garbage));
+            }
             let mut bytes = Vec::new();
             match self.stream.receive(&mut bytes, deadline) {
                 Ok(()) => self.reader.push(&bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(match garbage {
-                        Some(g) => {
-                            LinkError::NotMbim(format!("{} does not speak MBIM ({g})", self.device))
-                        }
-                        None => LinkError::Timeout,
-                    });
+                    return Err(expired(&self.device, garbage));
                 }
                 Err(e) => return Err(io_error(e)),
             }
@@ -208,6 +207,14 @@ impl Link {
             status::SIM_NOT_INSERTED | status::BAD_SIM | status::NOT_INITIALIZED => Ok(false),
             other => Err(status_error(&self.device, "ATR", other)),
         }
+    }
+}
+
+/// The deadline passed: a timeout, or a device that sent only what is not MBIM.
+fn expired(device: &str, garbage: Option<String>) -> LinkError {
+    match garbage {
+        Some(g) => LinkError::NotMbim(format!("{device} does not speak MBIM ({g})")),
+        None => LinkError::Timeout,
     }
 }
 
