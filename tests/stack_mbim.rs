@@ -16,7 +16,8 @@
 //!   without end), a device nobody answers, a
 //!   proxy that refuses the device: a clear `CK_RV` within the timeout; no free logical channel:
 //!   `CKR_DEVICE_ERROR` until one is free;
-//! - the APDUs and MBIM requests per steady-state signature (printed; 2 and 2).
+//! - the APDUs and MBIM requests per steady-state signature (printed; 2 and 2), and the time
+//!   per signature with 30 ms per APDU over AT+CGLA and MBIM on each path (printed).
 //!
 //! Needs the release build (`cargo build --release --workspace`), pkcs11-tool, openssl with
 //! pkcs11-provider, and for the real-proxy rows root and libmbim-utils (`mbim-proxy`); the
@@ -469,6 +470,99 @@ fn apdus_per_steady_state_signature() {
         requests as f64 / N as f64
     );
     assert_eq!((apdus, requests), (2 * N, 2 * N), "{stats}");
+}
+
+/// The cost of one signature with the latency model (30 ms per APDU on the card) over AT+CGLA
+/// and over MBIM on each path, side by side in one process (one slot each): APDUs and MBIM
+/// requests per signature are asserted, the times printed for docs/benchmarks.
+#[test]
+#[ignore = "needs the release build of the module and simulator (cargo build --release --workspace)"]
+fn signature_cost_over_at_and_mbim_with_the_latency_model() {
+    const N: u32 = 10;
+    ensure_real_proxy();
+    let dir = scratch("cost");
+    let proxy_name = format!("iotsafe-test-mbim-{}-cost", std::process::id());
+    let latency = ["--latency-apdu", "30ms"];
+    let start = |name: &str, args: &[&str]| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("directory");
+        let mut all = latency.to_vec();
+        all.extend_from_slice(args);
+        SimModem::start(&sub, &all)
+    };
+    let rows = [
+        ("AT+CGLA", start("at", &[]), "at_mode = \"cgla\""),
+        (
+            "MBIM direct",
+            start("direct", &["--protocol", "mbim"]),
+            "protocol = \"mbim\"\nproxy = false",
+        ),
+        (
+            "MBIM, simulator's proxy",
+            start(
+                "sim-proxy",
+                &["--protocol", "mbim", "--proxy-socket", &proxy_name],
+            ),
+            &*format!("protocol = \"mbim\"\nproxy_socket = \"{proxy_name}\""),
+        ),
+        (
+            "MBIM, mbim-proxy",
+            start("real-proxy", &["--protocol", "mbim"]),
+            "protocol = \"mbim\"",
+        ),
+    ];
+    let mut config = format!(
+        "lock_dir = \"{d}\"\ncache_dir = \"{d}/cache\"\n[pcsc]\nenabled = false\n",
+        d = dir.display()
+    );
+    for (_, modem, keys) in &rows {
+        config.push_str(&format!(
+            "[[modem]]\ndevice = \"{}\"\n{keys}\n",
+            modem.link.display()
+        ));
+    }
+    let config_file = dir.join("module.toml");
+    std::fs::write(&config_file, config).expect("config");
+    // SAFETY: as in Rig::load.
+    unsafe { std::env::set_var("IOTSAFE_PKCS11_CONFIG", &config_file) };
+    let p11 = load_module(&release_module());
+    let slots = p11.get_slots_with_token().expect("C_GetSlotList");
+    assert_eq!(slots.len(), rows.len(), "every modem has a token");
+    for ((name, modem, _), slot) in rows.iter().zip(slots) {
+        let session = p11.open_ro_session(slot).expect("C_OpenSession");
+        let key = session
+            .find_objects(&[
+                cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+                cryptoki::object::Attribute::Id(vec![0x01]),
+            ])
+            .expect("C_FindObjects")[0];
+        session
+            .sign(&Mechanism::EcdsaSha256, key, b"warm up")
+            .expect("signs");
+        modem.control("reset-stats");
+        let started = Instant::now();
+        for i in 0..N {
+            session
+                .sign(&Mechanism::EcdsaSha256, key, &i.to_be_bytes())
+                .expect("signs");
+        }
+        let per_signature = started.elapsed() / N;
+        let stats = modem.stats();
+        let apdus = stats["total"].as_u64().expect("total");
+        println!(
+            "{name:<24} {:>4.1} APDUs, {:>6.1} ms per signature",
+            apdus as f64 / f64::from(N),
+            per_signature.as_secs_f64() * 1000.0
+        );
+        assert_eq!(apdus, 2 * u64::from(N), "{name}: {stats}");
+        if name.starts_with("MBIM") {
+            assert_eq!(
+                stats["modem"]["requests"]["UICC_APDU"].as_u64(),
+                Some(2 * u64::from(N)),
+                "{name}: one MBIM request per APDU: {stats}"
+            );
+        }
+    }
 }
 
 // --- bad input ---------------------------------------------------------------------------------
