@@ -8,7 +8,7 @@
 //! - the SIM removed and re-inserted: `CKR_DEVICE_REMOVED`, `CKR_TOKEN_NOT_PRESENT`, then
 //!   signatures again in the same process; a hung modem: `CKR_DEVICE_ERROR` within the
 //!   configured timeout, then signatures again; a late answer (a slow modem) never taken
-//!   for the next request;
+//!   for the next request; the SIM reset underneath (channels gone): a new channel, same session;
 //! - 4 pkcs11-tool processes signing at once all verify; a process killed with SIGKILL in the
 //!   middle of its signature leaves the next one working; one-shot processes leave at most one
 //!   logical channel open (stats);
@@ -27,6 +27,7 @@
 mod helpers;
 
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -382,6 +383,111 @@ fn the_function_closed_by_another_program_is_opened_again_and_busy_is_retried() 
         busy >= 2,
         "the modem answered Busy ({busy} times), and it was retried"
     );
+}
+
+/// The SIM is reset underneath the module (ModemManager resetting it, a power cycle): the modem
+/// forgets the channels and answers InvalidLogicalChannel; the module opens a new channel and
+/// the operation still signs, in the same session.
+fn a_channel_closed_underneath_is_reopened(path: Path3) {
+    let rig = Rig::start("underneath", path, &[], "");
+    let p11 = rig.load();
+    let (session, key) = session_with_client_key(&p11);
+    let verify = |data: &[u8], sig: &[u8]| {
+        certificate_key(&rig.consumers.file("client.pem"))
+            .verify(data, &Signature::from_slice(sig).expect("r‖s"))
+            .expect("verifies");
+    };
+    let sig = session
+        .sign(&Mechanism::EcdsaSha256, key, b"before")
+        .expect("signs");
+    verify(b"before", &sig);
+    let opened = rig.requests("UICC_OPEN_CHANNEL");
+    rig.modem().control("power-off");
+    let sig = session
+        .sign(&Mechanism::EcdsaSha256, key, b"after the reset")
+        .expect("signs on a new channel");
+    verify(b"after the reset", &sig);
+    assert_eq!(rig.requests("UICC_OPEN_CHANNEL"), opened + 1);
+    assert_eq!(
+        rig.modem().stats()["modem"]["open_sessions"].as_u64(),
+        Some(1)
+    );
+}
+
+on_each_path!(a_channel_closed_underneath_is_reopened:
+    reset_underneath_directly => Path3::Direct,
+    reset_underneath_through_the_simulators_proxy => Path3::SimulatorProxy,
+    reset_underneath_through_the_real_mbim_proxy => Path3::RealProxy);
+
+/// The function closed behind a proxy (a CLOSE written to the device by another program, or
+/// a modem that reset its function). The simulator's proxy opens it again for the next
+/// command. Debian's mbim-proxy (libmbim 1.28) marks the device closed ("reports as being
+/// closed", its channel destroyed), answers every client's OPEN itself and everything else
+/// NotOpened ("sending request to device failed: wrong state"), even to clients that configure
+/// the device anew, for as long as it tracks the device: the module can only report it
+/// (`CKR_DEVICE_ERROR`, a log line) and never hangs. That proxy stays stuck on the device's
+/// path, so the real-proxy row runs its own mbim-proxy in a network namespace of its own.
+fn the_function_closed_behind_the_proxy(path: Path3) {
+    let _private_proxy = (path == Path3::RealProxy).then(private_real_proxy);
+    let rig = Rig::start("behind-proxy", path, &[], "timeout_ms = 2000");
+    let p11 = rig.load();
+    rig.sign_in_process(&p11, b"before").expect("signs");
+    let closes = rig.requests("CLOSE");
+    write_close_to_the_device(&rig.modem().link);
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    while rig.requests("CLOSE") == closes {
+        assert!(Instant::now() < deadline, "the modem never saw the CLOSE");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = rig.sign_in_process(&p11, b"after");
+    match path {
+        Path3::RealProxy => assert_eq!(after, Err(RvError::DeviceError)),
+        _ => after.expect("signs once the function is open again"),
+    }
+}
+
+on_each_path!(the_function_closed_behind_the_proxy:
+    closed_behind_the_module_directly => Path3::Direct,
+    closed_behind_the_simulators_proxy => Path3::SimulatorProxy,
+    closed_behind_the_real_mbim_proxy => Path3::RealProxy);
+
+/// Writes an MBIM CLOSE to the control device (the answer goes to whoever reads next and is
+/// dropped there: nobody waits for its TransactionId).
+fn write_close_to_the_device(link: &Path) {
+    use std::io::Write;
+    let mut close = Vec::new();
+    for word in [2u32, 12, 0x7FFF_0001] {
+        close.extend_from_slice(&word.to_le_bytes());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(link)
+        .and_then(|mut f| f.write_all(&close))
+        .expect("write CLOSE to the device");
+}
+
+/// A network namespace of this test process's own (abstract socket names are per namespace)
+/// with a fresh `mbim-proxy --no-exit` on `@mbim-proxy` in it, stopped when dropped. The
+/// simulator and the module, started from this thread afterwards, use it.
+fn private_real_proxy() -> Proc {
+    // SAFETY: unshare with a flag only; it moves this thread (and what it starts) into a new
+    // network namespace.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        r,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    assert!(!abstract_socket_bound("mbim-proxy"));
+    let proxy = Proc::spawn(Command::new(REAL_PROXY).arg("--no-exit"), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !abstract_socket_bound("mbim-proxy") {
+        assert!(Instant::now() < deadline, "mbim-proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy
 }
 
 // --- many processes ----------------------------------------------------------------------------

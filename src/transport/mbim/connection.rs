@@ -57,6 +57,7 @@ struct Link {
     /// The next TransactionId; the process id in the high half keeps processes sharing the
     /// device (and the proxy's clients) from taking each other's answers.
     next_tid: u32,
+    via_proxy: bool,
 }
 
 impl Link {
@@ -171,6 +172,27 @@ impl Link {
                     info,
                     ..
                 } if s == *service && c == cid => return Ok((status, info)),
+                Reply::FunctionError {
+                    code: ERROR_NOT_OPENED,
+                    ..
+                } => {
+                    // Seen through mbim-proxy 1.28 once a program closed the device behind it:
+                    // the proxy answers OPEN itself and NotOpened to everything else until the
+                    // device goes away.
+                    warn!(
+                        "MBIM {}: the function stays closed after OPEN{}",
+                        self.device,
+                        if self.via_proxy {
+                            " (the proxy does not reopen the device)"
+                        } else {
+                            ""
+                        }
+                    );
+                    return Err(TransportError::Other(format!(
+                        "MBIM {}: the function is not open",
+                        self.device
+                    )));
+                }
                 other => {
                     warn!("MBIM {}: unexpected answer {other:?}", self.device);
                     return Err(TransportError::Other(format!(
@@ -285,6 +307,7 @@ impl MbimConnection {
             timeout: settings.timeout,
             reader: ReplyReader::default(),
             next_tid: (std::process::id() << 16) | 1,
+            via_proxy,
         };
         if via_proxy {
             proxy_handshake(&mut link, settings)?;
