@@ -371,3 +371,122 @@ fn device_caps() -> Vec<u8> {
         .string("iotsafe-sim")
         .finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::modem::{ModemOptions, ModemStats, Shared};
+    use crate::{CardOptions, SharedCard, default_profile};
+
+    fn function(options: CardOptions) -> Function<SharedCard> {
+        let card = SharedCard::from_profile(default_profile(), options);
+        let control = ModemControl {
+            shared: Arc::new(Shared {
+                card,
+                options: Mutex::new(ModemOptions::default()),
+                stats: Mutex::new(ModemStats::default()),
+                stop: AtomicBool::new(false),
+            }),
+        };
+        let mut f = Function::new(control);
+        f.opened = true;
+        f
+    }
+
+    fn open(f: &mut Function<SharedCard>, group: u32) -> u32 {
+        let aid = default_profile().aid;
+        let mut request = Vec::new();
+        for v in [aid.len() as u32, 16, 0, group] {
+            request.extend_from_slice(&v.to_le_bytes());
+        }
+        request.extend_from_slice(&aid);
+        while request.len() % 4 != 0 {
+            request.push(0);
+        }
+        let (st, answer) = f.open_channel(&request);
+        assert_eq!(st, status::SUCCESS);
+        assert_eq!(&answer[..2], &[0x90, 0x00]);
+        message::u32_at(&answer, 4).unwrap()
+    }
+
+    fn apdu(
+        f: &mut Function<SharedCard>,
+        channel: u32,
+        class_type: u32,
+        command: &[u8],
+    ) -> (u32, Vec<u8>) {
+        let mut request = Vec::new();
+        for v in [channel, 0, class_type, command.len() as u32, 20] {
+            request.extend_from_slice(&v.to_le_bytes());
+        }
+        request.extend_from_slice(command);
+        while request.len() % 4 != 0 {
+            request.push(0);
+        }
+        f.apdu(&request)
+    }
+
+    /// Channels 4 and up need the further-interindustry CLA (`4X`/`CX`): the modem builds it
+    /// from the channel and the class-byte type, whatever CLA the host sent.
+    #[test]
+    fn cla_is_rebuilt_for_channels_above_three() {
+        let mut f = function(CardOptions::default());
+        let channels: Vec<u32> = (0..5).map(|_| open(&mut f, 1)).collect();
+        assert_eq!(channels, vec![1, 2, 3, 4, 5]);
+        for ch in channels {
+            let (st, answer) = apdu(&mut f, ch, 1, &[0x00, 0xCB, 0x00, 0x00, 0x00]);
+            assert_eq!(st, status::SUCCESS);
+            assert_eq!(&answer[..2], &[0x90, 0x00], "channel {ch}");
+        }
+        // Closing by group frees all five.
+        let mut close = Vec::new();
+        close.extend_from_slice(&0u32.to_le_bytes());
+        close.extend_from_slice(&1u32.to_le_bytes());
+        assert_eq!(f.close_channel(&close).0, status::SUCCESS);
+        assert_eq!(f.control.stats().open_sessions, 0);
+    }
+
+    /// A T=0 card answers `61xx`; the modem fetches the rest, so the host gets the whole
+    /// answer with `90 00`.
+    #[test]
+    fn the_modem_chains_61xx() {
+        let mut t0 = function(CardOptions {
+            t0_style: true,
+            ..CardOptions::default()
+        });
+        let mut plain = function(CardOptions::default());
+        let (a, b) = (open(&mut t0, 1), open(&mut plain, 1));
+        let get_data = [0x80, 0xCB, 0x00, 0x00, 0x00];
+        let (st, chained) = apdu(&mut t0, a, 1, &get_data);
+        let (_, direct) = apdu(&mut plain, b, 1, &get_data);
+        assert_eq!(st, status::SUCCESS);
+        assert_eq!(&chained[..2], &[0x90, 0x00]);
+        assert_eq!(chained, direct);
+        assert!(
+            t0.control
+                .card()
+                .stats()
+                .by_ins
+                .get(&0xC0)
+                .is_some_and(|n| *n >= 1)
+        );
+    }
+
+    #[test]
+    fn unknown_channel_and_absent_sim() {
+        let mut f = function(CardOptions::default());
+        let (st, _) = apdu(&mut f, 7, 0, &[0x00, 0xCB, 0x00, 0x00, 0x00]);
+        assert_eq!(st, status::INVALID_LOGICAL_CHANNEL);
+        let ch = open(&mut f, 1);
+        f.control.card().remove();
+        let (st, info) = apdu(&mut f, ch, 0, &[0x00, 0xCB, 0x00, 0x00, 0x00]);
+        assert_eq!((st, info.len()), (status::SIM_NOT_INSERTED, 0));
+        f.control.card().insert();
+        // The power cycle closed the channel: the modem forgot it.
+        let (st, _) = apdu(&mut f, ch, 0, &[0x00, 0xCB, 0x00, 0x00, 0x00]);
+        assert_eq!(st, status::INVALID_LOGICAL_CHANNEL);
+    }
+}
