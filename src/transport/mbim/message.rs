@@ -307,4 +307,47 @@ mod tests {
             }))
         );
     }
+
+    /// Every byte of a valid exchange changed to a few values, and every truncation: the
+    /// reader never panics, never loops, and whatever it returns the UICC parsers take safely.
+    #[test]
+    fn mutated_replies_never_panic() {
+        let mut body = UICC_SERVICE.to_vec();
+        body.extend_from_slice(&4u32.to_le_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let info = hex::decode("900000000300000008000000bf2e0300").unwrap();
+        body.extend_from_slice(&(info.len() as u32).to_le_bytes());
+        body.extend_from_slice(&info);
+        let mut stream = done_fragment(3, 2, 0, &body[..20]);
+        stream.extend(done_fragment(3, 2, 1, &body[20..]));
+        stream.extend(hex::decode("04000080100000000700000005000000").unwrap());
+        let check = |bytes: &[u8]| {
+            let mut reader = ReplyReader::default();
+            reader.push(bytes);
+            for _ in 0..bytes.len() + 2 {
+                match reader.next_reply() {
+                    Ok(Some(Reply::CommandDone { info, .. })) => {
+                        let _ = crate::transport::mbim::uicc::parse_apdu(&info);
+                        let _ = crate::transport::mbim::uicc::parse_open_channel(&info);
+                        let _ = crate::transport::mbim::uicc::parse_atr(&info);
+                        let _ = crate::transport::mbim::uicc::parse_hardware_info(&info);
+                    }
+                    Ok(Some(_)) | Err(_) => {}
+                    Ok(None) => return,
+                }
+            }
+            panic!(
+                "the reader kept returning replies from {} bytes",
+                bytes.len()
+            );
+        };
+        for at in 0..stream.len() {
+            for value in [0x00, 0x01, 0x7F, 0x80, 0xFF] {
+                let mut mutated = stream.clone();
+                mutated[at] = value;
+                check(&mutated);
+            }
+            check(&stream[..at]);
+        }
+    }
 }
