@@ -380,7 +380,10 @@ fn proxy_handshake(link: &mut Link, settings: &ControlSettings) -> Result<(), Tr
         Ok(Reply::CommandDone { status, .. }) => Err(refused(format!("status {status:#x}"))),
         Ok(other) => Err(refused(format!("answered {other:?}"))),
         Err(LinkError::Closed) => Err(refused("it closed the connection".into())),
-        Err(LinkError::Timeout) => Err(refused("no answer".into())),
+        Err(LinkError::Timeout) => Err(refused(format!(
+            "no answer within {:?} (the proxy could not open it: not MBIM, or not answering)",
+            link.timeout
+        ))),
         Err(e) => Err(refused(format!("{e:?}"))),
     }
 }
