@@ -212,6 +212,11 @@ fn abstract_socket_bound(name: &str) -> bool {
 /// Starts `/usr/libexec/mbim-proxy --no-exit` unless one already listens (it serves every
 /// device and test; it is left running, as ModemManager's would be).
 fn ensure_real_proxy() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("Debian's mbim-proxy serves root only: skipped");
+        return false;
+    }
     if abstract_socket_bound("mbim-proxy") {
         return true;
     }
