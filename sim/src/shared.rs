@@ -20,6 +20,10 @@ pub trait CardSlot: Clone + Send + Sync + 'static {
     fn presence_epoch(&self) -> u64;
     /// Changes with every power cycle (reset, removal, insertion).
     fn power_epoch(&self) -> u64;
+    /// The answer-to-reset (modems that report it: MBIM's UICC ATR query).
+    fn atr(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// A [`Card`] shareable between threads, with fault injection (`Arc<Mutex<FaultyCard>>`).
@@ -238,5 +242,8 @@ impl CardSlot for SharedCard {
     }
     fn power_epoch(&self) -> u64 {
         self.lock().power_epoch()
+    }
+    fn atr(&self) -> Vec<u8> {
+        SharedCard::atr(self)
     }
 }

@@ -2,7 +2,6 @@
 //! to them; a connection runs one exclusive transaction at a time and transmits raw APDUs.
 
 pub mod at;
-#[allow(dead_code)] // Used by the MBIM and QMI transports as they land.
 mod control_device;
 pub mod mbim;
 #[cfg(feature = "pcsc")]

@@ -865,7 +865,7 @@ impl ModemConsumers {
         ModemConsumers::with_modem_keys(modem, "")
     }
 
-    /// The same with `modem_keys` in the module's `[[modem]]` (e.g. `protocol = "qmi"`).
+    /// The same with `modem_keys` in the modem's `[[modem]]` table (e.g. `protocol = "mbim"`).
     pub fn with_modem_keys(modem: SimModem, modem_keys: &str) -> ModemConsumers {
         let module_conf = modem.module_config(
             &format!(

@@ -7,7 +7,6 @@ use std::os::unix::net::{SocketAddr, UnixListener};
 
 /// Binds the abstract name `name` (without the leading NUL). `AddrInUse` when a proxy (the real
 /// one, or another simulator) already listens there.
-#[allow(dead_code)] // Used by the MBIM and QMI modems as they land.
 pub(crate) fn listen(name: &str) -> io::Result<UnixListener> {
     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
     UnixListener::bind_addr(&addr)

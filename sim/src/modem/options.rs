@@ -286,6 +286,8 @@ pub struct ModemStats {
     /// QMI: client ids allocated now (every service), and the most at once.
     pub client_ids: u64,
     pub max_client_ids: u64,
+    /// MBIM/QMI: requests by message name (`OPEN`, `UICC_APDU`, …); empty for AT.
+    pub requests: BTreeMap<String, u64>,
 }
 
 impl ModemStats {
@@ -322,6 +324,7 @@ impl ModemStats {
                 .collect::<serde_json::Map<String, Value>>(),
             "client_ids": self.client_ids,
             "max_client_ids": self.max_client_ids,
+            "requests": self.requests,
         })
     }
 }

@@ -1,29 +1,14 @@
-//! A modem's SIM reached with MBIM on its control device, directly or through the proxy.
-//! (Being written; until then opening one fails.)
+//! A modem's SIM reached with MBIM (MS UICC low-level access) on its control device, directly
+//! or through ModemManager's `mbim-proxy`.
+//!
+//! | file | what |
+//! |---|---|
+//! | `message.rs` | framing: requests, fragments, replies matched by TransactionId |
+//! | `uicc.rs` | the UICC CIDs' information buffers, the proxy's configuration |
+//! | `connection.rs` | [`MbimConnection`]: opening, turns, channels, APDUs, error mapping |
 
-use super::sources::ControlSettings;
-use super::{CardConnection, ChannelRoute, TransportError, Turn};
+mod connection;
+mod message;
+mod uicc;
 
-/// One modem's SIM over MBIM.
-pub struct MbimConnection {
-    _private: (),
-}
-
-impl MbimConnection {
-    pub fn open(settings: &ControlSettings) -> Result<Self, TransportError> {
-        Err(TransportError::Other(format!(
-            "{}: MBIM is not supported yet",
-            settings.device
-        )))
-    }
-}
-
-impl CardConnection for MbimConnection {
-    fn transaction(&mut self, _route: ChannelRoute) -> Result<Box<dyn Turn + '_>, TransportError> {
-        Err(TransportError::ReaderUnavailable)
-    }
-    fn is_present(&mut self) -> bool {
-        false
-    }
-    fn disconnect(self: Box<Self>) {}
-}
+pub use connection::MbimConnection;
