@@ -624,7 +624,7 @@ fn a_sim_with_no_free_channel_is_a_device_error_until_one_is_free() {
     sign_and_check(&rig, b"a channel again").unwrap();
 }
 
-/// The modems of the field whose AT quirks public bug reports describe (docs/modems-at.md), as
+/// The modems of the field whose AT quirks public bug reports describe (docs/modems.md, AT quirks), as
 /// the simulator models them, and what the module is configured with for each: nothing but the
 /// command-line limit of the test modem, except where detection is impossible.
 fn quirk_profiles() -> Vec<(&'static str, ModemOptions, &'static str)> {

@@ -1,4 +1,4 @@
-//! The AT quirks of real modules (issue #14, docs/modems-at.md) with the real tools: on a
+//! The AT quirks of real modules (issue #14, docs/modems.md, AT quirks) with the real tools: on a
 //! simulated modem of each quirk profile (a pseudo-terminal, no pcscd), two one-shot
 //! `pkcs11-tool` processes sign and OpenSSL verifies each signature with the card's certificate;
 //! where the modem manages channels, both processes use the one `AT+CCHO` session the endpoint's

@@ -1,4 +1,4 @@
-//! QMUX framing (see `docs/modems-qmi.md`): marker 0x01, u16 length of everything after the
+//! QMUX framing (see `docs/modems.md`, QMI): marker 0x01, u16 length of everything after the
 //! marker, control flags, service, client id, then the SDU header (CTL: flags, u8 transaction
 //! id; other services: flags, u16 transaction id), message id, TLV length and the TLVs.
 //! Little-endian throughout.

@@ -1,5 +1,5 @@
 //! A modem's SIM reached with QMI (the UIM service) on its control device, directly or through
-//! ModemManager's `qmi-proxy` (see `docs/modems-qmi.md`).
+//! ModemManager's `qmi-proxy` (see `docs/modems.md`, QMI).
 //!
 //! | file | what |
 //! |---|---|
