@@ -38,12 +38,19 @@ USAGE:
       remote-add-file, remote-end, help). Faults that leave a command without an answer
       (mute, truncate=0) are refused here: they would wedge pcscd's vpcd driver.
       Without --profile the built-in default profile is used.
-  iotsafe-sim modem --link PATH [--profile FILE] [--at csim|cgla|both] [--control PATH]
+  iotsafe-sim modem --link PATH [--protocol at|mbim|qmi] [--proxy-socket NAME]
+                    [--profile FILE] [--at csim|cgla|both] [--control PATH]
                     [CARD OPTIONS] [QUIRKS]
       Act as a cellular modem: create a pseudo-terminal, make PATH a symlink to its host
-      side and answer AT commands there (AT, ATE0/1, ATI, AT+CMEE, AT+CSIM, AT+CCHO,
-      AT+CGLA, AT+CCHC) until SIGTERM/SIGINT (then the symlink is removed). --at selects
-      the SIM-access commands offered (default both). The control socket also takes
+      side and answer there until SIGTERM/SIGINT (then the symlink is removed).
+      --protocol at (default): AT commands (AT, ATE0/1, ATI, AT+CGMI, AT+CMEE, AT+CSIM,
+      AT+CCHO, AT+CGLA, AT+CCHC); --at selects the SIM-access commands offered (default
+      both). --protocol mbim: MBIM on the pty as on /dev/cdc-wdm0 (OPEN/CLOSE, MS UICC
+      low-level access ATR/OPEN_CHANNEL/APDU/CLOSE_CHANNEL, DEVICE_CAPS, SUBSCRIBER_READY_
+      STATUS). --protocol qmi: QMUX (CTL client ids; UIM card status, Open Logical Channel,
+      Send APDU, Logical Channel). --proxy-socket NAME (mbim, qmi): also serve as
+      ModemManager's mbim-proxy / qmi-proxy on the abstract socket @NAME. hang, unhang,
+      delay and the card's faults apply to every protocol; the control socket also takes
       quirk, hang and unhang.
   iotsafe-sim apdu [--profile FILE] [CARD OPTIONS] HEX...
       Run APDUs in-process (one card, in order) and print each response.
