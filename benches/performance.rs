@@ -441,7 +441,7 @@ fn modem_rate(
     }
     .expect("spawn the simulated modem");
     initialize_with_config(&format!(
-        "[pcsc]\nenabled = false\ncache = false\n[[modem]]\nprotocol = \"{}\"\ndevice = \"{}\"\n{}",
+        "cache = false\n[pcsc]\nenabled = false\n[[modem]]\nprotocol = \"{}\"\ndevice = \"{}\"\n{}",
         protocol.name(),
         link.display(),
         match protocol {

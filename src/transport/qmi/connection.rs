@@ -51,6 +51,10 @@ struct UimClient {
     /// Holds the UIM client id every process of this module on the device uses.
     client_id_file: PathBuf,
     sim_slot: u8,
+    /// Channels this connection opened or got an answer on: one of them vanishing means the SIM
+    /// was reset underneath, another (a recorded channel of an earlier modem session) is only
+    /// a stale note.
+    used_channels: Vec<u8>,
     timeout: Duration,
     /// Why the link is unusable (the device closed, or it does not speak QMI).
     broken: Option<String>,
@@ -90,6 +94,7 @@ impl QmiConnection {
             device: device.clone(),
             client_id_file: lock.side_path("qmi-uim-cid"),
             sim_slot: settings.sim_slot,
+            used_channels: Vec::new(),
             timeout: settings.timeout,
             broken: None,
         };
@@ -309,10 +314,16 @@ impl UimClient {
             tlvs.push((0x10, c));
         }
         match self.request(UIM_SEND_APDU, &tlvs) {
-            Ok(r) => r
-                .tlv(0x10)
-                .and_then(apdu_response)
-                .ok_or_else(|| self.fault("Send APDU", Fault::Malformed)),
+            Ok(r) => {
+                if let Some(c) = channel
+                    && !self.used_channels.contains(&c)
+                {
+                    self.used_channels.push(c);
+                }
+                r.tlv(0x10)
+                    .and_then(apdu_response)
+                    .ok_or_else(|| self.fault("Send APDU", Fault::Malformed))
+            }
             Err(Fault::Qmi { code, .. })
                 if channel.is_some()
                     && matches!(
@@ -322,13 +333,23 @@ impl UimClient {
             {
                 // What the card itself says on a closed channel, so that the layer above
                 // opens a new one (an operation's retry, a recorded channel's check).
-                warn!(
-                    "QMI modem {}: logical channel {} is gone (Send APDU: QMI {} ({code})); \
-                     the SIM was reset underneath; answering 6881",
-                    self.device,
-                    channel.unwrap_or(0),
-                    error_name(code)
-                );
+                let ch = channel.unwrap_or(0);
+                if self.used_channels.contains(&ch) {
+                    warn!(
+                        "QMI modem {}: logical channel {ch} is gone (Send APDU: QMI {} ({code})); \
+                         the SIM was reset underneath; answering 6881",
+                        self.device,
+                        error_name(code)
+                    );
+                    self.used_channels.retain(|&c| c != ch);
+                } else {
+                    debug!(
+                        "QMI modem {}: the recorded logical channel {ch} is not open (QMI {} \
+                         ({code})); answering 6881",
+                        self.device,
+                        error_name(code)
+                    );
+                }
                 Ok(CHANNEL_NOT_OPEN.to_vec())
             }
             Err(f) => Err(self.fault("Send APDU", f)),
@@ -437,6 +458,9 @@ impl Turn for QmiTurn<'_> {
                         "QMI modem {device}: channel {ch} open on {}",
                         hex::encode_upper(aid)
                     );
+                    if !self.uim.used_channels.contains(&ch) {
+                        self.uim.used_channels.push(ch);
+                    }
                     Ok(SessionOpen::Opened(SessionId::number(u32::from(ch))))
                 }
                 _ => Err(self.uim.fault("Open Logical Channel", Fault::Malformed)),
