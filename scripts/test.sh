@@ -51,6 +51,15 @@ bash scripts/valgrind.sh
 step "fuzzing: every cargo-fuzz target, ${IOTSAFE_FUZZ_SECONDS:-15} s each (scripts/fuzz.sh)"
 bash scripts/fuzz.sh "${IOTSAFE_FUZZ_SECONDS:-15}"
 
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+step "the oldest compiler Cargo.toml declares (rust-version = $msrv): cargo +$msrv check, with and without default features"
+if rustup toolchain install "$msrv" --profile minimal > /dev/null 2>&1; then
+  cargo "+$msrv" check --locked --workspace --all-targets --target-dir target/msrv
+  cargo "+$msrv" check --locked --workspace --all-targets --no-default-features --target-dir target/msrv
+else
+  echo "skipped: rustup could not install Rust $msrv here (no network to static.rust-lang.org)"
+fi
+
 step "modem-only build (cargo build --release --no-default-features: no libpcsclite), its tests, and its .so over simulated AT, MBIM and QMI modems"
 cargo build --release --no-default-features --target-dir target/no-pcsc -p iotsafe-pkcs11 --lib
 no_pcsc_module=target/no-pcsc/release/libiotsafe_pkcs11.so
