@@ -103,4 +103,20 @@ fn seeds_crashes_and_mutations_of_every_fuzz_target() {
     // `cargo run --example write_fuzz_seeds`).
     let seed = std::fs::read(root().join("fuzz/seeds/card_read/default-card")).unwrap();
     assert!(bodies::card_read_objects(&seed) >= 5);
+    // The modem seeds read as whole exchanges (else they exercise only the garbage paths).
+    let mbim = std::fs::read(root().join("fuzz/seeds/mbim_reply/exchange")).unwrap();
+    assert_eq!(
+        iotsafe_pkcs11::transport::mbim::read_replies_for_fuzzing(&mbim),
+        5
+    );
+    let fragments = std::fs::read(root().join("fuzz/seeds/mbim_reply/fragments")).unwrap();
+    assert_eq!(
+        iotsafe_pkcs11::transport::mbim::read_replies_for_fuzzing(&fragments),
+        1
+    );
+    let qmi = std::fs::read(root().join("fuzz/seeds/qmi_frame/exchange")).unwrap();
+    assert_eq!(
+        iotsafe_pkcs11::transport::qmi::read_frames_for_fuzzing(&qmi),
+        5
+    );
 }

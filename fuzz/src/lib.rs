@@ -28,6 +28,8 @@ pub const TARGETS: &[&str] = &[
     "public_key",
     "signature",
     "at_answer",
+    "mbim_reply",
+    "qmi_frame",
     "apdu_codec",
     "card_read",
     "attribute_template",
@@ -42,6 +44,8 @@ pub fn run(name: &str, data: &[u8]) {
         "public_key" => public_key(data),
         "signature" => signature(data),
         "at_answer" => at_answer(data),
+        "mbim_reply" => mbim_reply(data),
+        "qmi_frame" => qmi_frame(data),
         "apdu_codec" => apdu_codec(data),
         "card_read" => card_read(data),
         "attribute_template" => attribute_template(data),
@@ -122,6 +126,28 @@ pub fn at_answer(data: &[u8]) {
     if let Some(apdu) = iotsafe_pkcs11::transport::at::parse_apdu_answer_for_fuzzing(&line) {
         assert!(apdu.len() >= 2, "an answer holds at least a status word");
     }
+}
+
+/// The MBIM control device's byte stream (fragments, garbage, every UICC answer).
+pub fn mbim_reply(data: &[u8]) {
+    let replies = iotsafe_pkcs11::transport::mbim::read_replies_for_fuzzing(data);
+    // A reply is at least a 12-byte header (and each byte belongs to at most one).
+    assert!(
+        replies * 12 <= data.len(),
+        "{replies} replies from {} bytes",
+        data.len()
+    );
+}
+
+/// The QMI control device's byte stream (QMUX frames, TLVs, results, APDU answers).
+pub fn qmi_frame(data: &[u8]) {
+    let frames = iotsafe_pkcs11::transport::qmi::read_frames_for_fuzzing(data);
+    // A frame is at least 6 bytes.
+    assert!(
+        frames * 6 <= data.len(),
+        "{frames} frames from {} bytes",
+        data.len()
+    );
 }
 
 /// A card whose answers come from the fuzz input: a length byte (`FF` = two length bytes

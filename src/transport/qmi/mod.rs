@@ -14,3 +14,23 @@ mod message;
 mod uim;
 
 pub use connection::QmiConnection;
+
+/// Fuzzing entry point: `bytes` as the device's stream, cut into QMUX frames as the module
+/// reads them (a frame that is not QMUX ends the stream), and every frame's TLVs read as the
+/// module reads a response: the result, and the APDU answer. Returns the frames cut.
+pub fn read_frames_for_fuzzing(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    let mut frames = 0;
+    while let message::Cut::Frame(len, response) = message::cut(rest) {
+        frames += 1;
+        if let Some(response) = response {
+            let _ = response.is_response();
+            let _ = response.result();
+            if let Some(tlv) = response.tlv(0x10) {
+                let _ = uim::apdu_response(tlv);
+            }
+        }
+        rest = &rest[len..];
+    }
+    frames
+}
