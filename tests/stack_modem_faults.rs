@@ -12,50 +12,15 @@ mod helpers;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::error::RvError;
 use cryptoki::session::Session;
 use helpers::TempDir;
+// Signs with the key pair 01 and verifies against the card's public key.
+use helpers::cryptoki_calls::sign_and_verify_with_key_01 as sign;
 use helpers::stack::{SimModem, release_module};
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
 
 /// The module's deadline for one modem request in these rows.
 const TIMEOUT_MS: u64 = 1500;
-
-fn rv(e: CkError) -> RvError {
-    match e {
-        CkError::Pkcs11(rv, _) => rv,
-        other => panic!("not a PKCS#11 error: {other:?}"),
-    }
-}
-
-/// Signs and verifies against the card's public key.
-fn sign(session: &Session, message: &[u8]) -> Result<(), RvError> {
-    let find = |class| {
-        session
-            .find_objects(&[Attribute::Class(class), Attribute::Id(vec![1])])
-            .map_err(rv)
-            .map(|v| v[0])
-    };
-    let key = find(ObjectClass::PRIVATE_KEY)?;
-    let public = find(ObjectClass::PUBLIC_KEY)?;
-    let point = match &session
-        .get_attributes(public, &[AttributeType::EcPoint])
-        .map_err(rv)?[0]
-    {
-        Attribute::EcPoint(p) => p[2..].to_vec(),
-        other => panic!("unexpected {other:?}"),
-    };
-    let sig = session
-        .sign(&Mechanism::EcdsaSha256, key, message)
-        .map_err(rv)?;
-    let vk = VerifyingKey::from_sec1_bytes(&point).expect("P-256 point");
-    vk.verify(message, &Signature::from_slice(&sig).expect("64 bytes"))
-        .expect("signature verifies against the card's public key");
-    Ok(())
-}
 
 /// A session on the modem's token, once it shows one (the card may just have been put back).
 fn session_within(p11: &Pkcs11, limit: Duration) -> Result<Session, String> {

@@ -8,10 +8,12 @@
 //!
 //! - [`templates`]: attribute templates built from owned values, and the object calls that take
 //!   them (in-process).
+//! - [`cryptoki_calls`]: calls through the `cryptoki` crate that several stack tests make.
 //!
 //! What both kinds use is here.
 #![allow(dead_code)]
 
+pub mod cryptoki_calls;
 pub mod inprocess;
 pub mod sim_reader;
 pub mod stack;

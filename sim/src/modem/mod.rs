@@ -204,40 +204,62 @@ pub fn spawn<C: CardSlot>(
     link: &Path,
     options: ModemOptions,
 ) -> io::Result<ModemHandle<C>> {
+    let (master, slave, device) = linked_pty(link)?;
+    let control = new_control(card, options);
+    let server = Server::new(control.clone(), master, slave);
+    let thread = std::thread::Builder::new()
+        .name("modem".into())
+        .spawn(move || server.run());
+    into_handle(control, link, device, thread)
+}
+
+/// A new pty (master, slave kept open by the modem, host-side path) with `link` pointing at its
+/// host side: a stale symlink there is replaced, any other existing file is an error.
+pub(super) fn linked_pty(link: &Path) -> io::Result<(std::fs::File, std::fs::File, PathBuf)> {
     if let Ok(meta) = std::fs::symlink_metadata(link) {
-        if meta.file_type().is_symlink() {
-            std::fs::remove_file(link)?;
-        } else {
+        if !meta.file_type().is_symlink() {
             return Err(io::Error::new(
                 ErrorKind::AlreadyExists,
                 format!("{} exists and is not a symlink", link.display()),
             ));
         }
+        std::fs::remove_file(link)?;
     }
     let (master, slave, device) = pty::open_pty()?;
     std::os::unix::fs::symlink(&device, link)?;
-    let shared = Arc::new(Shared {
-        card,
-        options: Mutex::new(options),
-        stats: Mutex::new(ModemStats::default()),
-        stop: AtomicBool::new(false),
-    });
-    let control = ModemControl { shared };
-    let server = Server::new(control.clone(), master, slave);
-    let thread = std::thread::Builder::new()
-        .name("modem".into())
-        .spawn(move || server.run());
-    let thread = match thread {
-        Ok(t) => t,
+    Ok((master, slave, device))
+}
+
+/// The settings and counters of a new modem for `card`.
+pub(super) fn new_control<C: CardSlot>(card: C, options: ModemOptions) -> ModemControl<C> {
+    ModemControl {
+        shared: Arc::new(Shared {
+            card,
+            options: Mutex::new(options),
+            stats: Mutex::new(ModemStats::default()),
+            stop: AtomicBool::new(false),
+        }),
+    }
+}
+
+/// The handle of a modem whose serving `thread` was started; when it could not be, the link
+/// made by [`linked_pty`] goes again.
+pub(super) fn into_handle<C: CardSlot>(
+    control: ModemControl<C>,
+    link: &Path,
+    device: PathBuf,
+    thread: io::Result<JoinHandle<()>>,
+) -> io::Result<ModemHandle<C>> {
+    match thread {
+        Ok(thread) => Ok(ModemHandle {
+            control,
+            thread: Some(thread),
+            link: link.to_path_buf(),
+            device,
+        }),
         Err(e) => {
             let _ = std::fs::remove_file(link);
-            return Err(e);
+            Err(e)
         }
-    };
-    Ok(ModemHandle {
-        control,
-        thread: Some(thread),
-        link: link.to_path_buf(),
-        device,
-    })
+    }
 }

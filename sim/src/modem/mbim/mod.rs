@@ -15,11 +15,11 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{ModemControl, ModemHandle, ModemOptions, ModemStats, Shared, lock};
+use super::{ModemControl, ModemHandle, ModemOptions, lock};
 use crate::shared::CardSlot;
 use function::{Function, Outcome};
 use message::{
@@ -38,27 +38,11 @@ pub fn spawn<C: CardSlot>(
     options: ModemOptions,
     proxy_socket: Option<&str>,
 ) -> io::Result<ModemHandle<C>> {
-    if let Ok(meta) = std::fs::symlink_metadata(link) {
-        if !meta.file_type().is_symlink() {
-            return Err(io::Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{} exists and is not a symlink", link.display()),
-            ));
-        }
-        std::fs::remove_file(link)?;
-    }
     let listener = proxy_socket
         .map(super::abstract_socket::listen)
         .transpose()?;
-    let (master, slave, device) = super::pty::open_pty()?;
-    std::os::unix::fs::symlink(&device, link)?;
-    let shared = Arc::new(Shared {
-        card,
-        options: Mutex::new(options),
-        stats: Mutex::new(ModemStats::default()),
-        stop: AtomicBool::new(false),
-    });
-    let control = ModemControl { shared };
+    let (master, slave, device) = super::linked_pty(link)?;
+    let control = super::new_control(card, options);
     let function = Arc::new(Mutex::new(Function::new(control.clone())));
     let pty = PtyServer {
         function: function.clone(),
@@ -86,19 +70,7 @@ pub fn spawn<C: CardSlot>(
                     let _ = pty_thread.join();
                 })
         });
-    let thread = match spawned {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_file(link);
-            return Err(e);
-        }
-    };
-    Ok(ModemHandle {
-        control,
-        thread: Some(thread),
-        link: link.to_path_buf(),
-        device,
-    })
+    super::into_handle(control, link, device, spawned)
 }
 
 fn stopping<C: CardSlot>(control: &ModemControl<C>) -> bool {

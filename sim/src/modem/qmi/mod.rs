@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use self::device::QmiDevice;
 use self::message::{Cut, Frame, cut};
-use super::{ModemControl, ModemHandle, ModemOptions, ModemStats, Shared, lock, pty};
+use super::{ModemControl, ModemHandle, ModemOptions, lock};
 use crate::shared::CardSlot;
 
 /// How often blocking waits look at the stop flag.
@@ -36,16 +36,6 @@ pub fn spawn<C: CardSlot>(
     options: ModemOptions,
     proxy_socket: Option<&str>,
 ) -> io::Result<ModemHandle<C>> {
-    if let Ok(meta) = std::fs::symlink_metadata(link) {
-        if meta.file_type().is_symlink() {
-            std::fs::remove_file(link)?;
-        } else {
-            return Err(io::Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{} exists and is not a symlink", link.display()),
-            ));
-        }
-    }
     let listener = match proxy_socket {
         Some(name) => {
             let l = super::abstract_socket::listen(name)
@@ -55,15 +45,8 @@ pub fn spawn<C: CardSlot>(
         }
         None => None,
     };
-    let (master, slave, device) = pty::open_pty()?;
-    std::os::unix::fs::symlink(&device, link)?;
-    let shared = Arc::new(Shared {
-        card,
-        options: Mutex::new(options),
-        stats: Mutex::new(ModemStats::default()),
-        stop: AtomicBool::new(false),
-    });
-    let control = ModemControl { shared };
+    let (master, slave, device) = super::linked_pty(link)?;
+    let control = super::new_control(card, options);
     let qmi = Arc::new(Mutex::new(QmiDevice::new(control.clone())));
     let serving = Serving {
         control: control.clone(),
@@ -85,19 +68,7 @@ pub fn spawn<C: CardSlot>(
                 let _ = p.join();
             }
         });
-    let thread = match thread {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_file(link);
-            return Err(e);
-        }
-    };
-    Ok(ModemHandle {
-        control,
-        thread: Some(thread),
-        link: link.to_path_buf(),
-        device,
-    })
+    super::into_handle(control, link, device, thread)
 }
 
 /// What every serving thread shares: the modem's settings and counters, and the device state.
