@@ -26,9 +26,7 @@
 
 mod helpers;
 
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -60,35 +58,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn abstract_socket_bound(name: &str) -> bool {
-    SocketAddr::from_abstract_name(name.as_bytes())
-        .and_then(|a| UnixStream::connect_addr(&a))
-        .is_ok()
-}
-
-/// The real mbim-proxy on `@mbim-proxy`, started (`--no-exit`, in a session of its own) when
-/// nothing listens there.
+/// The real mbim-proxy on `@mbim-proxy` (started when nothing listens there).
 fn ensure_real_proxy() {
-    if abstract_socket_bound("mbim-proxy") {
-        return;
-    }
-    assert!(
-        Path::new(REAL_PROXY).exists(),
-        "{REAL_PROXY} is missing (libmbim-utils)"
-    );
-    // setsid --fork: the proxy outlives this test in a session of its own.
-    let started = Command::new("setsid")
-        .args(["--fork", REAL_PROXY, "--no-exit"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("start mbim-proxy");
-    assert!(started.success(), "setsid {REAL_PROXY}: {started}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !abstract_socket_bound("mbim-proxy") {
-        assert!(Instant::now() < deadline, "mbim-proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    iotsafe_sim::modem::abstract_socket::ensure_modemmanager_proxy("mbim-proxy")
+        .unwrap_or_else(|e| panic!("{e} (libmbim-utils)"));
 }
 
 /// A simulated MBIM modem reached over `path`, with the module's keys for it.
@@ -487,10 +460,10 @@ fn private_real_proxy() -> Proc {
         "unshare(CLONE_NEWNET): {}",
         std::io::Error::last_os_error()
     );
-    assert!(!abstract_socket_bound("mbim-proxy"));
+    assert!(!iotsafe_sim::modem::abstract_socket::is_bound("mbim-proxy"));
     let proxy = Proc::spawn(Command::new(REAL_PROXY).arg("--no-exit"), None);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !abstract_socket_bound("mbim-proxy") {
+    while !iotsafe_sim::modem::abstract_socket::is_bound("mbim-proxy") {
         assert!(Instant::now() < deadline, "mbim-proxy did not start");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -8,7 +8,7 @@
 mod helpers;
 
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,24 +33,8 @@ const PATHS: [Path3; 3] = [Path3::Direct, Path3::SimProxy, Path3::RealProxy];
 
 /// `@qmi-proxy` bound: by ModemManager's, another test's, or one started here.
 fn ensure_real_qmi_proxy() {
-    let bound = || {
-        UnixStream::connect_addr(&SocketAddr::from_abstract_name(b"qmi-proxy").expect("name"))
-            .is_ok()
-    };
-    if bound() {
-        return;
-    }
-    // Through a shell that leaves it behind: it outlives this test, as ModemManager's would.
-    let started = Command::new("sh")
-        .args(["-c", "/usr/libexec/qmi-proxy --no-exit >/dev/null 2>&1 &"])
-        .status()
-        .expect("sh");
-    assert!(started.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !bound() {
-        assert!(Instant::now() < deadline, "qmi-proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    iotsafe_sim::modem::abstract_socket::ensure_modemmanager_proxy("qmi-proxy")
+        .unwrap_or_else(|e| panic!("{e} (libqmi-utils)"));
 }
 
 struct Rig {

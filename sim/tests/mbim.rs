@@ -8,10 +8,8 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use iotsafe_sim::modem::{ModemHandle, ModemOptions, mbim};
 use iotsafe_sim::{CardOptions, SharedCard, default_profile};
@@ -200,43 +198,16 @@ fn mbimcli_sees_the_mbim_failure_statuses() {
     assert!(caps.contains("iotsafe-sim"), "{caps}");
 }
 
-/// Whether something listens on the abstract socket `name`.
-fn abstract_socket_bound(name: &str) -> bool {
-    use std::os::linux::net::SocketAddrExt;
-    let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) else {
-        return false;
-    };
-    UnixStream::connect_addr(&addr).is_ok()
-}
-
-/// Starts `/usr/libexec/mbim-proxy --no-exit` unless one already listens (it serves every
-/// device and test; it is left running, as ModemManager's would be).
+/// The real mbim-proxy on `@mbim-proxy` (started when nothing listens there); `false` (the
+/// test is skipped, with a line saying why) when not root: Debian's mbim-proxy serves root only.
 fn ensure_real_proxy() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("Debian's mbim-proxy serves root only: skipped");
         return false;
     }
-    if abstract_socket_bound("mbim-proxy") {
-        return true;
-    }
-    let proxy = Path::new("/usr/libexec/mbim-proxy");
-    if !proxy.exists() {
-        eprintln!("/usr/libexec/mbim-proxy is not installed: skipped");
-        return false;
-    }
-    let _ = Command::new("setsid")
-        .arg("--fork")
-        .arg(proxy)
-        .arg("--no-exit")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !abstract_socket_bound("mbim-proxy") {
-        assert!(Instant::now() < deadline, "mbim-proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    iotsafe_sim::modem::abstract_socket::ensure_modemmanager_proxy("mbim-proxy")
+        .unwrap_or_else(|e| panic!("{e} (libmbim-utils)"));
     true
 }
 

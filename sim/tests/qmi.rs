@@ -481,25 +481,10 @@ fn qmicli_talks_to_the_simulated_device_directly() {
     assert_eq!(m.stats().client_ids, 0, "qmicli released what it allocated");
 }
 
-/// `@qmi-proxy` is bound: by ModemManager's, by another test's, or by one started here
-/// (`--no-exit`, left running: it is shared and serves any device).
+/// `@qmi-proxy` is bound: by ModemManager's, by another test's, or by one started here.
 fn ensure_real_qmi_proxy() {
-    let bound =
-        || UnixStream::connect_addr(&SocketAddr::from_abstract_name(b"qmi-proxy").unwrap()).is_ok();
-    if bound() {
-        return;
-    }
-    // Through a shell that leaves it behind: it outlives this test, as ModemManager's would.
-    let started = Command::new("sh")
-        .args(["-c", "/usr/libexec/qmi-proxy --no-exit >/dev/null 2>&1 &"])
-        .status()
-        .expect("sh");
-    assert!(started.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !bound() {
-        assert!(Instant::now() < deadline, "qmi-proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    iotsafe_sim::modem::abstract_socket::ensure_modemmanager_proxy("qmi-proxy")
+        .unwrap_or_else(|e| panic!("{e} (libqmi-utils)"));
 }
 
 #[test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::shared::{CardSlot, SharedCard};
 
-mod abstract_socket;
+pub mod abstract_socket;
 mod at;
 pub mod mbim;
 mod options;
