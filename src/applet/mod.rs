@@ -7,6 +7,7 @@ mod attach;
 mod card_link;
 mod card_read;
 mod channel;
+mod channel_census;
 mod channel_note;
 mod commands;
 mod content_cache;
@@ -26,6 +27,7 @@ pub use apdu::{ClassStyle, Ins, Response, Trace, cla_for_channel};
 pub use card_link::{CardLink, LinkLease};
 pub use card_read::{CardContents, CardObject, read_card};
 pub use channel::AppletChannel;
+pub use channel_census::{ChannelCensus, count_free_channels};
 pub use channel_note::ContentVersion;
 pub use commands::{close_channel, open_channel};
 pub use content_cache::ContentCache;
@@ -35,7 +37,7 @@ pub use formats::{P256_EC_PARAMS, certificate_point, parse_public_key, parse_sig
 pub use info::AppInfo;
 pub use objects::{ObjectClass, ObjectInfo};
 pub use pairing::{KeyPairs, ProvenPair, pair_keys};
-pub use readers::{AppletSettings, ConnectedCard, Readers};
+pub use readers::{AppletSettings, ConnectedCard, Readers, modem_endpoint};
 pub use status::StatusWord;
 
 /// The GSMA IoT SAFE applet AID.

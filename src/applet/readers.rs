@@ -20,7 +20,7 @@ use crate::config::{
 use crate::transport::at::{AtMode, ModemSettings};
 use crate::transport::{
     CardConnection, ConfiguredReaders, ControlSettings, ModemEndpoint, ModemLink, ReaderFilter,
-    ReaderSource, reader_source_override,
+    ReaderSource, TransportError, reader_source_override,
 };
 
 /// How to find and talk to the applet on a card.
@@ -140,21 +140,47 @@ impl Readers {
     }
 
     /// Connects to the applet on the card in `reader`. `Ok(None)`: no card there, or no
-    /// applet on it.
+    /// applet on it. A device this user may not open is an error (its message says why);
+    /// other failures to connect are logged and count as no card.
     pub fn connect(&self, reader: &str) -> Result<Option<ConnectedCard>> {
-        let conn = match self.source.connect(reader) {
+        let conn = match self.connection(reader) {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(None),
+            Err(e @ TransportError::PermissionDenied(_)) => return Err(e.into()),
             Err(e) => {
                 debug!("{reader}: connect: {e}");
                 return Ok(None);
             }
         };
+        self.open_applet(conn, reader)
+    }
+
+    /// The bare connection to the card in `reader`, with the transport's reason when there
+    /// is none (`Ok(None)`: no card or no modem there).
+    pub fn connection(
+        &self,
+        reader: &str,
+    ) -> std::result::Result<Option<Box<dyn CardConnection>>, TransportError> {
+        self.source.connect(reader)
+    }
+
+    /// Opens the applet on `conn` (see [`ConnectedCard::open`]).
+    pub fn open_applet(
+        &self,
+        conn: Box<dyn CardConnection>,
+        reader: &str,
+    ) -> Result<Option<ConnectedCard>> {
         ConnectedCard::open(conn, &self.settings, &self.cache, reader)
+    }
+
+    /// How the applet is found and addressed.
+    pub fn settings(&self) -> &AppletSettings {
+        &self.settings
     }
 }
 
-fn modem_endpoint(modem: &ModemConfig, lock_dir: Option<std::path::PathBuf>) -> ModemEndpoint {
+/// How the modem `modem` of the configuration is reached (`lock_dir`: the configuration's).
+pub fn modem_endpoint(modem: &ModemConfig, lock_dir: Option<std::path::PathBuf>) -> ModemEndpoint {
     let timeout = Duration::from_millis(modem.timeout_ms);
     let control = |default_proxy: &str| ControlSettings {
         device: modem.device.clone(),

@@ -35,11 +35,37 @@ pub enum TransportError {
     Timeout,
     /// The transport cannot carry this route (e.g. a transport-managed channel on PC/SC).
     UnsupportedRoute,
+    /// This user may not open the device (its file permissions, or a daemon that refuses
+    /// it); the text names the device and what is missing.
+    PermissionDenied(String),
     /// Anything else the transport reports.
     Other(String),
 }
 
 impl TransportError {
+    /// `PermissionDenied` for `device` with what its node says (owner, group, mode), when
+    /// `e` is a permission error; `None` otherwise.
+    pub(crate) fn permission(device: &str, e: &std::io::Error) -> Option<TransportError> {
+        use std::os::unix::fs::MetadataExt;
+        if e.kind() != std::io::ErrorKind::PermissionDenied {
+            return None;
+        }
+        let node = std::fs::metadata(device)
+            .map(|m| {
+                format!(
+                    " (owner uid {}, group gid {}, mode {:04o})",
+                    m.uid(),
+                    m.gid(),
+                    m.mode() & 0o7777
+                )
+            })
+            .unwrap_or_default();
+        Some(TransportError::PermissionDenied(format!(
+            "permission denied opening {device}{node}: this user needs read and write access, \
+             e.g. membership of the device's group (run `iotsafe-pkcs11 doctor`)"
+        )))
+    }
+
     /// The card (or the whole reader) is gone, as opposed to a failed exchange.
     pub fn is_removal(&self) -> bool {
         matches!(
@@ -63,7 +89,7 @@ impl fmt::Display for TransportError {
             TransportError::UnsupportedRoute => {
                 write!(f, "this transport has no transport-managed channels")
             }
-            TransportError::Other(s) => write!(f, "{s}"),
+            TransportError::PermissionDenied(s) | TransportError::Other(s) => write!(f, "{s}"),
         }
     }
 }

@@ -182,7 +182,8 @@ impl ModemConnection {
                     "modem {}: cannot open the port for locking: {e}",
                     config.device
                 );
-                return Err(TransportError::NoCard);
+                return Err(TransportError::permission(&config.device, &e)
+                    .unwrap_or(TransportError::NoCard));
             }
         };
         // Opened on a turn: opening sets the port's line settings and reads them back, and
@@ -208,6 +209,41 @@ impl ModemConnection {
             manufacturer,
             cchc_missing: false,
         })
+    }
+}
+
+/// Which SIM-access commands of 3GPP TS 27.007 a modem says it has (their test commands,
+/// `AT+CCHO=?` and so on, answered `OK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimAccessCommands {
+    pub ccho: bool,
+    pub cgla: bool,
+    pub cchc: bool,
+    pub csim: bool,
+}
+
+impl ModemConnection {
+    /// Asks the modem, on a turn of its own, which SIM-access commands it has. A modem that
+    /// stops answering is an error; `ERROR` or `+CME ERROR` to a test command means "no".
+    pub fn sim_access_commands(&mut self) -> Result<SimAccessCommands, TransportError> {
+        let _turn = self.lock.turn().map_err(lock_failed)?;
+        let mut has = |name: &str| match self.port.command(&format!("AT{name}=?"), None) {
+            Ok(_) => Ok(true),
+            Err(AtError::Error | AtError::Cme(_)) => Ok(false),
+            Err(e) => Err(TransportError::from(e)),
+        };
+        Ok(SimAccessCommands {
+            ccho: has("+CCHO")?,
+            cgla: has("+CGLA")?,
+            cchc: has("+CCHC")?,
+            csim: has("+CSIM")?,
+        })
+    }
+
+    /// What `AT+CGMM` says (the model), on a turn of its own.
+    pub fn model(&mut self) -> Option<String> {
+        let _turn = self.lock.turn().ok()?;
+        self.port.identification("AT+CGMM")
     }
 }
 

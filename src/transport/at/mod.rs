@@ -15,7 +15,7 @@
 mod connection;
 mod port;
 
-pub use connection::ModemConnection;
+pub use connection::{ModemConnection, SimAccessCommands};
 
 use std::io::ErrorKind;
 use std::time::Duration;

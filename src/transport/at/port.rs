@@ -94,6 +94,10 @@ impl AtPort {
                     return Err(TransportError::NoCard);
                 }
                 OpenFailure::Other(cause) => {
+                    if let Some(denied) = TransportError::permission(&config.device, &cause) {
+                        warn!("modem {}: {denied}; slot without token", config.device);
+                        return Err(denied);
+                    }
                     warn!(
                         "modem {}: cannot open the port ({cause}); slot without token",
                         config.device

@@ -354,7 +354,8 @@ fn open_stream(settings: &ControlSettings) -> Result<ControlStream, TransportErr
             TransportError::NoCard
         } else {
             warn!("MBIM {device}: cannot open the control device: {e}");
-            TransportError::Other(format!("cannot open {device}: {e}"))
+            TransportError::permission(device, &e)
+                .unwrap_or_else(|| TransportError::Other(format!("cannot open {device}: {e}")))
         }
     })
 }

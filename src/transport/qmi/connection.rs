@@ -140,9 +140,9 @@ fn connect(settings: &ControlSettings) -> Result<QmiLink, TransportError> {
         Err(e) if e.kind() == ErrorKind::NotFound => Err(TransportError::NoCard),
         Err(e) => {
             warn!("QMI modem {device}: cannot open the control device: {e}");
-            Err(TransportError::Other(format!(
-                "cannot open the QMI control device {device}: {e}"
-            )))
+            Err(TransportError::permission(device, &e).unwrap_or_else(|| {
+                TransportError::Other(format!("cannot open the QMI control device {device}: {e}"))
+            }))
         }
     }
 }
