@@ -26,16 +26,17 @@ pub struct CardCheck<'a> {
 }
 
 impl CardCheck<'_> {
-    pub fn run(&self, findings: &mut Vec<Finding>) {
+    /// Runs the steps; true when the card is a token (the applet answered).
+    pub fn run(&self, findings: &mut Vec<Finding>) -> bool {
         let subject = self.endpoint;
         if !self.census(findings) {
-            return;
+            return false;
         }
         let Some(card) = self.applet(findings) else {
             for check in ["objects", "key-pairing", "signature"] {
                 findings.push(Finding::skip(check, subject, "no applet"));
             }
-            return;
+            return false;
         };
         let pairs = pair_keys(&card.contents.objects, &card.contents.proven_pairs);
         let signers = objects(subject, &card.contents.objects, findings);
@@ -55,6 +56,7 @@ impl CardCheck<'_> {
             ));
         }
         card.link.close(false);
+        true
     }
 
     /// Connects, and counts the free logical channels; false when there is no connection.
@@ -62,14 +64,26 @@ impl CardCheck<'_> {
         let subject = self.endpoint;
         let mut conn = match self.readers.connection(subject) {
             Ok(Some(conn)) => conn,
-            Ok(None) => {
-                let fix = if self.is_modem {
+            Ok(None) if self.is_modem => {
+                findings.push(Finding::fail(
+                    "connection",
+                    subject,
+                    "no SIM",
                     "is a SIM inserted and enabled (`mmcli -m 0`, `AT+CPIN?`)? with ModemManager \
-                     around, see modem-holders above"
-                } else {
-                    "insert the card; `pcsc_scan` shows what the reader sees"
-                };
-                findings.push(Finding::fail("connection", subject, "no card", fix));
+                     around, see modem-holders above",
+                ));
+                self.skip_rest(findings, "no SIM");
+                return false;
+            }
+            Ok(None) => {
+                // An empty reader is no fault by itself; the tokens step says whether any
+                // card is left.
+                findings.push(Finding::warn(
+                    "connection",
+                    subject,
+                    "no card in this reader",
+                    "insert the card if it belongs here; `pcsc_scan` shows what the reader sees",
+                ));
                 self.skip_rest(findings, "no card");
                 return false;
             }

@@ -51,14 +51,35 @@ pub fn run(options: &Options) -> Report {
         ));
     }
     cards.extend(pcsc_readers.into_iter().map(|r| (r, false)));
+    let mut tokens = Vec::new();
     for (endpoint, is_modem) in &cards {
-        CardCheck {
+        let check = CardCheck {
             readers: &readers,
             endpoint,
             is_modem: *is_modem,
             signature: options.signature,
+        };
+        if check.run(&mut findings) {
+            tokens.push(endpoint.clone());
         }
-        .run(&mut findings);
     }
+    findings.push(if tokens.is_empty() {
+        Finding::fail(
+            "tokens",
+            "all slots",
+            "no slot has a token: applications see no IoT SAFE key",
+            "fix the first failure above",
+        )
+    } else {
+        Finding::ok(
+            "tokens",
+            "all slots",
+            format!(
+                "{} slot(s) with a token: {}",
+                tokens.len(),
+                tokens.join(", ")
+            ),
+        )
+    });
     Report::new(system::runner(), findings)
 }
