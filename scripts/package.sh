@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Debian packages into target/debian/ and checks them with lintian:
 #   iotsafe-pkcs11_<version>_<arch>.deb   the module (p11-kit's module directory), its p11-kit
-#                                         registration, the header, /etc/iotsafe-pkcs11/config.toml
+#                                         registration, the field diagnosis command
+#                                         (/usr/bin/iotsafe-pkcs11 doctor), the header,
+#                                         /etc/iotsafe-pkcs11/config.toml
 #                                         (a conffile), the polkit rule for the group "iotsafe",
 #                                         the docs and an example udev rule for ModemManager
 #   iotsafe-sim_<version>_<arch>.deb      the card simulator (/usr/bin/iotsafe-sim)
@@ -27,7 +29,7 @@ out=$root/target/debian
 if [ "$build" = 1 ]; then
   cargo build --release --workspace --locked
 fi
-for f in target/release/libiotsafe_pkcs11.so target/release/iotsafe-sim; do
+for f in target/release/libiotsafe_pkcs11.so target/release/iotsafe-pkcs11 target/release/iotsafe-sim; do
   [ -f "$f" ] || { echo "package: $f missing (cargo build --release --workspace)" >&2; exit 1; }
 done
 
@@ -75,6 +77,27 @@ build_deb() {
   echo "package: $out/${name}_${version}_${arch}.deb (Depends: $depends)"
 }
 
+# A manual page from the program's --help (help2man), gzipped: manual PROGRAM NAME PAGE
+# [SUBCOMMAND...] (each subcommand's --help becomes a section of its own).
+manual() {
+  local program=$1 name=$2 page=$3 include
+  shift 3
+  include=$(mktemp)
+  for sub in "$@"; do
+    printf '[%s]\n.nf\n' "$(echo "$sub" | tr '[:lower:]' '[:upper:]')"
+    "$program" "$sub" --help | sed 's/^\./\\\&./'
+    printf '.fi\n'
+  done > "$include"
+  local sections=()
+  [ ! -s "$include" ] || sections=(--include "$include")
+  mkdir -p "$(dirname "$page")"
+  LC_ALL=C.UTF-8 help2man --no-info --no-discard-stderr --name "$name" "${sections[@]}" \
+    --output "$page" "$program"
+  rm -f "$include"
+  gzip -9n "$page"
+  chmod 0644 "$page.gz"
+}
+
 strip_into() {
   install -D -m "$3" "$1" "$2"
   strip --strip-unneeded --remove-section=.comment --remove-section=.note "$2"
@@ -84,6 +107,10 @@ strip_into() {
 stage=$out/stage/iotsafe-pkcs11
 so=$stage/usr/lib/$multiarch/pkcs11/libiotsafe_pkcs11.so
 strip_into target/release/libiotsafe_pkcs11.so "$so" 0644
+bin=$stage/usr/bin/iotsafe-pkcs11
+strip_into target/release/iotsafe-pkcs11 "$bin" 0755
+manual "$bin" "field tools for the iotsafe-pkcs11 module (doctor: why there is no token)" \
+  "$stage/usr/share/man/man1/iotsafe-pkcs11.1" doctor
 install -D -m 0644 packaging/iotsafe-pkcs11.module "$stage/usr/share/p11-kit/modules/iotsafe-pkcs11.module"
 install -D -m 0644 include/iotsafe_pkcs11.h "$stage/usr/include/iotsafe_pkcs11.h"
 install -D -m 0644 packaging/config.toml "$stage/etc/iotsafe-pkcs11/config.toml"
@@ -97,16 +124,13 @@ install -D -m 0755 packaging/debian/iotsafe-pkcs11.postinst "$stage/DEBIAN/posti
 install -D -m 0755 packaging/debian/iotsafe-pkcs11.postrm "$stage/DEBIAN/postrm"
 echo /etc/iotsafe-pkcs11/config.toml > "$stage/DEBIAN/conffiles"
 chmod 0644 "$stage/DEBIAN/conffiles"
-build_deb iotsafe-pkcs11 packaging/debian/iotsafe-pkcs11.control "$stage" "$so"
+build_deb iotsafe-pkcs11 packaging/debian/iotsafe-pkcs11.control "$stage" "$so" "$bin"
 
 # The simulator.
 stage=$out/stage/iotsafe-sim
 strip_into target/release/iotsafe-sim "$stage/usr/bin/iotsafe-sim" 0755
-mkdir -p "$stage/usr/share/man/man1"
-LC_ALL=C.UTF-8 help2man --no-info --no-discard-stderr --name "simulated GSMA IoT SAFE card" \
-  --output "$stage/usr/share/man/man1/iotsafe-sim.1" target/release/iotsafe-sim
-gzip -9n "$stage/usr/share/man/man1/iotsafe-sim.1"
-chmod 0644 "$stage/usr/share/man/man1/iotsafe-sim.1.gz"
+manual target/release/iotsafe-sim "simulated GSMA IoT SAFE card" \
+  "$stage/usr/share/man/man1/iotsafe-sim.1"
 for f in sim/README.md sim/docs/*.md; do
   install -D -m 0644 "$f" "$stage/usr/share/doc/iotsafe-sim/$(basename "$f")"
 done

@@ -94,6 +94,17 @@ impl fmt::Display for TransportError {
     }
 }
 
+/// Whether this process can take turns on the modem port `device` in the lock directory every
+/// process of the module uses (`lock_dir`, default `/run/lock`): the directory, or the file
+/// that refuses this user and why (the module then falls back to the temporary directory and
+/// takes no turns with the processes of other users).
+pub fn check_modem_turn_files(
+    device: &str,
+    lock_dir: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, (std::path::PathBuf, std::io::Error)> {
+    turn_lock::TurnLock::check_tty_files(device, lock_dir)
+}
+
 /// Sends one command APDU and returns the response (data ‖ SW1 SW2).
 pub trait Transmit {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError>;

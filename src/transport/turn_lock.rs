@@ -68,6 +68,30 @@ impl TurnLock {
         TurnLock::in_usable_dir(&stem, 0o660, Some(node.gid()), lock_dir)
     }
 
+    /// Whether this process can take turns on the modem port `device` where every process of
+    /// the module does (`lock_dir`, default `/run/lock`), without the temporary-directory
+    /// fallback: the directory, or the file that refuses and why.
+    pub(crate) fn check_tty_files(
+        device: &str,
+        lock_dir: Option<&Path>,
+    ) -> Result<PathBuf, (PathBuf, io::Error)> {
+        let node = std::fs::metadata(device).map_err(|e| (PathBuf::from(device), e))?;
+        let (major, minor) = (libc::major(node.rdev()), libc::minor(node.rdev()));
+        let stem = format!("iotsafe-pkcs11.tty-{major}-{minor}");
+        let dir = lock_dir.unwrap_or(Path::new("/run/lock")).to_path_buf();
+        let lock = TurnLock {
+            queue_path: dir.join(format!("{stem}.queue")),
+            turn_path: dir.join(format!("{stem}.lock")),
+            users_path: dir.join(format!("{stem}.users")),
+            mode: 0o660,
+            group: Some(node.gid()),
+        };
+        for path in [&lock.queue_path, &lock.turn_path] {
+            lock.open(path).map_err(|e| (path.clone(), e))?;
+        }
+        Ok(dir)
+    }
+
     /// For a PC/SC reader: files per reader name (hashed: the name comes from the reader's
     /// driver and must not become part of a path). Open to everyone: any local user may talk
     /// to pcscd, and what the files allow gives nothing pcscd does not — taking a turn only

@@ -7,7 +7,7 @@ use std::time::Duration;
 use iotsafe_pkcs11::applet::modem_endpoint;
 use iotsafe_pkcs11::config::{AtMode, Config, ModemConfig, ModemProtocol};
 use iotsafe_pkcs11::transport::at::ModemConnection;
-use iotsafe_pkcs11::transport::{ModemLink, TransportError};
+use iotsafe_pkcs11::transport::{ModemLink, TransportError, check_modem_turn_files};
 
 use crate::report::{Finding, Verdict};
 use crate::system::{self, Node};
@@ -36,6 +36,7 @@ pub fn check(config: &Config, modem: &ModemConfig) -> (Vec<Finding>, bool) {
             return (findings, false);
         }
     };
+    findings.push(turn_files(config, &subject));
     match modem.protocol {
         ModemProtocol::At => {
             findings.push(holders(&node, &subject));
@@ -127,6 +128,49 @@ fn port(modem: &ModemConfig, proxy: Option<&str>) -> Result<(Node, Finding), Fin
     }
     let detail = format!("{}; this user may read and write it", node.describe());
     Ok((node, Finding::ok(CHECK, subject, detail)))
+}
+
+/// The lock files every process of the module takes turns on for this modem.
+fn turn_files(config: &Config, subject: &str) -> Finding {
+    const CHECK: &str = "modem-turns";
+    match check_modem_turn_files(subject, config.lock_dir.as_deref()) {
+        Ok(dir) => Finding::ok(
+            CHECK,
+            subject,
+            format!(
+                "this user takes turns with the other processes in {}",
+                dir.display()
+            ),
+        ),
+        Err((file, e)) => {
+            let owner = system::node(&file.display().to_string())
+                .map(|n| {
+                    format!(
+                        " ({} {}:{} mode {:04o})",
+                        n.path.display(),
+                        n.owner,
+                        n.group,
+                        n.mode
+                    )
+                })
+                .unwrap_or_default();
+            Finding::warn(
+                CHECK,
+                subject,
+                format!(
+                    "{} refuses this user ({e}){owner}: the module falls back to the temporary \
+                     directory and takes no turns with other users' processes on this modem",
+                    file.display()
+                ),
+                format!(
+                    "the files belong to the port's group with mode 0660 when the module makes \
+                     them; remove the stale ones (rm {}.*) so that they are made again, or \
+                     give them the port's group",
+                    file.with_extension("").display()
+                ),
+            )
+        }
+    }
 }
 
 /// Who else has the AT port open: ModemManager (trouble), processes using this module (they

@@ -182,8 +182,15 @@ impl ModemConnection {
                     "modem {}: cannot open the port for locking: {e}",
                     config.device
                 );
-                return Err(TransportError::permission(&config.device, &e)
-                    .unwrap_or(TransportError::NoCard));
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    return Err(TransportError::PermissionDenied(format!(
+                        "modem {}: permission denied opening its lock files (in /run/lock or \
+                         the configured lock_dir, and in the temporary directory): {e}; run \
+                         `iotsafe-pkcs11 doctor`",
+                        config.device
+                    )));
+                }
+                return Err(TransportError::NoCard);
             }
         };
         // Opened on a turn: opening sets the port's line settings and reads them back, and
