@@ -43,7 +43,9 @@ packages=(
   libqmi-utils              # qmicli, /usr/libexec/qmi-proxy (libqmi 1.32)
   # issue #15: Debian packages (scripts/package.sh; dpkg-dev above has dpkg-shlibdeps)
   lintian                   # checks the packages
-  help2man                  # iotsafe-sim's manual page
+  help2man                  # the manual pages of iotsafe-sim and iotsafe-pkcs11
+  polkitd                   # scripts/test-polkit-rule.sh asks the real polkitd
+  dbus-daemon               # its private bus
 )
 # From <codename>-backports (bookworm has no pkcs11-provider of its own).
 backports_packages=(

@@ -13,6 +13,7 @@
 #      `iotsafe-pkcs11 doctor` run by that user passes every step over both;
 #   4. a system user outside the group gets CKR_DEVICE_ERROR on the modem slot, with a log line
 #      naming the permission, in bounded time, and the doctor names the permission and the fix;
+#      the installed polkit rule lets the group (and only it) use pcscd, asked of the real polkitd;
 #   5. dpkg -r removes every file but the conffile; dpkg -P removes that too.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -153,6 +154,12 @@ case $(finding "$work/doctor-outsider.json" modem-port) in
   *) fail "doctor, $outsider: modem-port: $(finding "$work/doctor-outsider.json" modem-port)" ;;
 esac
 say "iotsafe-pkcs11 doctor as $outsider: $(finding "$work/doctor-outsider.json" modem-port)"
+
+# The installed polkit rule, asked of the real polkitd (Debian 12's pcscd does not ask polkit:
+# scripts/test-polkit-rule.sh says why and what it checks).
+bash scripts/test-polkit-rule.sh /usr/share/polkit-1/rules.d/60-iotsafe-pkcs11.rules > "$work/polkit.log" 2>&1 \
+  || { cat "$work/polkit.log" >&2; fail "the installed polkit rule"; }
+say "polkit rule: $(grep -c 'PASS:' "$work/polkit.log") checks passed with the real polkitd (scripts/test-polkit-rule.sh)"
 
 # 5. Removal.
 kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=
