@@ -198,6 +198,20 @@ fn pcscd_that_does_not_run_is_named_with_its_fix() {
         "does not answer",
         "systemctl restart pcscd",
     );
+    // A daemon that accepts the connection and hangs up at once: what a pcscd built with
+    // polkit does to a client polkit refuses ("Rejected unauthorized PC/SC client").
+    let _ = std::fs::remove_file(&socket);
+    let refusing = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::thread::spawn(move || {
+        for client in refusing.incoming() {
+            drop(client);
+        }
+    });
+    let d = doctor(
+        &config,
+        &[("PCSCLITE_CSOCK_NAME", socket.to_str().expect("path"))],
+    );
+    d.assert_verdict("pcscd", "fail", "refused this user", "usermod -aG iotsafe");
 }
 
 #[test]
