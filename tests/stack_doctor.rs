@@ -175,24 +175,17 @@ fn pcscd_that_does_not_run_is_named_with_its_fix() {
     let config = dir.join("config.toml");
     std::fs::write(&config, "[pcsc]\nenabled = true\n").expect("write");
     let socket = dir.join("no-pcscd.comm");
-    let d = doctor(
-        &config,
-        &[("PCSCLITE_CSOCK_NAME", socket.to_str().expect("path"))],
-    );
-    d.assert_verdict(
-        "pcscd",
-        "fail",
-        "pcscd does not run",
-        "systemctl enable --now pcscd.socket",
-    );
+    let diagnose = || {
+        doctor(
+            &config,
+            &[("PCSCLITE_CSOCK_NAME", socket.to_str().expect("path"))],
+        )
+    };
+    let fix = "systemctl enable --now pcscd.socket";
+    diagnose().assert_verdict("pcscd", "fail", "pcscd does not run", fix);
     // A socket that exists but where nothing accepts: not running either (a stale socket).
-    let _stale = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
-    drop(_stale);
-    let d = doctor(
-        &config,
-        &[("PCSCLITE_CSOCK_NAME", socket.to_str().expect("path"))],
-    );
-    d.assert_verdict(
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    diagnose().assert_verdict(
         "pcscd",
         "fail",
         "does not answer",
@@ -207,11 +200,7 @@ fn pcscd_that_does_not_run_is_named_with_its_fix() {
             drop(client);
         }
     });
-    let d = doctor(
-        &config,
-        &[("PCSCLITE_CSOCK_NAME", socket.to_str().expect("path"))],
-    );
-    d.assert_verdict("pcscd", "fail", "refused this user", "usermod -aG iotsafe");
+    diagnose().assert_verdict("pcscd", "fail", "refused this user", "usermod -aG iotsafe");
 }
 
 #[test]
@@ -359,17 +348,22 @@ fn take_a_channel(port: &Path) {
     assert!(String::from_utf8_lossy(&answer).contains("+CCHO:"));
 }
 
+/// Writes the simulator's default profile into `dir/profile.toml` and returns its text.
+fn default_profile(dir: &Path) -> String {
+    run(Command::new(helpers::stack::sim_binary())
+        .arg("init-profile")
+        .arg(dir.join("profile.toml")))
+    .expect_success();
+    std::fs::read_to_string(dir.join("profile.toml")).expect("profile")
+}
+
 #[test]
 #[ignore = "needs the release build of the simulator (cargo build --release --workspace)"]
 fn a_card_without_keys_and_a_key_whose_certificate_is_not_its_own() {
     // The client key's private half replaced by the ECDH key's: the card signs, the signature
     // does not verify with the certificate stored under the key's ID.
     let dir = scratch("wrong-key");
-    run(Command::new(helpers::stack::sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let profile = std::fs::read_to_string(dir.join("profile.toml")).expect("profile");
+    let profile = default_profile(&dir);
     let private = |id: &str| -> String {
         let block = profile
             .split("[[private_key]]")
@@ -394,11 +388,7 @@ fn a_card_without_keys_and_a_key_whose_certificate_is_not_its_own() {
 
     // No private key at all.
     let dir = scratch("no-keys");
-    run(Command::new(helpers::stack::sim_binary())
-        .arg("init-profile")
-        .arg(dir.join("profile.toml")))
-    .expect_success();
-    let profile = std::fs::read_to_string(dir.join("profile.toml")).expect("profile");
+    let profile = default_profile(&dir);
     let without: String = profile
         .split("\n\n")
         .filter(|block| !block.trim_start().starts_with("[[private_key]]"))
