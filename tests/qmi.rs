@@ -328,6 +328,16 @@ fn a_stale_client_id_is_replaced() {
         .map(|f| f.path())
         .find(|p| p.extension().is_some_and(|e| e == "qmi-uim-cid"))
         .expect("the client id file");
+    // Shared like the lock files: the device's group may read and write it, whatever the umask.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (file, device) = (
+            std::fs::metadata(&cid_file).unwrap(),
+            std::fs::metadata(rig.dir.path().join("cdc-wdm")).unwrap(),
+        );
+        assert_eq!(file.mode() & 0o777, 0o660, "{cid_file:?}");
+        assert_eq!(file.gid(), device.gid(), "{cid_file:?}");
+    }
     std::fs::write(&cid_file, "77\n").unwrap();
     sign_and_check(&rig, b"second").unwrap();
     assert_eq!(

@@ -199,6 +199,13 @@ impl TurnLock {
         self.turn_path.with_extension(suffix)
     }
 
+    /// Opens (making it if needed) the file beside the lock files named by `suffix`, with the
+    /// lock files' mode and group, so that every user who may take turns may also read and
+    /// write it.
+    pub(crate) fn open_side_file(&self, suffix: &str) -> io::Result<File> {
+        self.open(&self.side_path(suffix))
+    }
+
     /// Whether no connection holds a [`Presence`] on the endpoint now (none joined, or all
     /// left).
     pub(crate) fn nobody_joined(&self) -> bool {

@@ -45,6 +45,9 @@ pub struct QmiConnection {
 }
 
 /// The UIM service as this module uses it: the link, the shared client id, the SIM slot.
+/// The file beside the device's lock files that holds the shared UIM client id.
+const CLIENT_ID_FILE: &str = "qmi-uim-cid";
+
 struct UimClient {
     link: QmiLink,
     device: String,
@@ -89,10 +92,15 @@ impl QmiConnection {
         };
         let link = connect(settings)?;
         let (presence, _) = lock.join(Duration::MAX);
+        // Made now, with the lock files' mode and group, so that every user who may take
+        // turns on the device may also record a client id in it.
+        if let Err(e) = lock.open_side_file(CLIENT_ID_FILE) {
+            debug!("QMI modem {device}: the client id file: {e}");
+        }
         let mut uim = UimClient {
             link,
             device: device.clone(),
-            client_id_file: lock.side_path("qmi-uim-cid"),
+            client_id_file: lock.side_path(CLIENT_ID_FILE),
             sim_slot: settings.sim_slot,
             used_channels: Vec::new(),
             timeout: settings.timeout,
