@@ -63,6 +63,50 @@ pub fn parse_signature(data: &[u8]) -> Option<[u8; 64]> {
 mod tests {
     use super::*;
 
+    /// A self-signed certificate (DER) of a new key on `curve`, made by the openssl command.
+    fn certificate_on(curve: &str) -> Vec<u8> {
+        let dir =
+            std::env::temp_dir().join(format!("iotsafe-formats-{curve}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("cert.der");
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg(format!("ec_paramgen_curve:{curve}"))
+            .args([
+                "-nodes",
+                "-subj",
+                "/CN=curve",
+                "-days",
+                "1",
+                "-outform",
+                "DER",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let der = std::fs::read(&cert).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        der
+    }
+
+    #[test]
+    fn only_a_p256_certificate_has_a_point() {
+        let p256 = certificate_on("prime256v1");
+        assert!(certificate_point(&p256).is_some_and(|p| p[0] == 0x04));
+        // secp256k1 points are 65 bytes too: only the curve tells them apart.
+        assert_eq!(certificate_point(&certificate_on("secp256k1")), None);
+        assert_eq!(certificate_point(&certificate_on("secp384r1")), None);
+        assert_eq!(certificate_point(&p256[..p256.len() - 1]), None);
+    }
+
     #[test]
     fn signature_forms() {
         let rs: Vec<u8> = (0..64).collect();

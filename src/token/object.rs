@@ -311,11 +311,8 @@ pub(super) fn parse_certificate(der_bytes: &[u8]) -> Option<CertFacts> {
     let cert = Certificate::from_der(der_bytes).ok()?;
     let tbs = cert.tbs_certificate();
     let spki = tbs.subject_public_key_info();
-    let point: Option<[u8; 65]> = spki
-        .subject_public_key
-        .as_bytes()
-        .and_then(|b| <[u8; 65]>::try_from(b).ok())
-        .filter(|p| p[0] == 0x04);
+    // Only a P-256 key pairs with the applet's keys (a 65-byte point of another curve must not).
+    let point = crate::applet::certificate_point(der_bytes);
     let is_ca = tbs
         .get_extension::<x509_cert::ext::pkix::BasicConstraints>()
         .ok()
