@@ -21,8 +21,9 @@ cargo clippy --no-default-features --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare \
   --all-targets -- -D warnings
 
-step "release build (cargo build --release --workspace)"
-cargo build --release --workspace
+step "release build from the committed lock file without the network (cargo fetch --locked, then cargo build --release --workspace --locked --offline)"
+cargo fetch --locked
+cargo build --release --workspace --locked --offline
 
 step "conformance tools: p11-compare (softhsm-compare/, with its unit tests), OpenSC p11test (built once, cached in target/p11test), curl 8 from backports (target/curl-backports)"
 cargo build --release --manifest-path softhsm-compare/Cargo.toml --target-dir target/softhsm-compare
