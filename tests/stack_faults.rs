@@ -16,7 +16,9 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::Session;
 // Signs with the key pair 01 and verifies against the card's public key.
-use helpers::cryptoki_calls::sign_and_verify_with_key_01 as sign;
+use helpers::cryptoki_calls::{
+    check_session_after_fault, sign_and_verify_with_key_01 as sign, sign_under_fault,
+};
 use helpers::stack::Stack;
 
 /// A session on the card's token, once pcscd shows the card (it may just have been put back).
@@ -58,15 +60,7 @@ fn fault_row(fault: &str, expect: RvError, session_survives: bool) {
     }
     let s = session(&p11);
     sign(&s, b"before the fault").expect("signs before the fault");
-    stack.sim_command(&format!("fault {fault}"));
-    let start = Instant::now();
-    let got = sign(&s, b"under the fault");
-    let took = start.elapsed();
-    stack.sim_command("fault clear");
-    println!(
-        "| vpcd | fault {fault} | C_Sign | {got:?} | {} ms |",
-        took.as_millis()
-    );
+    let (got, took) = sign_under_fault(&s, "vpcd", fault, |c| stack.sim_command(c));
     assert!(took < Duration::from_secs(10), "bounded: {took:?}");
     let mut wrong = None;
     if got != Err(expect) {
@@ -75,14 +69,8 @@ fn fault_row(fault: &str, expect: RvError, session_survives: bool) {
             "C_Sign under `fault {fault}`: {got:?}, expected Err({expect:?}); the session's next \
              C_Sign: {next:?}"
         ));
-    } else if session_survives {
-        sign(&s, b"same session after the fault").expect("recovery in the same session");
     } else {
-        assert_eq!(
-            sign(&s, b"old session"),
-            Err(RvError::SessionHandleInvalid),
-            "the session that met the removal is closed"
-        );
+        check_session_after_fault(&s, session_survives);
     }
     stack.sim_command("insert");
     // A new session in the same process, once pcscd shows the card again.

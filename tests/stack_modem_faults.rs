@@ -16,7 +16,9 @@ use cryptoki::error::RvError;
 use cryptoki::session::Session;
 use helpers::TempDir;
 // Signs with the key pair 01 and verifies against the card's public key.
-use helpers::cryptoki_calls::sign_and_verify_with_key_01 as sign;
+use helpers::cryptoki_calls::{
+    check_session_after_fault, sign_and_verify_with_key_01 as sign, sign_under_fault,
+};
 use helpers::stack::{SimModem, release_module};
 
 /// The module's deadline for one modem request in these rows.
@@ -111,15 +113,7 @@ fn fault_row(path: Path, fault: &str, expect: RvError, session_survives: bool) {
         .expect("C_Initialize");
     let s = session_within(&p11, Duration::from_secs(10)).expect("a token on the modem");
     sign(&s, b"before the fault").expect("signs before the fault");
-    modem.control(&format!("fault {fault}"));
-    let start = Instant::now();
-    let got = sign(&s, b"under the fault");
-    let took = start.elapsed();
-    modem.control("fault clear");
-    println!(
-        "| {path:?} | fault {fault} | C_Sign | {got:?} | {} ms |",
-        took.as_millis()
-    );
+    let (got, took) = sign_under_fault(&s, &format!("{path:?}"), fault, |c| modem.control(c));
     // A few requests may each wait for the timeout (the APDU and the resynchronisation).
     assert!(
         took < Duration::from_millis(4 * TIMEOUT_MS + 2000),
@@ -130,15 +124,7 @@ fn fault_row(path: Path, fault: &str, expect: RvError, session_survives: bool) {
         Err(expect),
         "C_Sign under `fault {fault}` over {path:?}"
     );
-    if session_survives {
-        sign(&s, b"same session after the fault").expect("recovery in the same session");
-    } else {
-        assert_eq!(
-            sign(&s, b"old session"),
-            Err(RvError::SessionHandleInvalid),
-            "the session that met the removal is closed"
-        );
-    }
+    check_session_after_fault(&s, session_survives);
     modem.control("insert");
     let s2 = session_within(&p11, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("no token after `fault {fault}` over {path:?}: {e}"));
