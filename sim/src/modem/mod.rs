@@ -131,6 +131,34 @@ impl<C: CardSlot> ModemControl<C> {
     fn count(&self, f: impl FnOnce(&mut ModemStats)) {
         f(&mut lock(&self.shared.stats));
     }
+
+    /// Whether the card was power-cycled (reset, removed) since the epoch in `seen`, which is
+    /// brought up to date: the modem's channels to it are gone then.
+    fn card_power_cycled(&self, seen: &mut u64) -> bool {
+        let epoch = self.card().power_epoch();
+        std::mem::replace(seen, epoch) != epoch
+    }
+
+    /// Brings the open-session counters up to date with the `open` sessions (logical channels)
+    /// the modem holds.
+    fn record_open_sessions(&self, open: usize) {
+        let open = open as u64;
+        self.count(|s| {
+            s.open_sessions = open;
+            s.max_open_sessions = s.max_open_sessions.max(open);
+        });
+    }
+
+    /// Counts one SIM command in `counter`; whether it is answered "SIM busy" (every
+    /// `busy_every`th; 0: never).
+    fn sim_busy(&self, busy_every: u32, counter: &mut u64) -> bool {
+        *counter += 1;
+        let busy = busy_every > 0 && counter.is_multiple_of(u64::from(busy_every));
+        if busy {
+            self.count(|s| s.busy += 1);
+        }
+        busy
+    }
 }
 
 impl ModemControl<SharedCard> {

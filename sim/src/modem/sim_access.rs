@@ -81,32 +81,21 @@ impl<C: CardSlot> Server<C> {
     /// Forgets the session table when the SIM was power-cycled (reset, removed) since we last
     /// looked: a modem that resets its SIM knows every channel is gone.
     fn sync_presence(&mut self) -> bool {
-        let card = self.card();
-        let epoch = card.power_epoch();
-        if epoch != self.seen_epoch {
+        if self.control.card_power_cycled(&mut self.seen_epoch) {
             self.sessions.clear();
             self.sessions_changed();
-            self.seen_epoch = epoch;
         }
-        card.is_present()
+        self.card().is_present()
     }
 
     /// Brings the open-session counters up to date with the session table.
     fn sessions_changed(&self) {
-        let open = self.sessions.len() as u64;
-        self.control.count(|s| {
-            s.open_sessions = open;
-            s.max_open_sessions = s.max_open_sessions.max(open);
-        });
+        self.control.record_open_sessions(self.sessions.len());
     }
 
     fn busy(&mut self, opts: &ModemOptions) -> bool {
-        self.busy_counter += 1;
-        if opts.busy_every > 0 && self.busy_counter.is_multiple_of(opts.busy_every as u64) {
-            self.control.count(|s| s.busy += 1);
-            return true;
-        }
-        false
+        self.control
+            .sim_busy(opts.busy_every, &mut self.busy_counter)
     }
 
     pub(super) fn csim(&mut self, params: &str, opts: &ModemOptions) -> Answer {

@@ -165,32 +165,20 @@ impl<C: CardSlot> Function<C> {
     /// Forgets the channels when the SIM was power-cycled (reset, removed) since last time;
     /// false while it is out.
     fn sync_presence(&mut self) -> bool {
-        let card = self.control.card();
-        let epoch = card.power_epoch();
-        if epoch != self.seen_epoch {
+        if self.control.card_power_cycled(&mut self.seen_epoch) {
             self.channels.clear();
             self.channels_changed();
-            self.seen_epoch = epoch;
         }
-        card.is_present()
+        self.control.card().is_present()
     }
 
     fn channels_changed(&self) {
-        let open = self.channels.len() as u64;
-        self.control.count(|s| {
-            s.open_sessions = open;
-            s.max_open_sessions = s.max_open_sessions.max(open);
-        });
+        self.control.record_open_sessions(self.channels.len());
     }
 
     fn busy(&mut self) -> bool {
-        let every = u64::from(self.control.options().busy_every);
-        self.busy_counter += 1;
-        if every > 0 && self.busy_counter.is_multiple_of(every) {
-            self.control.count(|s| s.busy += 1);
-            return true;
-        }
-        false
+        let every = self.control.options().busy_every;
+        self.control.sim_busy(every, &mut self.busy_counter)
     }
 
     fn atr(&mut self) -> (u32, Vec<u8>) {

@@ -144,24 +144,17 @@ impl<C: CardSlot> QmiDevice<C> {
     }
 
     fn channels_changed(&self) {
-        let open = self.channels.len() as u64;
-        self.control.count(|s| {
-            s.open_sessions = open;
-            s.max_open_sessions = s.max_open_sessions.max(open);
-        });
+        self.control.record_open_sessions(self.channels.len());
     }
 
     /// Forgets the channels when the card was power-cycled (reset, removed) since we last
     /// looked; true while the card is present.
     fn sync_presence(&mut self) -> bool {
-        let card = self.control.card();
-        let epoch = card.power_epoch();
-        if epoch != self.seen_epoch {
+        if self.control.card_power_cycled(&mut self.seen_epoch) {
             self.channels.clear();
             self.channels_changed();
-            self.seen_epoch = epoch;
         }
-        card.is_present()
+        self.control.card().is_present()
     }
 
     fn uim(&mut self, request: &Frame) -> (Option<u16>, Tlvs) {
