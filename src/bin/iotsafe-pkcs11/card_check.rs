@@ -282,6 +282,14 @@ fn is_certificate(o: &CardObject) -> bool {
         && o.content.is_some()
 }
 
+/// The certificate file on the card whose key is `point`.
+fn certificate_carrying<'o>(objects: &'o [CardObject], point: &[u8; 65]) -> Option<&'o CardObject> {
+    objects
+        .iter()
+        .filter(|o| is_certificate(o))
+        .find(|o| o.content.as_deref().and_then(certificate_point).as_ref() == Some(point))
+}
+
 /// Lists the objects; returns the private keys a signature can be made with.
 fn objects(subject: &str, objects: &[CardObject], findings: &mut Vec<Finding>) -> Vec<ObjectInfo> {
     let count = |class: ObjectClass| objects.iter().filter(|o| o.info.class() == class).count();
@@ -343,11 +351,7 @@ fn pairing(subject: &str, objects: &[CardObject], pairs: &KeyPairs, findings: &m
             ));
             continue;
         };
-        let certificate = objects
-            .iter()
-            .filter(|o| is_certificate(o))
-            .find(|o| o.content.as_deref().and_then(certificate_point) == Some(point));
-        findings.push(match certificate {
+        findings.push(match certificate_carrying(objects, &point) {
             Some(cert) => Finding::ok(
                 "key-pairing",
                 key_subject,
@@ -422,14 +426,9 @@ fn sign_and_verify(
         .ok()
         .zip(p256::ecdsa::Signature::from_slice(&signature).ok())
         .is_some_and(|(key, sig)| key.verify_prehash(&digest, &sig).is_ok());
-    let against = if objects
-        .iter()
-        .filter(|o| is_certificate(o))
-        .any(|o| o.content.as_deref().and_then(certificate_point) == Some(point))
-    {
-        "its certificate's public key"
-    } else {
-        "its public key"
+    let against = match certificate_carrying(objects, &point) {
+        Some(_) => "its certificate's public key",
+        None => "its public key",
     };
     if verified {
         Finding::ok(

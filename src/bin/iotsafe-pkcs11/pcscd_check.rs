@@ -5,6 +5,8 @@ use iotsafe_pkcs11::config::Config;
 use iotsafe_pkcs11::transport::ReaderFilter;
 
 use crate::report::Finding;
+#[cfg(feature = "pcsc")]
+use crate::report::Verdict;
 
 const CHECK: &str = "pcscd";
 
@@ -111,7 +113,8 @@ fn socket_path() -> String {
 }
 
 /// Why `SCardEstablishContext` failed: no daemon, a socket this user may not open, or a daemon
-/// that hung up on this user (polkit).
+/// that hung up on this user (polkit). A failure while modems are configured is a warning: the
+/// modems work without pcscd.
 #[cfg(feature = "pcsc")]
 fn refused_or_absent(socket: &str, e: pcsc::Error, modems_too: bool) -> Finding {
     use std::io::ErrorKind;
@@ -120,46 +123,38 @@ fn refused_or_absent(socket: &str, e: pcsc::Error, modems_too: bool) -> Finding 
     } else {
         ""
     };
-    let finding = match std::os::unix::net::UnixStream::connect(socket) {
-        Err(err) if err.kind() == ErrorKind::NotFound => Finding::fail(
-            CHECK,
-            socket,
+    let (detail, fix) = match std::os::unix::net::UnixStream::connect(socket) {
+        Err(err) if err.kind() == ErrorKind::NotFound => (
             format!("pcscd does not run (no socket {socket}): {e}"),
             format!(
                 "install and start it: apt-get install pcscd; systemctl enable --now pcscd.socket{optional}"
             ),
         ),
-        Err(err) if err.kind() == ErrorKind::PermissionDenied => Finding::fail(
-            CHECK,
-            socket,
+        Err(err) if err.kind() == ErrorKind::PermissionDenied => (
             format!("this user may not open pcscd's socket ({err})"),
             "pcscd's socket directory must be reachable by every user (pcscd makes it 0755); \
-             check the permissions of /run/pcscd",
+             check the permissions of /run/pcscd"
+                .to_string(),
         ),
-        Err(err) => Finding::fail(
-            CHECK,
-            socket,
+        Err(err) => (
             format!("pcscd does not answer on {socket} ({err}): {e}"),
             format!("restart it: systemctl restart pcscd{optional}"),
         ),
-        Ok(_) => Finding::fail(
-            CHECK,
-            socket,
+        Ok(_) => (
             format!(
                 "pcscd runs but refused this user ({e}): a pcscd built with polkit serves only \
                  users of an active local session, not daemons or containers"
             ),
             "add the user to the group iotsafe (usermod -aG iotsafe USER; the package's polkit \
              rule /usr/share/polkit-1/rules.d/60-iotsafe-pkcs11.rules lets that group use pcscd), \
-             then restart the service",
+             then restart the service"
+                .to_string(),
         ),
     };
-    if modems_too && finding.verdict == crate::report::Verdict::Fail {
-        // The modems still work without pcscd.
-        return Finding {
-            verdict: crate::report::Verdict::Warn,
-            ..finding
-        };
-    }
-    finding
+    let verdict = if modems_too {
+        Verdict::Warn
+    } else {
+        Verdict::Fail
+    };
+    Finding::new(CHECK, socket, verdict).detail(detail).fix(fix)
 }
